@@ -1,0 +1,66 @@
+"""What every attack shares: the batch it works on and the gradient step."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from robustcheck.decision import Decision
+from robustcheck.envelope import Box, Inputs
+from robustcheck.spec import AttackSpec
+from robustcheck.taggers.base import Tagger
+
+
+@dataclass
+class AttackBatch:
+    """One batch of events on the device, with the box the attack must stay in."""
+
+    tagger: Tagger
+    nominal: Inputs
+    target: torch.Tensor
+    box: Box
+    decision: Decision
+    generator: torch.Generator
+
+    def start(self) -> Inputs:
+        """Copies of the perturbed inputs, as leaves that record gradients."""
+        return {name: self.nominal[name].clone().requires_grad_(True) for name in self.box.unit}
+
+    def loss_and_grad(self, adv: Inputs) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Input gradients of the attack loss, and which events are already fooled."""
+        log_probs = self.tagger.log_probs({**self.nominal, **adv})
+        fooled = self.decision.decide(log_probs.detach()) != self.target
+        loss = self.decision.loss(log_probs, self.target)
+        grads = torch.autograd.grad(loss, list(adv.values()))
+        return list(grads), fooled
+
+    @torch.no_grad()
+    def signed_step_(
+        self, adv: Inputs, grads: list[torch.Tensor], size: float, frozen: torch.Tensor
+    ) -> None:
+        """Move each unfrozen event by ``size`` sigma along the gradient sign, then project."""
+        scale = (~frozen).to(next(iter(adv.values())).dtype).mul_(size)
+        for (name, x), g in zip(adv.items(), grads, strict=False):
+            step = g.sign_().mul_(self.box.unit[name])
+            step.mul_(scale.view(-1, *([1] * (step.dim() - 1))))
+            x.add_(step)
+        self.box.project_(adv)
+
+
+class Attack:
+    """Base class: configured from an [attacks.NAME] table."""
+
+    needs_gradients = True
+
+    def __init__(self, spec: AttackSpec, seed: int) -> None:
+        self.spec = spec
+        self.epsilon = spec.epsilon
+        self.seed = seed
+
+    def describe(self) -> str:
+        return f"{self.spec.method} eps={self.epsilon:g} sigma, seed {self.seed}"
+
+    def perturb(self, batch: AttackBatch) -> Inputs:
+        """Adversarial values of the perturbed inputs for this batch."""
+        raise NotImplementedError

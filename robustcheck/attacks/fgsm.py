@@ -1,0 +1,14 @@
+"""FGSM: a single signed-gradient step of epsilon sigma."""
+
+from __future__ import annotations
+
+from robustcheck.attacks.base import Attack, AttackBatch
+from robustcheck.envelope import Inputs
+
+
+class FGSM(Attack):
+    def perturb(self, batch: AttackBatch) -> Inputs:
+        adv = batch.start()
+        grads, fooled = batch.loss_and_grad(adv)
+        batch.signed_step_(adv, grads, self.epsilon, fooled)
+        return {name: x.detach() for name, x in adv.items()}

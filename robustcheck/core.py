@@ -1,0 +1,229 @@
+"""The core every door (pytest plugin, CLI, Python API) calls: one SpecRun per spec.
+
+A SpecRun loads the model and data once, evaluates the nominal sample once and computes each
+named attack once, however many checks use it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import torch
+
+from robustcheck.attacks import ATTACKS
+from robustcheck.attacks.base import Attack
+from robustcheck.checks import CHECKS
+from robustcheck.data import Dataset, load_dataset
+from robustcheck.decision import Decision
+from robustcheck.engine import evaluate, resolve_device, run_attack, take, to_tensors
+from robustcheck.envelope import Envelope, Inputs
+from robustcheck.errors import ModelError, RobustcheckError
+from robustcheck.result import CheckResult
+from robustcheck.spec import CheckSpec, Spec, load_spec
+from robustcheck.taggers import load_tagger
+from robustcheck.taggers.base import Tagger
+
+EVAL_BATCH = 8192
+
+
+@dataclass
+class Adversaries:
+    """An attack's outcome on the nominal sample, with the decisions before and after."""
+
+    attack: str
+    description: str
+    epsilon: float
+    seed: int
+    nominal: Inputs
+    adversarial: Inputs
+    log_probs: torch.Tensor
+    correct: torch.Tensor
+    fooled: torch.Tensor
+    sigma: Inputs
+    features: dict[str, tuple[str, ...]]
+    seconds: float
+
+    @property
+    def n_events(self) -> int:
+        return len(self.correct)
+
+    def mean_shift_of_fooled(self) -> list[tuple[str, float]]:
+        """Mean |shift| in sigma per feature over the fooled events, largest first."""
+        if not bool(self.fooled.any()):
+            return []
+        out = []
+        for name, features in self.features.items():
+            shift = (self.adversarial[name] - self.nominal[name])[self.fooled]
+            sigma = self.sigma[name][self.fooled]
+            pulls = torch.where(sigma > 0, shift.abs() / sigma.clamp_min(1e-30), 0.0)
+            pulls = pulls.reshape(-1, len(features)).mean(dim=0)
+            out += [(f, float(v)) for f, v in zip(features, pulls, strict=False)]
+        return sorted(out, key=lambda item: -item[1])
+
+
+class SpecRun:
+    """Everything one spec needs, loaded lazily and computed once."""
+
+    def __init__(self, spec: Spec, *, device: str | None = None, seed: int | None = None):
+        self.spec = spec
+        self.device_name = device or spec.model.device
+        self.seed_override = seed
+        self._adversaries: dict[tuple[str, tuple[int, float | None]], Adversaries] = {}
+
+    @classmethod
+    def from_path(cls, path: str | Path, **kwargs: object) -> SpecRun:
+        return cls(load_spec(path), **kwargs)  # type: ignore[arg-type]
+
+    @cached_property
+    def device(self) -> torch.device:
+        try:
+            device = resolve_device(self.device_name)
+            torch.empty(0, device=device)
+        except Exception as exc:
+            raise ModelError(
+                f"device {self.device_name!r} is not usable here: {exc}",
+                file=self.spec.path,
+                field="model.device",
+                fix='use device = "auto" or "cpu"',
+            ) from None
+        return device
+
+    @cached_property
+    def tagger(self) -> Tagger:
+        return load_tagger(self.spec).to(self.device)
+
+    @cached_property
+    def envelope(self) -> Envelope:
+        return Envelope.from_spec(self.spec)
+
+    def dataset(self, name: str) -> Dataset:
+        return self._datasets[name]
+
+    @cached_property
+    def _datasets(self) -> dict[str, Dataset]:
+        out = {}
+        for name, data in self.spec.data.items():
+            dataset = load_dataset(data, self.spec.path)
+            shapes = {key: value.shape for key, value in dataset.inputs.items()}
+            self.envelope.check_shapes(shapes, str(data.path))
+            out[name] = dataset
+        return out
+
+    @cached_property
+    def _inputs(self) -> dict[str, tuple[Inputs, torch.Tensor]]:
+        perturbed = self.spec.perturbed_inputs()
+        return {
+            name: (to_tensors(dataset, perturbed), torch.from_numpy(dataset.labels))
+            for name, dataset in self._datasets.items()
+        }
+
+    def inputs(self, sample: str = "nominal") -> tuple[Inputs, torch.Tensor]:
+        """CPU tensors of a sample's inputs and its labels."""
+        return self._inputs[sample]
+
+    def log_probs(self, sample: str = "nominal") -> torch.Tensor:
+        return self._log_probs[sample]
+
+    @cached_property
+    def _log_probs(self) -> dict[str, torch.Tensor]:
+        out = {}
+        for name in self.spec.data:
+            inputs, _ = self.inputs(name)
+            with self._model_errors(inputs):
+                out[name] = evaluate(self.tagger, inputs, EVAL_BATCH)
+            classes = out[name].shape[1]
+            if self.spec.model.signal_class >= classes:
+                raise ModelError(
+                    f"signal_class {self.spec.model.signal_class} but the model gives "
+                    f"{classes} classes",
+                    file=self.spec.path,
+                    field="model.signal_class",
+                )
+        return out
+
+    def seed_for(self, attack: str) -> int:
+        if self.seed_override is not None:
+            return self.seed_override
+        return int(self.spec.attacks[attack].options["seed"])
+
+    def make_attack(self, name: str) -> Attack:
+        spec = self.spec.attacks[name]
+        return ATTACKS[spec.method].load()(spec, self.seed_for(name))
+
+    def adversaries(self, attack_name: str, decision: Decision | None = None) -> Adversaries:
+        """The named attack on the nominal sample (computed once per decision rule)."""
+        decision = decision or Decision(self.spec.model.signal_class)
+        key = (attack_name, decision.key)
+        if key in self._adversaries:
+            return self._adversaries[key]
+        attack = self.make_attack(attack_name)
+        inputs, labels = self.inputs("nominal")
+        log_probs = self.log_probs("nominal")
+        target = decision.target(labels)
+        correct = decision.decide(log_probs) == target
+        tagger = self.tagger
+        if attack.needs_gradients:
+            with self._model_errors(inputs):
+                tagger.prepare_gradients(take(inputs, slice(0, 512), tagger.device))
+        batch_size = int(self.spec.attacks[attack_name].options["batch_size"])
+        with self._model_errors(inputs):
+            outcome = run_attack(
+                attack, tagger, self.envelope, inputs, labels, decision, correct, batch_size
+            )
+            adv_inputs = {**inputs, **outcome.adversarial}
+            adv_log_probs = evaluate(tagger, adv_inputs, EVAL_BATCH)
+        fooled = correct & (decision.decide(adv_log_probs) != target)
+        sigma = {name: env.sigma(inputs[name]) for name, env in self.envelope.inputs.items()}
+        result = Adversaries(
+            attack=attack_name,
+            description=attack.describe(),
+            epsilon=attack.epsilon,
+            seed=attack.seed,
+            nominal=inputs,
+            adversarial=adv_inputs,
+            log_probs=adv_log_probs,
+            correct=correct,
+            fooled=fooled,
+            sigma=sigma,
+            features={name: env.features for name, env in self.envelope.inputs.items()},
+            seconds=outcome.seconds,
+        )
+        self._adversaries[key] = result
+        return result
+
+    @contextlib.contextmanager
+    def _model_errors(self, inputs: Inputs) -> Iterator[None]:
+        """Turn an exception from inside the model into one clear ModelError."""
+        try:
+            yield
+        except RobustcheckError:
+            raise
+        except Exception as exc:
+            shapes = {name: tuple(x.shape) for name, x in inputs.items()}
+            text = str(exc).strip().splitlines()
+            first = text[0] if text else type(exc).__name__
+            raise ModelError(
+                f"the model failed on inputs of shapes {shapes}: {type(exc).__name__}: {first}",
+                file=self.spec.path,
+                field="model.path",
+                fix="check that [inputs.*] features and the data match what the model expects",
+            ) from None
+
+    def run_check(self, check: CheckSpec) -> CheckResult:
+        """Run one check of this spec."""
+        implementation = CHECKS[check.type].load()
+        return implementation(check, self).evaluate()
+
+    def run(self) -> list[CheckResult]:
+        return [self.run_check(check) for check in self.spec.checks]
+
+
+def run_spec(
+    path: str | Path, *, device: str | None = None, seed: int | None = None
+) -> list[CheckResult]:
+    """Load a spec, run all its checks and return their results."""
+    return SpecRun.from_path(path, device=device, seed=seed).run()

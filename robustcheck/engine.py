@@ -1,0 +1,97 @@
+"""The batched engine: moves events to the device, evaluates taggers and runs attacks."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from robustcheck.attacks.base import Attack, AttackBatch
+from robustcheck.data import Dataset
+from robustcheck.decision import Decision
+from robustcheck.envelope import Envelope, Inputs
+from robustcheck.taggers.base import Tagger
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present; anything else is passed to torch.device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def to_tensors(dataset: Dataset, perturbed: list[str]) -> Inputs:
+    """CPU tensors of a dataset's inputs; perturbed inputs become float32."""
+    out = {}
+    for name, array in dataset.inputs.items():
+        if name in perturbed or array.dtype == np.float64:
+            array = array.astype(np.float32, copy=False)
+        out[name] = torch.from_numpy(np.ascontiguousarray(array))
+    return out
+
+
+def batches(n: int, size: int) -> Iterator[slice]:
+    for start in range(0, n, size):
+        yield slice(start, min(start + size, n))
+
+
+def take(inputs: Inputs, index: slice | torch.Tensor, device: torch.device) -> Inputs:
+    return {name: x[index].to(device, non_blocking=True) for name, x in inputs.items()}
+
+
+def evaluate(tagger: Tagger, inputs: Inputs, batch_size: int) -> torch.Tensor:
+    """Class log-probabilities of every event, on the CPU."""
+    n = len(next(iter(inputs.values())))
+    with tagger.frozen():
+        parts = [
+            tagger.evaluate(take(inputs, part, tagger.device)).cpu()
+            for part in batches(n, batch_size)
+        ]
+    return torch.cat(parts) if parts else torch.empty(0, 2)
+
+
+@dataclass
+class AttackOutcome:
+    """Adversarial inputs for every event (nominal values where not attacked)."""
+
+    adversarial: Inputs
+    attacked: torch.Tensor
+    seconds: float
+
+
+def run_attack(
+    attack: Attack,
+    tagger: Tagger,
+    envelope: Envelope,
+    inputs: Inputs,
+    labels: torch.Tensor,
+    decision: Decision,
+    select: torch.Tensor,
+    batch_size: int,
+) -> AttackOutcome:
+    """Attack the events in ``select``; the others keep their nominal values."""
+    device = tagger.device
+    env = envelope.to(device)
+    index = torch.nonzero(select).flatten()
+    adversarial = {name: inputs[name].clone() for name in envelope.inputs}
+    started = time.perf_counter()
+    with tagger.frozen():
+        for number, part in enumerate(batches(len(index), batch_size)):
+            rows = index[part]
+            nominal = take(inputs, rows, device)
+            generator = torch.Generator(device=device)
+            generator.manual_seed(attack.seed * 1_000_003 + number)
+            batch = AttackBatch(
+                tagger=tagger,
+                nominal=nominal,
+                target=decision.target(labels[rows].to(device)),
+                box=env.box(nominal, attack.epsilon),
+                decision=decision,
+                generator=generator,
+            )
+            for name, x in attack.perturb(batch).items():
+                adversarial[name][rows] = x.to("cpu")
+    return AttackOutcome(adversarial, select.clone(), time.perf_counter() - started)

@@ -1,0 +1,183 @@
+"""A small declarative schema for spec tables: validation with clear errors, and JSON Schema.
+
+Attacks, checks and loaders declare their options as ``dict[str, Field]``; the same
+declarations validate spec files and export a JSON Schema for editors.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from robustcheck.errors import SpecError
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+REQUIRED: Any = _Required()
+
+_TYPE_NAMES = {
+    "str": "a string",
+    "int": "an integer",
+    "number": "a number",
+    "bool": "true or false",
+    "list": "a list",
+    "table": "a table",
+    "str_or_int": "a string or an integer",
+    "number_list": "a list of numbers",
+    "str_list": "a list of strings",
+    "str_map": "a table of strings",
+}
+
+
+@dataclass(frozen=True)
+class Field:
+    """One option of a spec table."""
+
+    type: str
+    default: Any = REQUIRED
+    doc: str = ""
+    choices: tuple[Any, ...] | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    exclusive_minimum: bool = False
+    table: Mapping[str, Field] | None = field(default=None, compare=False)
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+
+def _is_type(value: Any, type_: str) -> bool:
+    if type_ == "str":
+        return isinstance(value, str)
+    if type_ == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if type_ == "number":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if type_ == "bool":
+        return isinstance(value, bool)
+    if type_ == "list":
+        return isinstance(value, list)
+    if type_ == "table":
+        return isinstance(value, Mapping)
+    if type_ == "str_or_int":
+        return _is_type(value, "str") or _is_type(value, "int")
+    if type_ == "number_list":
+        return isinstance(value, list) and all(_is_type(v, "number") for v in value)
+    if type_ == "str_list":
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    if type_ == "str_map":
+        return isinstance(value, Mapping) and all(isinstance(v, str) for v in value.values())
+    raise ValueError(f"unknown schema type {type_!r}")
+
+
+def unknown_key_error(key: str, valid: list[str], where: str, source: str | Path) -> SpecError:
+    """An error for an unknown key, suggesting the closest valid one."""
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    hint = f"did you mean `{close[0]}`?" if close else f"valid keys: {', '.join(sorted(valid))}"
+    return SpecError(f"unknown key `{key}`", file=source, field=where or None, fix=hint)
+
+
+def validate(
+    data: Mapping[str, Any], schema: Mapping[str, Field], where: str, source: str | Path
+) -> dict[str, Any]:
+    """Check ``data`` against ``schema``; return a copy with defaults filled in."""
+    if not isinstance(data, Mapping):
+        raise SpecError("must be a table", file=source, field=where or None)
+    for key in data:
+        if key not in schema:
+            raise unknown_key_error(key, list(schema), where, source)
+    out: dict[str, Any] = {}
+    for name, spec in schema.items():
+        path = f"{where}.{name}" if where else name
+        if name not in data:
+            if spec.required:
+                raise SpecError(
+                    f"missing required key `{name}`",
+                    file=source,
+                    field=where or None,
+                    fix=f"add `{name} = ...` ({spec.doc or _TYPE_NAMES[spec.type]})",
+                )
+            out[name] = spec.default
+            continue
+        out[name] = check_value(data[name], spec, path, source)
+    return out
+
+
+def check_value(value: Any, spec: Field, path: str, source: str | Path) -> Any:
+    """Check one value's type, range and choices."""
+    if not _is_type(value, spec.type):
+        raise SpecError(
+            f"must be {_TYPE_NAMES[spec.type]}, got {value!r}",
+            file=source,
+            field=path,
+            fix=spec.doc or None,
+        )
+    if spec.choices is not None and value not in spec.choices:
+        close = difflib.get_close_matches(str(value), [str(c) for c in spec.choices], n=1)
+        hint = f"did you mean `{close[0]}`? " if close else ""
+        raise SpecError(
+            f"{value!r} is not one of {', '.join(map(repr, spec.choices))}",
+            file=source,
+            field=path,
+            fix=f"{hint}choose one of {', '.join(map(str, spec.choices))}",
+        )
+    if (
+        spec.minimum is not None
+        and _is_type(value, "number")
+        and (value < spec.minimum or (spec.exclusive_minimum and value == spec.minimum))
+    ):
+        op = ">" if spec.exclusive_minimum else ">="
+        raise SpecError(f"must be {op} {spec.minimum}, got {value}", file=source, field=path)
+    if spec.maximum is not None and _is_type(value, "number") and value > spec.maximum:
+        raise SpecError(f"must be <= {spec.maximum}, got {value}", file=source, field=path)
+    if spec.table is not None:
+        return validate(value, spec.table, path, source)
+    return value
+
+
+_JSON_TYPES: dict[str, dict[str, Any]] = {
+    "str": {"type": "string"},
+    "int": {"type": "integer"},
+    "number": {"type": "number"},
+    "bool": {"type": "boolean"},
+    "list": {"type": "array"},
+    "table": {"type": "object"},
+    "str_or_int": {"type": ["string", "integer"]},
+    "number_list": {"type": "array", "items": {"type": "number"}},
+    "str_list": {"type": "array", "items": {"type": "string"}},
+    "str_map": {"type": "object", "additionalProperties": {"type": "string"}},
+}
+
+
+def to_json_schema(schema: Mapping[str, Field]) -> dict[str, Any]:
+    """A JSON Schema object for a table of fields."""
+    props: dict[str, Any] = {}
+    for name, spec in schema.items():
+        prop = dict(_JSON_TYPES[spec.type])
+        if spec.doc:
+            prop["description"] = spec.doc
+        if spec.choices is not None:
+            prop["enum"] = list(spec.choices)
+        if spec.minimum is not None:
+            key = "exclusiveMinimum" if spec.exclusive_minimum else "minimum"
+            prop[key] = spec.minimum
+        if spec.maximum is not None:
+            prop["maximum"] = spec.maximum
+        if spec.table is not None:
+            prop = {**prop, **to_json_schema(spec.table)}
+        if not spec.required and spec.default is not None:
+            prop["default"] = spec.default
+        props[name] = prop
+    required = [n for n, s in schema.items() if s.required]
+    out: dict[str, Any] = {"type": "object", "properties": props, "additionalProperties": False}
+    if required:
+        out["required"] = required
+    return out

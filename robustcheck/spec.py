@@ -1,0 +1,451 @@
+"""The robustness spec (version 1): loading TOML/YAML, validation and the typed result.
+
+Nothing here imports torch, numpy or scipy: pytest collects specs with this module alone.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from robustcheck.attacks import ATTACKS
+from robustcheck.checks import CHECKS
+from robustcheck.errors import SpecError
+from robustcheck.schema import Field, unknown_key_error, validate
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+SPEC_VERSION = 1
+SPEC_NAME = re.compile(r"^(robustness|.+\.robust)\.(toml|ya?ml)$")
+
+MODEL_FIELDS: dict[str, Field] = {
+    "path": Field("str", doc='model file (.onnx, TorchScript .pt/.ts, .pt2) or "pkg.mod:factory"'),
+    "weights": Field("str", None, doc="state_dict file for a factory that returns an nn.Module"),
+    "output": Field("str_or_int", 0, doc="index or name of the output that holds the scores"),
+    "scores": Field(
+        "str",
+        "logits",
+        doc="what the output holds",
+        choices=("logits", "probabilities", "sigmoid", "binary_logit"),
+    ),
+    "signal_class": Field("int", 1, doc="class whose score is the discriminant", minimum=0),
+    "device": Field("str", "auto", doc="auto | cpu | cuda | cuda:N"),
+    "input_names": Field(
+        "str_list", None, doc="model input names in call order, when they cannot be read"
+    ),
+}
+
+DATA_FIELDS: dict[str, Field] = {
+    "path": Field("str", doc="data file (.npz, .npy)"),
+    "labels": Field("str", doc="array holding the integer class labels"),
+    "inputs": Field("str_map", doc="model input name -> array in the file"),
+    "max_events": Field("int", None, doc="read at most this many events", minimum=1),
+    "tree": Field("str", None, doc="tree name in a ROOT file"),
+}
+
+INPUT_FIELDS: dict[str, Field] = {
+    "features": Field("str_list", None, doc="names along the last axis"),
+    "mask": Field("str", None, doc="model input that marks real (non-padding) entries"),
+    "perturb": Field("bool", True, doc="false for inputs no attack may change"),
+}
+
+FEATURE_FIELDS: dict[str, Field] = {
+    "absolute": Field("number", None, doc="sigma in the feature's units", minimum=0.0),
+    "relative": Field("number", None, doc="sigma as a fraction of |value|", minimum=0.0),
+    "min": Field("number", None, doc="physical lower bound"),
+    "max": Field("number", None, doc="physical upper bound"),
+    "frozen": Field("bool", False, doc="never changed by any attack"),
+    "integer": Field("bool", False, doc="integer-valued: never changed by continuous attacks"),
+    "default": Field("number", None, doc="placeholder value (e.g. -999) left untouched"),
+}
+
+TOP_LEVEL = ("version", "model", "data", "inputs", "envelope", "attacks", "checks")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    path: str
+    weights: str | None
+    output: str | int
+    scores: str
+    signal_class: int
+    device: str
+    input_names: tuple[str, ...] | None
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    name: str
+    path: Path
+    labels: str
+    inputs: dict[str, str]
+    max_events: int | None
+    tree: str | None
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    features: tuple[str, ...]
+    mask: str | None
+    perturb: bool
+
+
+@dataclass(frozen=True)
+class FeatureEnvelope:
+    absolute: float | None
+    relative: float | None
+    min: float | None
+    max: float | None
+    frozen: bool
+    integer: bool
+    default: float | None
+
+    @property
+    def movable(self) -> bool:
+        return not (self.frozen or self.integer)
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    name: str
+    method: str
+    options: dict[str, Any]
+
+    @property
+    def epsilon(self) -> float:
+        return float(self.options["epsilon"])
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    index: int
+    name: str
+    type: str
+    options: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A validated robustness spec; relative paths are already resolved."""
+
+    path: Path
+    version: int
+    model: ModelSpec
+    data: dict[str, DataSpec]
+    inputs: dict[str, InputSpec]
+    envelope: dict[str, dict[str, FeatureEnvelope]]
+    attacks: dict[str, AttackSpec]
+    checks: tuple[CheckSpec, ...]
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+    def model_path(self) -> Path | None:
+        """The model file, or None when the model is an import path."""
+        return None if is_import_path(self.model.path) else self.base_dir / self.model.path
+
+    def perturbed_inputs(self) -> list[str]:
+        return [name for name, spec in self.inputs.items() if spec.perturb]
+
+
+def is_import_path(path: str) -> bool:
+    """True for ``pkg.module:factory`` model paths (no file suffix before the colon)."""
+    module, colon, attr = path.partition(":")
+    return (
+        bool(colon)
+        and bool(attr)
+        and "/" not in module
+        and "\\" not in module
+        and all(part.isidentifier() for part in module.split("."))
+    )
+
+
+def is_spec_file(path: Path) -> bool:
+    """Whether pytest --robustcheck collects this file."""
+    return bool(SPEC_NAME.match(path.name))
+
+
+def read_document(path: Path) -> dict[str, Any]:
+    """Parse a TOML or YAML file into a dict, with parse errors as SpecError."""
+    if not path.is_file():
+        raise SpecError("spec file not found", file=path, fix="check the path")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix == ".toml":
+            doc = tomllib.loads(text)
+        else:
+            import yaml
+
+            doc = yaml.safe_load(text)
+    except Exception as exc:  # parser errors carry their own line numbers
+        raise SpecError(f"cannot parse: {exc}", file=path) from None
+    if not isinstance(doc, dict):
+        raise SpecError("the spec must be a table of sections", file=path)
+    return doc
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Read and validate a spec file. Raises SpecError with file, field and fix."""
+    path = Path(path).resolve()
+    return parse_spec(read_document(path), path)
+
+
+def parse_spec(doc: Mapping[str, Any], path: Path) -> Spec:
+    """Validate a parsed spec document; ``path`` anchors relative paths and messages."""
+    for key in doc:
+        if key not in TOP_LEVEL:
+            raise unknown_key_error(key, list(TOP_LEVEL), "", path)
+    version = doc.get("version", SPEC_VERSION)
+    if version != SPEC_VERSION:
+        raise SpecError(
+            f"unsupported spec version {version!r}",
+            file=path,
+            field="version",
+            fix=f"this robustcheck reads version {SPEC_VERSION}",
+        )
+    for section in ("model", "data", "checks"):
+        if section not in doc:
+            raise SpecError(f"missing section [{section}]", file=path, fix=_SECTION_FIX[section])
+
+    model = ModelSpec(**_with_tuple(validate(doc["model"], MODEL_FIELDS, "model", path)))
+    if model.signal_class > 1 and model.scores in ("sigmoid", "binary_logit"):
+        raise SpecError(
+            f"signal_class {model.signal_class} with a single binary output",
+            file=path,
+            field="model.signal_class",
+            fix="use signal_class = 1 (or 0)",
+        )
+    _check_file(path, "model.path", model.path, allow_import=True)
+    if model.weights is not None:
+        _check_file(path, "model.weights", model.weights)
+
+    data = _parse_data(doc["data"], path)
+    inputs = _parse_inputs(doc.get("inputs", {}), data, path)
+    envelope = _parse_envelope(doc.get("envelope", {}), inputs, path)
+    attacks = _parse_attacks(doc.get("attacks", {}), path)
+    checks = _parse_checks(doc["checks"], attacks, data, path)
+    return Spec(path, version, model, data, inputs, envelope, attacks, checks)
+
+
+_SECTION_FIX = {
+    "model": '[model] path = "tagger.onnx"',
+    "data": '[data.nominal] path = "test.npz", labels = "y", inputs = { x = "x" }',
+    "checks": '[[checks]] type = "fooling_rate", attack = "...", max = 0.05',
+}
+
+
+def _with_tuple(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+
+
+def _check_file(spec_path: Path, field: str, value: str, allow_import: bool = False) -> None:
+    if allow_import and is_import_path(value):
+        return
+    target = spec_path.parent / value
+    if not target.exists():
+        raise SpecError(
+            f"file not found: {target}",
+            file=spec_path,
+            field=field,
+            fix="paths are relative to the spec file's folder",
+        )
+
+
+def _parse_data(section: Any, path: Path) -> dict[str, DataSpec]:
+    if not isinstance(section, Mapping) or not section:
+        raise SpecError(
+            "must hold at least [data.nominal]", file=path, field="data", fix=_SECTION_FIX["data"]
+        )
+    if "nominal" not in section:
+        raise SpecError("missing [data.nominal]", file=path, field="data", fix=_SECTION_FIX["data"])
+    out = {}
+    for name, table in section.items():
+        values = validate(table, DATA_FIELDS, f"data.{name}", path)
+        _check_file(path, f"data.{name}.path", values["path"])
+        if not values["inputs"]:
+            raise SpecError(
+                "needs at least one input",
+                file=path,
+                field=f"data.{name}.inputs",
+                fix='inputs = { x = "x" } maps model input -> array',
+            )
+        out[name] = DataSpec(name=name, **{**values, "path": path.parent / values["path"]})
+    nominal_inputs = set(out["nominal"].inputs)
+    for name, data in out.items():
+        if set(data.inputs) != nominal_inputs:
+            raise SpecError(
+                f"inputs {sorted(data.inputs)} differ from [data.nominal]'s "
+                f"{sorted(nominal_inputs)}",
+                file=path,
+                field=f"data.{name}.inputs",
+                fix="every sample must map the same model inputs",
+            )
+    return out
+
+
+def _parse_inputs(section: Any, data: dict[str, DataSpec], path: Path) -> dict[str, InputSpec]:
+    if not isinstance(section, Mapping):
+        raise SpecError("must be a table", file=path, field="inputs")
+    model_inputs = list(data["nominal"].inputs)
+    for name in section:
+        if name not in model_inputs:
+            raise unknown_key_error(name, model_inputs, "inputs", path)
+    masks = {table.get("mask") for table in section.values() if isinstance(table, Mapping)} - {None}
+    out: dict[str, InputSpec] = {}
+    for name in model_inputs:
+        where = f"inputs.{name}"
+        values = validate(section.get(name, {}), INPUT_FIELDS, where, path)
+        if name in masks and name not in section:
+            values["perturb"] = False
+        if values["perturb"] and values["features"] is None:
+            raise SpecError(
+                "a perturbed input needs its feature names",
+                file=path,
+                field=where,
+                fix=f'[{where}] features = ["...", ...] (or perturb = false)',
+            )
+        if values["mask"] is not None and (
+            values["mask"] not in model_inputs or values["mask"] == name
+        ):
+            raise SpecError(
+                f"mask `{values['mask']}` is not another model input",
+                file=path,
+                field=f"{where}.mask",
+                fix=f"one of: {', '.join(model_inputs)}",
+            )
+        features = tuple(values["features"] or ())
+        dupes = sorted({f for f in features if features.count(f) > 1})
+        if dupes:
+            raise SpecError(
+                f"duplicate feature names {dupes}", file=path, field=f"{where}.features"
+            )
+        out[name] = InputSpec(name, features, values["mask"], values["perturb"])
+    return out
+
+
+def _parse_envelope(
+    section: Any, inputs: dict[str, InputSpec], path: Path
+) -> dict[str, dict[str, FeatureEnvelope]]:
+    if not isinstance(section, Mapping):
+        raise SpecError("must be a table", file=path, field="envelope")
+    perturbed = [name for name, spec in inputs.items() if spec.perturb]
+    for name in section:
+        if name not in perturbed:
+            raise unknown_key_error(name, perturbed, "envelope", path)
+    out: dict[str, dict[str, FeatureEnvelope]] = {}
+    for name in perturbed:
+        table = section.get(name, {})
+        if not isinstance(table, Mapping):
+            raise SpecError("must be a table of features", file=path, field=f"envelope.{name}")
+        features = inputs[name].features
+        for feature in table:
+            if feature not in features:
+                raise unknown_key_error(feature, list(features), f"envelope.{name}", path)
+        missing = [f for f in features if f not in table]
+        if missing:
+            raise SpecError(
+                f"no envelope for {len(missing)} feature(s): {', '.join(missing)}",
+                file=path,
+                field=f"envelope.{name}",
+                fix="give each an `absolute` or `relative` sigma, or `frozen = true`",
+            )
+        out[name] = {}
+        for feature in features:
+            where = f"envelope.{name}.{feature}"
+            entry = FeatureEnvelope(**validate(table[feature], FEATURE_FIELDS, where, path))
+            if entry.movable and entry.absolute is None and entry.relative is None:
+                raise SpecError(
+                    "no uncertainty given",
+                    file=path,
+                    field=where,
+                    fix="set `absolute = ...` or `relative = ...` (or `frozen = true`)",
+                )
+            if entry.min is not None and entry.max is not None and entry.min > entry.max:
+                raise SpecError(f"min {entry.min} > max {entry.max}", file=path, field=where)
+            out[name][feature] = entry
+    return out
+
+
+def _parse_attacks(section: Any, path: Path) -> dict[str, AttackSpec]:
+    if not isinstance(section, Mapping):
+        raise SpecError("must be a table of named attacks", file=path, field="attacks")
+    out = {}
+    for name, table in section.items():
+        where = f"attacks.{name}"
+        if not isinstance(table, Mapping) or "method" not in table:
+            raise SpecError(
+                "needs a `method`",
+                file=path,
+                field=where,
+                fix=f"method = one of {', '.join(ATTACKS)}",
+            )
+        method = table["method"]
+        if method not in ATTACKS:
+            raise unknown_key_error(str(method), list(ATTACKS), f"{where}.method", path)
+        options = validate(table, ATTACKS[method].options, where, path)
+        options.pop("method")
+        out[name] = AttackSpec(name, method, options)
+    return out
+
+
+def _parse_checks(
+    section: Any, attacks: dict[str, AttackSpec], data: dict[str, DataSpec], path: Path
+) -> tuple[CheckSpec, ...]:
+    if not isinstance(section, list) or not section:
+        raise SpecError(
+            "must be a non-empty list of [[checks]] tables",
+            file=path,
+            field="checks",
+            fix=_SECTION_FIX["checks"],
+        )
+    out = []
+    names: set[str] = set()
+    for index, table in enumerate(section):
+        where = f"checks[{index}]"
+        if not isinstance(table, Mapping) or "type" not in table:
+            raise SpecError(
+                "needs a `type`", file=path, field=where, fix=f"type = one of {', '.join(CHECKS)}"
+            )
+        type_ = table["type"]
+        if type_ not in CHECKS:
+            raise unknown_key_error(str(type_), list(CHECKS), f"{where}.type", path)
+        options = validate(table, CHECKS[type_].options, where, path)
+        name = options.pop("name") or f"{type_}[{index}]"
+        options.pop("type")
+        if name in names:
+            raise SpecError(
+                f"duplicate check name {name!r}",
+                file=path,
+                field=f"{where}.name",
+                fix="give each check a distinct name",
+            )
+        names.add(name)
+        attack = options.get("attack")
+        if attack is not None and attack not in attacks:
+            known = list(attacks)
+            if not known:
+                raise SpecError(
+                    f"attack {attack!r} is not defined",
+                    file=path,
+                    field=f"{where}.attack",
+                    fix=f'add [attacks.{attack}] with method = "pgd", epsilon = 1.0',
+                )
+            raise unknown_key_error(attack, known, f"{where}.attack", path)
+        if CHECKS[type_].needs_alternative and "alternative" not in data:
+            raise SpecError(
+                f"check type {type_!r} compares two samples but there is no [data.alternative]",
+                file=path,
+                field=where,
+                fix='add [data.alternative] path = "...", like nominal',
+            )
+        out.append(CheckSpec(index, name, type_, options))
+    return tuple(out)

@@ -1,0 +1,54 @@
+"""Tagger loaders: one module per backend, chosen by the model path's suffix."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from robustcheck.errors import ModelError
+from robustcheck.registry import Declaration
+from robustcheck.spec import Spec, is_import_path
+
+if TYPE_CHECKING:
+    from robustcheck.taggers.base import Tagger
+
+LOADERS: dict[str, Declaration] = {
+    ".onnx": Declaration(".onnx", "robustcheck.taggers.onnx:load_onnx", doc="ONNX (onnxruntime)"),
+    ".pt": Declaration(
+        ".pt", "robustcheck.taggers.torchscript:load_torchscript", doc="TorchScript"
+    ),
+    ".ts": Declaration(
+        ".ts", "robustcheck.taggers.torchscript:load_torchscript", doc="TorchScript"
+    ),
+    ".pt2": Declaration(
+        ".pt2", "robustcheck.taggers.exported:load_exported", doc="torch.export program"
+    ),
+}
+
+
+def load_tagger(spec: Spec) -> Tagger:
+    """Load the spec's model with the backend its path calls for."""
+    model = spec.model
+    kwargs: dict[str, Any] = {
+        "output": model.output,
+        "scores": model.scores,
+        "signal_class": model.signal_class,
+        "input_names": list(model.input_names) if model.input_names else None,
+    }
+    if is_import_path(model.path):
+        from robustcheck.taggers.torch_module import load_module
+
+        weights = spec.base_dir / model.weights if model.weights else None
+        tagger = load_module(model.path, weights, spec.base_dir, str(spec.path), **kwargs)
+    else:
+        path = spec.base_dir / model.path
+        loader = LOADERS.get(path.suffix)
+        if loader is None:
+            raise ModelError(
+                f"no loader for `{path.suffix}` files",
+                file=spec.path,
+                field="model.path",
+                fix=f"use one of {', '.join(LOADERS)} or an import path pkg.module:factory",
+            )
+        tagger = loader.load()(path, **kwargs)
+    tagger.bind(list(spec.data["nominal"].inputs))
+    return tagger

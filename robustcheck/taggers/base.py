@@ -1,0 +1,201 @@
+"""The tagger interface every backend implements, and what they share."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from robustcheck.errors import ModelError
+
+Inputs = dict[str, torch.Tensor]
+
+
+def to_log_probs(scores: torch.Tensor, kind: str) -> torch.Tensor:
+    """Class log-probabilities (N, C) from a model's score output."""
+    if kind in ("sigmoid", "binary_logit"):
+        z = scores.reshape(scores.shape[0], -1)
+        if z.shape[1] != 1:
+            raise ModelError(
+                f"scores = {kind!r} needs one output per event, got shape {tuple(scores.shape)}",
+                field="model.scores",
+                fix='use scores = "logits" or "probabilities"',
+            )
+        z = z[:, 0]
+        if kind == "sigmoid":
+            p = z.clamp(1e-12, 1 - 1e-12)
+            return torch.stack((torch.log1p(-p), torch.log(p)), dim=1)
+        return torch.stack((F.logsigmoid(-z), F.logsigmoid(z)), dim=1)
+    if scores.dim() != 2 or scores.shape[1] < 2:
+        raise ModelError(
+            f"scores = {kind!r} needs an output of shape (events, classes), "
+            f"got {tuple(scores.shape)}",
+            field="model.scores",
+            fix='for a single binary output use scores = "sigmoid" or "binary_logit"',
+        )
+    if kind == "logits":
+        return F.log_softmax(scores, dim=1)
+    return torch.log(scores.clamp_min(1e-12))
+
+
+def select_output(raw: Any, output: str | int, names: Sequence[str] | None = None) -> torch.Tensor:
+    """Pick the score tensor from a model's return value (tensor, tuple or dict)."""
+    if isinstance(raw, torch.Tensor):
+        if output not in (0, "0") and not (names and output in names):
+            raise ModelError(
+                f"model returns a single tensor, but [model] output = {output!r}",
+                field="model.output",
+                fix="use output = 0",
+            )
+        return raw
+    if isinstance(raw, Mapping):
+        if output in raw:
+            return raw[output]
+        keys = list(raw)
+        if isinstance(output, int) and output < len(keys):
+            return raw[keys[output]]
+        raise ModelError(f"model output has no {output!r}; it has {keys}", field="model.output")
+    if isinstance(raw, (tuple, list)):
+        if isinstance(output, str):
+            if names and output in names:
+                return raw[list(names).index(output)]
+            raise ModelError(
+                f"output {output!r} is a name, but the model returns {len(raw)} unnamed outputs",
+                field="model.output",
+                fix=f"use an index from 0 to {len(raw) - 1}",
+            )
+        if output >= len(raw):
+            raise ModelError(
+                f"model returns {len(raw)} outputs, no index {output}", field="model.output"
+            )
+        return raw[output]
+    raise ModelError(f"model returned {type(raw).__name__}, not tensors", field="model.path")
+
+
+class Tagger:
+    """A classifier with named inputs, giving class log-probabilities.
+
+    ``binding`` lists the spec's input names in the model's call order.
+    """
+
+    backend = "base"
+
+    def __init__(
+        self,
+        source: str,
+        model_inputs: Sequence[str],
+        *,
+        output: str | int = 0,
+        scores: str = "logits",
+        signal_class: int = 1,
+    ) -> None:
+        self.source = source
+        self.model_inputs = tuple(model_inputs)
+        self.binding = self.model_inputs
+        self.output = output
+        self.scores = scores
+        self.signal_class = signal_class
+        self.device = torch.device("cpu")
+
+    def bind(self, spec_inputs: Sequence[str]) -> None:
+        """Match the spec's input names to the model's, or raise a clear error."""
+        spec_inputs = list(spec_inputs)
+        if sorted(spec_inputs) == sorted(self.model_inputs):
+            self.binding = self.model_inputs
+        elif len(spec_inputs) == len(self.model_inputs) == 1:
+            self.binding = tuple(spec_inputs)
+        else:
+            raise ModelError(
+                f"the model's inputs are {list(self.model_inputs)}, but the spec maps "
+                f"{spec_inputs}",
+                file=self.source,
+                field="data.nominal.inputs",
+                fix="name the inputs as the model does (or set [model] input_names)",
+            )
+
+    @property
+    def differentiable(self) -> bool:
+        """Whether ``log_probs`` supports gradients with respect to the inputs."""
+        return True
+
+    def to(self, device: torch.device) -> Tagger:
+        self.device = device
+        return self
+
+    def prepare_gradients(self, sample: Inputs) -> None:
+        """Make ``log_probs`` differentiable, checked on ``sample``; raise ModelError if not."""
+
+    def log_probs(self, inputs: Inputs) -> torch.Tensor:
+        """Differentiable class log-probabilities (N, C) on ``self.device``."""
+        raise NotImplementedError
+
+    def evaluate(self, inputs: Inputs) -> torch.Tensor:
+        """Class log-probabilities without gradients (backends may use their own runtime)."""
+        with torch.no_grad():
+            return self.log_probs(inputs)
+
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """Eval mode and frozen parameters for the duration; restored exactly afterwards."""
+        yield
+
+
+class TorchTagger(Tagger):
+    """A tagger backed by a torch callable (nn.Module, ScriptModule or exported program)."""
+
+    backend = "torch"
+
+    def __init__(
+        self,
+        module: torch.nn.Module,
+        source: str,
+        model_inputs: Sequence[str],
+        *,
+        owned: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(source, model_inputs, **kwargs)
+        self.module = module
+        self.owned = owned
+        self.device = _module_device(module)
+
+    def to(self, device: torch.device) -> TorchTagger:
+        """Move to ``device``; a module the caller owns is copied, never moved."""
+        if _module_device(self.module) != device:
+            module = self.module if self.owned else copy.deepcopy(self.module)
+            self.module = module.to(device)
+            self.owned = True
+        self.device = device
+        return self
+
+    def log_probs(self, inputs: Inputs) -> torch.Tensor:
+        raw = self.module(*(inputs[name] for name in self.binding))
+        return to_log_probs(select_output(raw, self.output), self.scores)
+
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        modes = [(m, m.training) for m in self.module.modules()]
+        grads = [(p, p.requires_grad) for p in self.module.parameters()]
+        try:
+            for m, _ in modes:  # not .eval(): exported programs refuse it
+                m.training = False
+            for p, _ in grads:
+                p.requires_grad_(False)
+            yield
+        finally:
+            for m, mode in modes:
+                m.training = mode
+            for p, flag in grads:
+                p.requires_grad_(flag)
+
+
+def _module_device(module: torch.nn.Module) -> torch.device:
+    for tensor in module.parameters():
+        return tensor.device
+    for tensor in module.buffers():
+        return tensor.device
+    return torch.device("cpu")

@@ -1,0 +1,89 @@
+"""Tagger backend: a torch ``nn.Module`` built by a factory named ``pkg.module:factory``."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from robustcheck.errors import ModelError
+from robustcheck.taggers.base import TorchTagger
+
+
+def forward_input_names(module: torch.nn.Module) -> list[str]:
+    """Positional parameter names of ``module.forward``."""
+    params = inspect.signature(module.forward).parameters.values()
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return [p.name for p in params if p.kind in kinds]
+
+
+def import_factory(target: str, search_dir: Path, source: str) -> Any:
+    """Import ``pkg.module:attr``, looking in ``search_dir`` first (the spec's folder)."""
+    module_name, _, attr = target.partition(":")
+    sys.path.insert(0, str(search_dir))
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ModelError(
+            f"cannot import `{module_name}`: {exc}",
+            file=source,
+            field="model.path",
+            fix="put the module next to the spec or install its package",
+        ) from None
+    finally:
+        sys.path.remove(str(search_dir))
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise ModelError(
+            f"`{module_name}` has no attribute `{attr}`", file=source, field="model.path"
+        ) from None
+
+
+def load_module(
+    target: str, weights: Path | None, search_dir: Path, source: str, **kwargs: Any
+) -> TorchTagger:
+    """Build the module from its factory, load ``weights`` (a state_dict) if given."""
+    factory = import_factory(target, search_dir, source)
+    try:
+        module = factory()
+    except Exception as exc:
+        raise ModelError(
+            f"factory `{target}` failed: {exc}", file=source, field="model.path"
+        ) from None
+    if not isinstance(module, torch.nn.Module):
+        raise ModelError(
+            f"factory `{target}` returned {type(module).__name__}, not an nn.Module",
+            file=source,
+            field="model.path",
+        )
+    if weights is not None:
+        try:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+            module.load_state_dict(state)
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelError(
+                f"cannot load weights {weights.name}: {first}",
+                file=source,
+                field="model.weights",
+                fix="save them with torch.save(model.state_dict(), path)",
+            ) from None
+    return wrap_module(module, source, owned=True, **kwargs)
+
+
+def wrap_module(
+    module: torch.nn.Module,
+    source: str,
+    *,
+    owned: bool = False,
+    input_names: list[str] | None = None,
+    **kwargs: Any,
+) -> TorchTagger:
+    """A tagger around an in-memory module."""
+    names = input_names or forward_input_names(module)
+    return TorchTagger(module, source, names, owned=owned, **kwargs)
