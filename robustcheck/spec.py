@@ -43,11 +43,26 @@ MODEL_FIELDS: dict[str, Field] = {
 }
 
 DATA_FIELDS: dict[str, Field] = {
-    "path": Field("str", doc="data file (.npz, .npy)"),
+    "path": Field("str", doc="data file (.npz, .npy, .h5/.hdf5, .parquet, .root)"),
     "labels": Field("str", doc="array holding the integer class labels"),
-    "inputs": Field("str_map", doc="model input name -> array in the file"),
+    "inputs": Field(
+        "table",
+        doc="model input name -> array/column/branch name, or a list of names stacked "
+        "along a new last axis",
+    ),
     "max_events": Field("int", None, doc="read at most this many events", minimum=1),
     "tree": Field("str", None, doc="tree name in a ROOT file"),
+    "pad": Field("int", None, doc="length to which jagged branches are padded", minimum=1),
+    "truncate": Field(
+        "str",
+        "warn",
+        doc="when an event has more than `pad` entries: keep the first `pad` and warn, "
+        "or raise",
+        choices=("warn", "error"),
+    ),
+    "masks": Field(
+        "str_map", None, doc="model input name -> jagged model input whose padding mask it is"
+    ),
 }
 
 INPUT_FIELDS: dict[str, Field] = {
@@ -81,13 +96,44 @@ class ModelSpec:
 
 
 @dataclass(frozen=True)
+class MaskOf:
+    """A model input computed as the padding mask (1.0 real, 0.0 padding) of a jagged input."""
+
+    input: str
+
+
+@dataclass(frozen=True)
 class DataSpec:
+    """One [data.NAME] table.
+
+    ``inputs`` holds every model input, mask inputs included: a string names one array, a
+    tuple names arrays stacked along a new last axis, a ``MaskOf`` is the padding mask of
+    another (jagged) model input.
+    """
+
     name: str
     path: Path
     labels: str
-    inputs: dict[str, str]
+    inputs: dict[str, str | tuple[str, ...] | MaskOf]
     max_events: int | None
     tree: str | None
+    pad: int | None = None
+    truncate: str = "warn"
+
+    @property
+    def masks(self) -> dict[str, str]:
+        """Mask model input -> the jagged model input it masks."""
+        return {k: v.input for k, v in self.inputs.items() if isinstance(v, MaskOf)}
+
+    def keys(self) -> list[str]:
+        """The arrays to read from the file (labels first), each once."""
+        keys = [self.labels]
+        for source in self.inputs.values():
+            if isinstance(source, str):
+                keys.append(source)
+            elif isinstance(source, tuple):
+                keys.extend(source)
+        return list(dict.fromkeys(keys))
 
 
 @dataclass(frozen=True)
@@ -158,14 +204,10 @@ class Spec:
 
 
 def is_import_path(path: str) -> bool:
-    """True for ``pkg.module:factory`` model paths (no file suffix before the colon)."""
+    """True for ``pkg.module:factory`` model paths (dotted identifiers on both sides)."""
     module, colon, attr = path.partition(":")
-    return (
-        bool(colon)
-        and bool(attr)
-        and "/" not in module
-        and "\\" not in module
-        and all(part.isidentifier() for part in module.split("."))
+    return bool(colon) and all(
+        part.isidentifier() for part in [*module.split("."), *attr.split(".")]
     )
 
 
@@ -278,7 +320,10 @@ def _parse_data(section: Any, path: Path) -> dict[str, DataSpec]:
                 field=f"data.{name}.inputs",
                 fix='inputs = { x = "x" } maps model input -> array',
             )
-        out[name] = DataSpec(name=name, **{**values, "path": path.parent / values["path"]})
+        inputs = _data_inputs(values.pop("inputs"), values.pop("masks") or {}, name, path)
+        out[name] = DataSpec(
+            name=name, **{**values, "inputs": inputs, "path": path.parent / values["path"]}
+        )
     nominal_inputs = set(out["nominal"].inputs)
     for name, data in out.items():
         if set(data.inputs) != nominal_inputs:
@@ -289,6 +334,48 @@ def _parse_data(section: Any, path: Path) -> dict[str, DataSpec]:
                 field=f"data.{name}.inputs",
                 fix="every sample must map the same model inputs",
             )
+    return out
+
+
+def _data_inputs(
+    inputs: Mapping[str, Any], masks: Mapping[str, str], name: str, path: Path
+) -> dict[str, str | tuple[str, ...] | MaskOf]:
+    """Check [data.NAME] inputs (a name or a list of names each) and masks; merge them."""
+    out: dict[str, str | tuple[str, ...] | MaskOf] = {}
+    for key, value in inputs.items():
+        where = f"data.{name}.inputs.{key}"
+        fix = f'{key} = "array" or {key} = ["a", "b"] (stacked along a new last axis)'
+        if isinstance(value, str) and value:
+            out[key] = value
+        elif isinstance(value, list) and value and all(isinstance(v, str) and v for v in value):
+            dupes = sorted({v for v in value if value.count(v) > 1})
+            if dupes:
+                raise SpecError(f"lists {dupes} more than once", file=path, field=where, fix=fix)
+            out[key] = tuple(value)
+        else:
+            raise SpecError(
+                f"must be a name or a non-empty list of names, got {value!r}",
+                file=path,
+                field=where,
+                fix=fix,
+            )
+    for key, target in masks.items():
+        where = f"data.{name}.masks.{key}"
+        if key in out:
+            raise SpecError(
+                f"`{key}` is both in inputs and in masks",
+                file=path,
+                field=where,
+                fix="a model input comes either from the file or from a mask, not both",
+            )
+        if target not in inputs:
+            raise SpecError(
+                f"`{target}` is not a model input of [data.{name}] inputs",
+                file=path,
+                field=where,
+                fix=f"the jagged model input to mask, one of: {', '.join(inputs)}",
+            )
+        out[key] = MaskOf(target)
     return out
 
 

@@ -7,6 +7,9 @@ from robustcheck.envelope import Inputs
 
 
 class FGSM(Attack):
+    def describe(self) -> str:
+        return f"fgsm eps={self.epsilon:g} sigma (deterministic)"
+
     def perturb(self, batch: AttackBatch) -> Inputs:
         adv = batch.start()
         grads, fooled = batch.loss_and_grad(adv)

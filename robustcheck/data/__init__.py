@@ -1,7 +1,17 @@
-"""Data readers: one module per file format, chosen by suffix; shared validation here."""
+"""Data readers: one module per file format, chosen by suffix; shared validation here.
+
+A reader is ``read(path, keys, tree=None, max_events=None) -> dict[str, array]``: it returns
+one entry per key, a numpy array with one row per event or a :class:`Jagged` for a
+variable-length (per event) branch or column, reads at most ``max_events`` events where its
+library allows, and raises :class:`DataError` naming what the file holds when a key is missing.
+Padding, stacking, masks and validation happen here, the same for every format.
+"""
 
 from __future__ import annotations
 
+import difflib
+import warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +24,63 @@ from robustcheck.spec import DataSpec
 READERS: dict[str, Declaration] = {
     ".npz": Declaration(".npz", "robustcheck.data.numpy:read_npz", doc="numpy archive"),
     ".npy": Declaration(".npy", "robustcheck.data.numpy:read_npy", doc="numpy array"),
+    ".h5": Declaration(".h5", "robustcheck.data.hdf5:read_hdf5", doc="HDF5 (h5py)"),
+    ".hdf5": Declaration(".hdf5", "robustcheck.data.hdf5:read_hdf5", doc="HDF5 (h5py)"),
+    ".parquet": Declaration(
+        ".parquet", "robustcheck.data.parquet:read_parquet", doc="Apache Parquet (pyarrow)"
+    ),
+    ".root": Declaration(".root", "robustcheck.data.root:read_root", doc="ROOT TTree (uproot)"),
 }
+
+
+@dataclass(frozen=True)
+class Jagged:
+    """A variable number of entries per event: flat ``content`` cut by ``counts``."""
+
+    counts: np.ndarray  # (events,) int64
+    content: np.ndarray  # (sum(counts), ...)
+
+    @classmethod
+    def from_lists(cls, rows: Sequence[np.ndarray], dtype: np.dtype | None = None) -> Jagged:
+        counts = np.fromiter((len(row) for row in rows), dtype=np.int64, count=len(rows))
+        if len(rows) and counts.sum():
+            content = np.concatenate([np.asarray(row) for row in rows])
+        else:
+            content = np.zeros(0, dtype=dtype if dtype is not None else np.float64)
+        return cls(counts, content)
+
+    def __len__(self) -> int:
+        return len(self.counts)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.content.dtype
+
+    def head(self, n: int) -> Jagged:
+        """The first ``n`` events."""
+        if n >= len(self.counts):
+            return self
+        counts = self.counts[:n]
+        return Jagged(counts, self.content[: int(counts.sum())])
+
+    def padded(self, length: int, value: float = 0) -> np.ndarray:
+        """(events, length, ...) with the leading ``length`` entries of each event."""
+        n = len(self.counts)
+        kept = np.minimum(self.counts, length)
+        out = np.full((n, length, *self.content.shape[1:]), value, dtype=self.content.dtype)
+        starts = np.cumsum(self.counts) - self.counts
+        ends = np.cumsum(kept)
+        cols = np.arange(int(ends[-1]) if n else 0) - np.repeat(ends - kept, kept)
+        rows = np.repeat(np.arange(n), kept)
+        out[rows, cols] = self.content[np.repeat(starts, kept) + cols]
+        return out
+
+    def mask(self, length: int) -> np.ndarray:
+        """(events, length) float32: 1.0 for real entries, 0.0 for padding."""
+        return (np.arange(length)[None, :] < self.counts[:, None]).astype(np.float32)
+
+
+Array = np.ndarray | Jagged
 
 
 @dataclass
@@ -32,19 +98,20 @@ class Dataset:
 
 def load_dataset(spec: DataSpec, spec_file: Path) -> Dataset:
     """Read and validate the arrays a [data.NAME] table names."""
-    reader = READERS.get(spec.path.suffix)
+    reader = READERS.get(spec.path.suffix.lower())
+    where = f"data.{spec.name}"
     if reader is None:
         raise DataError(
             f"no reader for `{spec.path.suffix}` files",
             file=spec_file,
-            field=f"data.{spec.name}.path",
+            field=f"{where}.path",
             fix=f"use one of {', '.join(READERS)}",
         )
-    keys = [spec.labels, *spec.inputs.values()]
-    arrays = reader.load()(spec.path, keys, spec.tree)
+    arrays: dict[str, Array] = reader.load()(
+        spec.path, spec.keys(), spec.tree, max_events=spec.max_events
+    )
     if spec.max_events is not None:
-        arrays = {key: value[: spec.max_events] for key, value in arrays.items()}
-    where = f"data.{spec.name}"
+        arrays = {key: _head(value, spec.max_events) for key, value in arrays.items()}
     counts = {key: len(value) for key, value in arrays.items()}
     if len(set(counts.values())) > 1:
         raise DataError(
@@ -53,11 +120,165 @@ def load_dataset(spec: DataSpec, spec_file: Path) -> Dataset:
             field=f"{where}.inputs",
             fix="every array needs one entry per event",
         )
-    for key, value in arrays.items():
+    if isinstance(arrays[spec.labels], Jagged):
+        raise DataError(
+            f"labels `{spec.labels}` vary in length per event",
+            file=spec.path,
+            field=f"{where}.labels",
+            fix="labels must be one integer class index per event",
+        )
+    padded = _pad(arrays, spec, where)
+    for key, value in padded.items():
         _check_finite(value, key, spec.path, where)
-    labels = _labels(arrays[spec.labels], spec.path, f"{where}.labels")
-    inputs = {name: arrays[key] for name, key in spec.inputs.items()}
+    labels = _labels(padded[spec.labels], spec.path, f"{where}.labels")
+    inputs: dict[str, np.ndarray] = {}
+    for name, source in spec.inputs.items():
+        if isinstance(source, str):
+            inputs[name] = padded[source]
+        elif isinstance(source, tuple):
+            inputs[name] = _stack(name, source, arrays, padded, spec, where)
+    for name, target in spec.masks.items():
+        inputs[name] = _mask(name, target, arrays, spec, where)
+    inputs = {name: inputs[name] for name in spec.inputs}
     return Dataset(spec.name, spec.path, inputs, labels)
+
+
+def missing_error(
+    path: Path,
+    kind: str,
+    missing: Sequence[str],
+    available: Iterable[str],
+    fix: str = "fix the names in [data.*] labels/inputs",
+    place: str = "the file",
+    limit: int = 60,
+) -> DataError:
+    """A DataError for names not in a file, listing what the file holds."""
+    available = list(available)
+    shown = ", ".join(f"`{name}`" for name in available[:limit]) or "nothing"
+    if len(available) > limit:
+        shown += f", ... ({len(available) - limit} more)"
+    close = [
+        f"`{name}` -> `{match[0]}`"
+        for name in missing
+        if (match := difflib.get_close_matches(name, available, n=1, cutoff=0.6))
+    ]
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    missing_text = ", ".join(f"`{name}`" for name in missing)
+    return DataError(
+        f"no {kind} {missing_text} in {place}; it holds {shown}",
+        file=path,
+        fix=hint + fix,
+    )
+
+
+def _head(value: Array, n: int) -> Array:
+    return value.head(n) if isinstance(value, Jagged) else value[:n]
+
+
+def _pad(arrays: dict[str, Array], spec: DataSpec, where: str) -> dict[str, np.ndarray]:
+    """Every array as numpy: jagged ones padded to ``spec.pad`` (after the truncation check)."""
+    jagged = {key: value for key, value in arrays.items() if isinstance(value, Jagged)}
+    if jagged and spec.pad is None:
+        longest = max(int(value.counts.max(initial=0)) for value in jagged.values())
+        raise DataError(
+            f"{_names(jagged)} vary in length per event, and no `pad` length is set",
+            file=spec.path,
+            field=f"{where}.pad",
+            fix=f"add `pad = N` to [{where}] (the longest event here has {longest} entries)",
+        )
+    if jagged and spec.pad is not None:
+        over = np.zeros(len(next(iter(jagged.values()))), dtype=bool)
+        for value in jagged.values():
+            over |= value.counts > spec.pad
+        if over.any():
+            longest = max(int(value.counts.max()) for value in jagged.values())
+            text = (
+                f"{int(over.sum())} of {len(over)} events have more than pad = {spec.pad} "
+                f"entries in {_names(jagged)} (largest {longest})"
+            )
+            if spec.truncate == "error":
+                raise DataError(
+                    text,
+                    file=spec.path,
+                    field=f"{where}.pad",
+                    fix=f'raise `pad` to {longest}, or set truncate = "warn" to keep the '
+                    f"leading {spec.pad}",
+                )
+            warnings.warn(
+                f"{spec.path}: {where}: {text}; kept the leading {spec.pad}",
+                UserWarning,
+                stacklevel=3,
+            )
+    return {
+        key: value.padded(spec.pad) if isinstance(value, Jagged) else value  # type: ignore[arg-type]
+        for key, value in arrays.items()
+    }
+
+
+def _names(arrays: Iterable[str]) -> str:
+    return ", ".join(f"`{key}`" for key in arrays)
+
+
+def _stack(
+    name: str,
+    keys: tuple[str, ...],
+    arrays: dict[str, Array],
+    padded: dict[str, np.ndarray],
+    spec: DataSpec,
+    where: str,
+) -> np.ndarray:
+    """Arrays stacked along a new last axis: (events, F) or (events, pad, F)."""
+    field = f"{where}.inputs.{name}"
+    jagged = [key for key in keys if isinstance(arrays[key], Jagged)]
+    if jagged and len(jagged) != len(keys):
+        flat = [key for key in keys if key not in jagged]
+        raise DataError(
+            f"cannot stack jagged {_names(jagged)} with per-event {_names(flat)}",
+            file=spec.path,
+            field=field,
+            fix="stack branches of one kind: all one value per event, or all per particle",
+        )
+    if jagged:
+        first = arrays[keys[0]]
+        for key in keys[1:]:
+            differ = np.flatnonzero(arrays[key].counts != first.counts)  # type: ignore[union-attr]
+            if differ.size:
+                event = int(differ[0])
+                raise DataError(
+                    f"`{keys[0]}` and `{key}` have different lengths in {differ.size} events "
+                    f"(first: event {event}, {int(first.counts[event])} vs "  # type: ignore[union-attr]
+                    f"{int(arrays[key].counts[event])})",  # type: ignore[union-attr]
+                    file=spec.path,
+                    field=field,
+                    fix="stack only branches with one entry per particle of the same collection",
+                )
+    shapes = {key: padded[key].shape for key in keys}
+    if len(set(shapes.values())) > 1:
+        raise DataError(
+            f"cannot stack arrays of different shapes: {shapes}",
+            file=spec.path,
+            field=field,
+            fix="a list stacks arrays of one shape along a new last axis",
+        )
+    dtype = np.result_type(*(padded[key].dtype for key in keys))
+    return np.stack([padded[key].astype(dtype, copy=False) for key in keys], axis=-1)
+
+
+def _mask(
+    name: str, target: str, arrays: dict[str, Array], spec: DataSpec, where: str
+) -> np.ndarray:
+    source = spec.inputs[target]
+    key = source if isinstance(source, str) else source[0] if isinstance(source, tuple) else None
+    value = arrays.get(key) if key is not None else None
+    if not isinstance(value, Jagged):
+        raise DataError(
+            f"mask `{name}` is the padding mask of `{target}`, but `{target}` is not read "
+            "from jagged (variable-length) branches",
+            file=spec.path,
+            field=f"{where}.masks.{name}",
+            fix=f'store the mask in the file and map it in inputs ({name} = "...")',
+        )
+    return value.mask(spec.pad)  # type: ignore[arg-type]
 
 
 def _check_finite(value: np.ndarray, key: str, source: Path, where: str) -> None:

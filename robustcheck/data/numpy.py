@@ -9,7 +9,9 @@ import numpy as np
 from robustcheck.errors import DataError
 
 
-def read_npz(path: Path, keys: list[str], tree: str | None = None) -> dict[str, np.ndarray]:
+def read_npz(
+    path: Path, keys: list[str], tree: str | None = None, max_events: int | None = None
+) -> dict[str, np.ndarray]:
     try:
         archive = np.load(path, allow_pickle=False)
     except Exception as exc:
@@ -22,13 +24,15 @@ def read_npz(path: Path, keys: list[str], tree: str | None = None) -> dict[str, 
                 file=path,
                 fix="fix the array names in [data.*] labels/inputs",
             )
-        return {key: archive[key] for key in dict.fromkeys(keys)}
+        return {key: archive[key][:max_events] for key in dict.fromkeys(keys)}
 
 
-def read_npy(path: Path, keys: list[str], tree: str | None = None) -> dict[str, np.ndarray]:
+def read_npy(
+    path: Path, keys: list[str], tree: str | None = None, max_events: int | None = None
+) -> dict[str, np.ndarray]:
     """A structured .npy array: each key is a field name."""
     try:
-        array = np.load(path, allow_pickle=False)
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
     except Exception as exc:
         raise DataError(f"cannot read as .npy: {exc}", file=path) from None
     fields = list(array.dtype.names or ())
@@ -39,4 +43,4 @@ def read_npy(path: Path, keys: list[str], tree: str | None = None) -> dict[str, 
             file=path,
             fix="a .npy file must be a structured array with named fields",
         )
-    return {key: np.ascontiguousarray(array[key]) for key in dict.fromkeys(keys)}
+    return {key: np.array(array[key][:max_events]) for key in dict.fromkeys(keys)}

@@ -1,0 +1,139 @@
+"""Fixtures that make tiny taggers (torch, TorchScript, torch.export, ONNX) and data."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import tomli_w
+
+FEATURES = ["jet_pt", "jet_mass", "jet_eta", "n_const"]
+
+MLP_SOURCE = '''
+import torch
+
+
+def build():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 16), torch.nn.ReLU(),
+        torch.nn.Linear(16, 2),
+    )
+'''
+
+
+def make_events(n: int, seed: int, shift: float = 0.0) -> dict[str, np.ndarray]:
+    """Two classes of jets with four features; ``shift`` moves the mass scale."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    pt = rng.uniform(500, 550, n)
+    mass = rng.gamma(4 + 4 * y, 8.0) * (1 + shift)
+    eta = rng.uniform(-1.7, 1.7, n)
+    n_const = rng.poisson(20 + 15 * y).astype(np.float64)
+    x = np.stack([pt, mass, eta, n_const], axis=1).astype(np.float32)
+    return {"x": x, "y": y}
+
+
+def standardize(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return x.mean(0), x.std(0)
+
+
+def train_mlp(events: dict[str, np.ndarray]) -> Any:
+    """A small MLP with the standardisation folded into its first layer."""
+    import torch
+
+    namespace: dict[str, Any] = {}
+    exec(MLP_SOURCE, namespace)
+    model = namespace["build"]()
+    mean, std = standardize(events["x"])
+    x = torch.from_numpy((events["x"] - mean) / std)
+    y = torch.from_numpy(events["y"])
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(150):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+    with torch.no_grad():
+        first = model[0]
+        first.bias -= first.weight @ torch.from_numpy(mean / std)
+        first.weight /= torch.from_numpy(std)
+    return model.eval()
+
+
+def export_onnx(model: Any, example: Any, path: Path, dynamo: bool) -> None:
+    import torch
+
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if dynamo:
+            torch.onnx.export(model, (example,), str(path), input_names=["x"], dynamo=True,
+                              dynamic_shapes={"input": {0: torch.export.Dim("batch")}})
+        else:
+            torch.onnx.export(model, (example,), str(path), input_names=["x"], dynamo=False,
+                              dynamic_axes={"x": {0: "batch"}})
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One trained MLP in every format, with its data: built once per test session."""
+    import torch
+
+    folder = tmp_path_factory.mktemp("models")
+    events = make_events(3000, seed=1)
+    np.savez(folder / "data.npz", **events)
+    np.savez(folder / "alt.npz", **make_events(3000, seed=2, shift=0.1))
+    model = train_mlp(events)
+    example = torch.from_numpy(events["x"][:8])
+    (folder / "mlp.py").write_text(MLP_SOURCE)
+    torch.save(model.state_dict(), folder / "state.pt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.save(torch.jit.trace(model, example), str(folder / "tagger.pt"))
+    program = torch.export.export(model, (example,),
+                                  dynamic_shapes={"input": {0: torch.export.Dim("batch")}})
+    torch.export.save(program, str(folder / "tagger.pt2"))
+    export_onnx(model, example, folder / "tagger.onnx", dynamo=False)
+    export_onnx(model, example, folder / "tagger_dynamo.onnx", dynamo=True)
+    return folder
+
+
+MODEL_PATHS = ["mlp:build", "tagger.pt", "tagger.pt2", "tagger.onnx", "tagger_dynamo.onnx"]
+
+
+def base_spec(model: str = "tagger.pt", epsilon: float = 1.0, **attack: Any) -> dict[str, Any]:
+    """A valid spec document (as a dict) over the model_dir fixture's files."""
+    model_table: dict[str, Any] = {"path": model}
+    if model == "mlp:build":
+        model_table["weights"] = "state.pt"
+    return {
+        "version": 1,
+        "model": model_table,
+        "data": {"nominal": {"path": "data.npz", "labels": "y", "inputs": {"x": "x"}}},
+        "inputs": {"x": {"features": list(FEATURES)}},
+        "envelope": {"x": {
+            "jet_pt": {"relative": 0.02, "min": 0.0},
+            "jet_mass": {"relative": 0.05, "min": 0.0},
+            "jet_eta": {"absolute": 0.05, "min": -2.5, "max": 2.5},
+            "n_const": {"frozen": True},
+        }},
+        "attacks": {"pgd": {"method": "pgd", "epsilon": epsilon, "steps": 10, "seed": 7,
+                            **attack}},
+        "checks": [{"name": "fooling rate", "type": "fooling_rate", "attack": "pgd",
+                    "max": 0.05}],
+    }
+
+
+def write_spec(folder: Path, doc: dict[str, Any], name: str = "robustness.toml") -> Path:
+    path = folder / name
+    if name.endswith(".toml"):
+        path.write_text(tomli_w.dumps(doc))
+    else:
+        import yaml
+
+        path.write_text(yaml.safe_dump(doc))
+    return path

@@ -1,0 +1,122 @@
+"""The attack engine: stays in the envelope, is seeded, and leaves the model alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from robustcheck.core import SpecRun
+from robustcheck.spec import parse_spec
+from tests.conftest import base_spec
+
+METHODS = [("pgd", {"steps": 10}), ("pgd", {"steps": 5, "random_start": False}), ("fgsm", {})]
+
+
+def make_run(model_dir: Path, epsilon: float = 1.0, method: str = "pgd", **options) -> SpecRun:
+    doc = base_spec(epsilon=epsilon)
+    doc["attacks"]["pgd"] = {"method": method, "epsilon": epsilon, "seed": 7, **options}
+    return SpecRun(parse_spec(doc, model_dir / "robustness.toml"), device="cpu")
+
+
+@pytest.mark.parametrize(("method", "options"), METHODS)
+def test_adversaries_stay_in_box_and_bounds(model_dir: Path, method: str, options) -> None:
+    epsilon = 2.0
+    run = make_run(model_dir, epsilon, method, **options)
+    adv = run.adversaries("pgd")
+    x, x_adv = adv.nominal["x"], adv.adversarial["x"]
+    sigma = run.envelope.inputs["x"].sigma(x)
+    moved = (x_adv - x).abs()
+    assert bool((moved <= epsilon * sigma * (1 + 1e-5) + 1e-6).all())
+    assert bool((x_adv[:, 1] >= 0).all())
+    assert bool((x_adv[:, 2].abs() <= 2.5).all())
+    # the frozen multiplicity never moves, bit for bit
+    assert torch.equal(x_adv[:, 3], x[:, 3])
+    # something did move, or the checks above prove nothing
+    assert float(moved[:, :3].max()) > 0
+    # events already misclassified at nominal are not attacked
+    assert torch.equal(x_adv[~adv.correct], x[~adv.correct])
+
+
+def test_fooling_rate_is_zero_at_zero_epsilon_and_grows(model_dir: Path) -> None:
+    rates = []
+    for epsilon in (0.0, 0.5, 1.0, 2.0, 4.0):
+        adv = make_run(model_dir, epsilon).adversaries("pgd")
+        rates.append(float(adv.fooled.sum()) / float(adv.correct.sum()))
+    assert rates[0] == 0.0
+    assert all(a <= b for a, b in zip(rates, rates[1:], strict=False)), rates
+    assert rates[-1] > rates[1] > 0
+
+
+def test_same_seed_same_adversaries_other_seed_differs(model_dir: Path) -> None:
+    first = make_run(model_dir).adversaries("pgd").adversarial["x"]
+    again = make_run(model_dir).adversaries("pgd").adversarial["x"]
+    assert torch.equal(first, again)
+    run = make_run(model_dir)
+    run.seed_override = 8
+    other = run.adversaries("pgd").adversarial["x"]
+    assert not torch.equal(first, other)
+
+
+def test_fgsm_is_one_full_pgd_step(model_dir: Path) -> None:
+    fgsm = make_run(model_dir, 1.0, "fgsm").adversaries("pgd")
+    one_step = make_run(model_dir, 1.0, "pgd", steps=1, step_size=1.0, random_start=False)
+    pgd = one_step.adversaries("pgd")
+    assert torch.equal(fgsm.adversarial["x"], pgd.adversarial["x"])
+    assert int(fgsm.fooled.sum()) > 0
+
+
+def test_attack_is_cached_per_spec_run(model_dir: Path) -> None:
+    run = make_run(model_dir)
+    assert run.adversaries("pgd") is run.adversaries("pgd")
+
+
+def test_user_model_is_left_unchanged(model_dir: Path, tmp_path: Path) -> None:
+    """A factory returning the user's own module in training mode, with trainable weights."""
+    source = (model_dir / "mlp.py").read_text() + (
+        "\nMODEL = build()\nMODEL.train()\nMODEL[2].eval()\n\n"
+        "def shared():\n    return MODEL\n"
+    )
+    (tmp_path / "user_tagger.py").write_text(source)
+    for name in ("data.npz",):
+        (tmp_path / name).write_bytes((model_dir / name).read_bytes())
+    doc = base_spec(model="user_tagger:shared")
+    run = SpecRun(parse_spec(doc, tmp_path / "robustness.toml"), device="cpu")
+    module = run.tagger.module
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    modes = [m.training for m in module.modules()]
+    data_bytes = (tmp_path / "data.npz").read_bytes()
+    run.adversaries("pgd")
+    assert [m.training for m in module.modules()] == modes
+    assert modes[0] is True and modes[3] is False
+    assert all(p.requires_grad for p in module.parameters())
+    assert all(p.grad is None for p in module.parameters())
+    assert all(torch.equal(before[k], v) for k, v in module.state_dict().items())
+    assert (tmp_path / "data.npz").read_bytes() == data_bytes
+
+
+def test_in_memory_module_is_copied_not_moved(model_dir: Path) -> None:
+    from robustcheck.taggers.torch_module import wrap_module
+
+    module = torch.nn.Linear(4, 2)
+    tagger = wrap_module(module, "memory")
+    tagger.to(torch.device("meta"))
+    assert module.weight.device.type == "cpu"
+    assert tagger.module is not module
+
+
+def test_decision_threshold_targets_and_loss() -> None:
+    from robustcheck.decision import Decision
+
+    log_probs = torch.log(torch.tensor([[0.9, 0.1], [0.3, 0.7], [0.45, 0.55]]))
+    labels = torch.tensor([0, 1, 1])
+    argmax = Decision()
+    assert argmax.decide(log_probs).tolist() == [0, 1, 1]
+    cut = Decision(threshold=0.6)
+    assert cut.decide(log_probs).tolist() == [0, 1, 0]
+    assert cut.target(labels).tolist() == [0, 1, 1]
+    expected = -(np.log(0.9) + np.log(0.7) + np.log(0.55))
+    assert float(cut.loss(log_probs, cut.target(labels))) == pytest.approx(expected, rel=1e-5)
+    assert float(argmax.loss(log_probs, labels)) == pytest.approx(expected, rel=1e-5)

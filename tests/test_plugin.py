@@ -1,0 +1,131 @@
+"""The pytest plugin end to end, through pytester."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import base_spec, write_spec
+
+pytest_plugins = ["pytester"]
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester, model_dir: Path) -> pytest.Pytester:
+    """A user's folder: the model, its data and a spec with a failing and a passing check."""
+    for name in ("tagger.pt", "data.npz"):
+        shutil.copy(model_dir / name, pytester.path / name)
+    doc = base_spec()
+    doc["checks"] = [
+        {"name": "strict", "type": "fooling_rate", "attack": "pgd", "max": 0.0},
+        {"type": "fooling_rate", "attack": "pgd", "max": 1.0},
+    ]
+    write_spec(pytester.path, doc)
+    return pytester
+
+
+def test_items_are_skipped_without_the_flag(project: pytest.Pytester) -> None:
+    result = project.runpytest("-rs")
+    result.assert_outcomes(skipped=2)
+    result.stdout.fnmatch_lines(["*robustness checks run only with --robustcheck*"])
+    assert "torch" not in result.stdout.str().lower().replace("robustcheck", "")
+
+
+def test_flag_runs_checks_with_actionable_messages(project: pytest.Pytester) -> None:
+    result = project.runpytest("--robustcheck", "-v")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines([
+        "*robustness.toml::strict FAILED*",
+        "*robustness.toml::fooling_rate?1? PASSED*",
+        "*fooling rate * (95% CL *-*) over * events > max 0 | attack pgd eps=1 sigma, 10 steps*",
+        "*largest mean |shift| of the * fooled events: *sigma*",
+    ])
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_ini_option_enables_the_run(project: pytest.Pytester) -> None:
+    project.makeini("[pytest]\nrobustcheck = true\n")
+    project.runpytest().assert_outcomes(passed=1, failed=1)
+
+
+def test_junit_properties_and_seed_override(project: pytest.Pytester) -> None:
+    project.runpytest("--robustcheck", "--robustcheck-seed=11", "--junitxml=out.xml")
+    tree = ET.parse(project.path / "out.xml")
+    cases = {case.get("name"): case for case in tree.iter("testcase")}
+    assert set(cases) == {"strict", "fooling_rate[1]"}
+    for case in cases.values():
+        props = {p.get("name"): p.get("value") for p in case.iter("property")}
+        for key in ("fooling_rate", "ci_low", "ci_high", "n_events", "threshold"):
+            assert key in props
+        assert props["seed"] == "11"
+        assert float(props["ci_low"]) <= float(props["fooling_rate"]) <= float(props["ci_high"])
+    assert cases["strict"].find("failure") is not None
+    assert cases["fooling_rate[1]"].find("failure") is None
+
+
+def test_broken_spec_is_a_short_collection_error(project: pytest.Pytester) -> None:
+    doc = base_spec()
+    doc["checks"][0]["maxx"] = 0.1
+    write_spec(project.path, doc, "broken.robust.toml")
+    result = project.runpytest("--robustcheck")
+    result.stdout.fnmatch_lines([
+        "*ERROR collecting broken.robust.toml*",
+        "spec error: *broken.robust.toml: checks[[]0[]]: unknown key `maxx`",
+        "  fix: did you mean `max`?",
+    ])
+    assert "Traceback" not in result.stdout.str()
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+
+
+def test_model_error_fails_the_item_without_traceback(project: pytest.Pytester,
+                                                      model_dir: Path) -> None:
+    doc = base_spec(model="tagger.pt")
+    doc["inputs"]["x"]["features"] = ["a", "b", "c"]
+    doc["envelope"]["x"] = {k: {"absolute": 1.0} for k in "abc"}
+    write_spec(project.path, doc)
+    result = project.runpytest("--robustcheck")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*data error: *input `x` has shape (3000, 4), but [[]inputs.x[]]"
+                                 " names 3 features*"])
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_plugin_import_is_light() -> None:
+    code = (
+        "import sys, robustcheck.plugin, robustcheck.spec\n"
+        "heavy = [m for m in ('torch', 'onnxruntime', 'scipy', 'numpy', 'onnx2torch')"
+        " if m in sys.modules]\n"
+        "print(','.join(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_collection_without_specs_imports_nothing_heavy(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_ok():\n    assert True\n")
+    pytester.makeconftest(
+        "import sys\n"
+        "def pytest_sessionfinish(session):\n"
+        "    heavy = [m for m in ('torch', 'onnxruntime', 'scipy') if m in sys.modules]\n"
+        "    print('HEAVY:' + ','.join(heavy))\n"
+    )
+    result = pytester.runpytest_subprocess("-s")
+    result.assert_outcomes(passed=1)
+    result.stdout.re_match_lines([r".*HEAVY:$"])  # nothing listed after the colon
+
+
+def test_example_folder_runs(pytester: pytest.Pytester) -> None:
+    example = Path(__file__).parents[1] / "examples" / "quickstart"
+    shutil.copytree(example, pytester.path / "quickstart")
+    before = {p.name: p.read_bytes() for p in (pytester.path / "quickstart").iterdir()
+              if p.is_file()}
+    result = pytester.runpytest("--robustcheck", "-v", "quickstart")
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(["*tagger.robust.toml::fooling rate within 1 sigma PASSED*"])
+    after = {name: (pytester.path / "quickstart" / name).read_bytes() for name in before}
+    assert after == before
