@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -44,6 +44,7 @@ class Adversaries:
     correct: torch.Tensor
     fooled: torch.Tensor
     sigma: Inputs
+    real: Inputs
     features: dict[str, tuple[str, ...]]
     seconds: float
 
@@ -72,7 +73,7 @@ class SpecRun:
         self.spec = spec
         self.device_name = device or spec.model.device
         self.seed_override = seed
-        self._adversaries: dict[tuple[str, tuple[int, float | None]], Adversaries] = {}
+        self._adversaries: dict[tuple[object, ...], Adversaries] = {}
 
     @classmethod
     def from_path(cls, path: str | Path, **kwargs: object) -> SpecRun:
@@ -150,17 +151,24 @@ class SpecRun:
             return self.seed_override
         return int(self.spec.attacks[attack].options["seed"])
 
-    def make_attack(self, name: str) -> Attack:
+    def make_attack(self, name: str, epsilon: float | None = None) -> Attack:
         spec = self.spec.attacks[name]
+        if epsilon is not None:
+            spec = replace(spec, options={**spec.options, "epsilon": epsilon})
         return ATTACKS[spec.method].load()(spec, self.seed_for(name))
 
-    def adversaries(self, attack_name: str, decision: Decision | None = None) -> Adversaries:
-        """The named attack on the nominal sample (computed once per decision rule)."""
+    def adversaries(
+        self, attack_name: str, decision: Decision | None = None, epsilon: float | None = None
+    ) -> Adversaries:
+        """The named attack on the nominal sample, computed once per decision rule and epsilon.
+
+        ``epsilon`` overrides the attack's own (for scans).
+        """
         decision = decision or Decision(self.spec.model.signal_class)
-        key = (attack_name, decision.key)
+        key = (attack_name, decision.key, epsilon)
         if key in self._adversaries:
             return self._adversaries[key]
-        attack = self.make_attack(attack_name)
+        attack = self.make_attack(attack_name, epsilon)
         inputs, labels = self.inputs("nominal")
         log_probs = self.log_probs("nominal")
         target = decision.target(labels)
@@ -178,6 +186,12 @@ class SpecRun:
             adv_log_probs = evaluate(tagger, adv_inputs, EVAL_BATCH)
         fooled = correct & (decision.decide(adv_log_probs) != target)
         sigma = {name: env.sigma(inputs[name]) for name, env in self.envelope.inputs.items()}
+        real = {
+            name: inputs[env.mask] != 0
+            if env.mask is not None
+            else torch.ones(inputs[name].shape[:-1], dtype=torch.bool)
+            for name, env in self.envelope.inputs.items()
+        }
         result = Adversaries(
             attack=attack_name,
             description=attack.describe(),
@@ -189,6 +203,7 @@ class SpecRun:
             correct=correct,
             fooled=fooled,
             sigma=sigma,
+            real=real,
             features={name: env.features for name, env in self.envelope.inputs.items()},
             seconds=outcome.seconds,
         )

@@ -77,12 +77,14 @@ class Box:
     """The set an attack of radius epsilon may reach, for one batch of events.
 
     ``unit`` is one sigma for entries that may move and zero for the others, so that a
-    step of ``alpha * unit * direction`` moves only what the envelope allows.
+    step of ``alpha * unit * direction`` moves only what the envelope allows. ``real`` marks
+    the entries that exist (not padding), shaped like the input without its feature axis.
     """
 
     lower: Inputs
     upper: Inputs
     unit: Inputs
+    real: Inputs
 
     def project_(self, adv: Inputs) -> None:
         """Clamp adversarial inputs into the box, in place."""
@@ -110,16 +112,17 @@ class Envelope:
 
     def box(self, nominal: Inputs, epsilon: float) -> Box:
         """The per-entry box of radius ``epsilon`` sigma around ``nominal``, within bounds."""
-        lower, upper, unit = {}, {}, {}
+        lower, upper, unit, real = {}, {}, {}, {}
         for name, env in self.inputs.items():
             x = nominal[name]
             mask = nominal[env.mask] if env.mask is not None else None
+            real[name] = (mask != 0) if mask is not None else x.new_ones(x.shape[:-1], dtype=bool)
             step = env.sigma(x) * env.movable_entries(x, mask)
             radius = epsilon * step
             lower[name] = torch.minimum(torch.maximum(x - radius, env.lower), x)
             upper[name] = torch.maximum(torch.minimum(x + radius, env.upper), x)
             unit[name] = step
-        return Box(lower, upper, unit)
+        return Box(lower, upper, unit, real)
 
     def check_shapes(self, inputs: Mapping[str, tuple[int, ...]], source: str) -> None:
         """Refuse data whose last axis or mask shape does not match the spec."""

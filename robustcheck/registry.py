@@ -23,6 +23,7 @@ class Declaration:
     options: Mapping[str, Field] = field(default_factory=dict, compare=False)
     doc: str = ""
     needs_alternative: bool = False
+    requires_one_of: tuple[str, ...] = ()
     origin: str = "robustcheck"
 
     def load(self) -> Any:

@@ -56,8 +56,7 @@ DATA_FIELDS: dict[str, Field] = {
     "truncate": Field(
         "str",
         "warn",
-        doc="when an event has more than `pad` entries: keep the first `pad` and warn, "
-        "or raise",
+        doc="when an event has more than `pad` entries: keep the first `pad` and warn, or raise",
         choices=("warn", "error"),
     ),
     "masks": Field(
@@ -527,6 +526,14 @@ def _parse_checks(
                     fix=f'add [attacks.{attack}] with method = "pgd", epsilon = 1.0',
                 )
             raise unknown_key_error(attack, known, f"{where}.attack", path)
+        declared = CHECKS[type_].requires_one_of
+        if declared and all(options.get(key) is None for key in declared):
+            raise SpecError(
+                "sets no threshold, so it could never fail",
+                file=path,
+                field=where,
+                fix=f"set at least one of: {', '.join(declared)}",
+            )
         if CHECKS[type_].needs_alternative and "alternative" not in data:
             raise SpecError(
                 f"check type {type_!r} compares two samples but there is no [data.alternative]",

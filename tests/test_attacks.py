@@ -12,7 +12,12 @@ from robustcheck.core import SpecRun
 from robustcheck.spec import parse_spec
 from tests.conftest import base_spec
 
-METHODS = [("pgd", {"steps": 10}), ("pgd", {"steps": 5, "random_start": False}), ("fgsm", {})]
+METHODS = [
+    ("pgd", {"steps": 10}),
+    ("pgd", {"steps": 5, "random_start": False}),
+    ("fgsm", {}),
+    ("constrained_pgd", {"steps": 10, "lambda_chi2": 0.01}),
+]
 
 
 def make_run(model_dir: Path, epsilon: float = 1.0, method: str = "pgd", **options) -> SpecRun:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -27,11 +28,15 @@ class AttackBatch:
         """Copies of the perturbed inputs, as leaves that record gradients."""
         return {name: self.nominal[name].clone().requires_grad_(True) for name in self.box.unit}
 
-    def loss_and_grad(self, adv: Inputs) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """Input gradients of the attack loss, and which events are already fooled."""
+    def loss_and_grad(
+        self, adv: Inputs, penalty: Callable[[Inputs], torch.Tensor] | None = None
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Input gradients of the attack loss (minus ``penalty``), and which events are fooled."""
         log_probs = self.tagger.log_probs({**self.nominal, **adv})
         fooled = self.decision.decide(log_probs.detach()) != self.target
         loss = self.decision.loss(log_probs, self.target)
+        if penalty is not None:
+            loss = loss - penalty(adv)
         grads = torch.autograd.grad(loss, list(adv.values()))
         return list(grads), fooled
 
@@ -46,6 +51,12 @@ class AttackBatch:
             step.mul_(scale.view(-1, *([1] * (step.dim() - 1))))
             x.add_(step)
         self.box.project_(adv)
+
+    @torch.no_grad()
+    def fooled(self, adv: Inputs) -> torch.Tensor:
+        """Which events the current adversarial values fool."""
+        log_probs = self.tagger.log_probs({**self.nominal, **adv})
+        return self.decision.decide(log_probs) != self.target
 
 
 class Attack:

@@ -6,6 +6,8 @@ fooling point it finds rather than wandering on (and spends no further effort on
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from robustcheck.attacks.base import Attack, AttackBatch
@@ -36,7 +38,12 @@ class PGD(Attack):
                     noise = torch.rand(x.shape, generator=batch.generator, device=x.device)
                     x.add_(noise.mul_(2).sub_(1).mul_(self.epsilon).mul_(batch.box.unit[name]))
                 batch.box.project_(adv)
+        penalty = self.penalty(batch)
         for _ in range(self.steps):
-            grads, fooled = batch.loss_and_grad(adv)
+            grads, fooled = batch.loss_and_grad(adv, penalty)
             batch.signed_step_(adv, grads, self.step_size, fooled)
         return {name: x.detach() for name, x in adv.items()}
+
+    def penalty(self, batch: AttackBatch) -> Callable[[Inputs], torch.Tensor] | None:
+        """A term subtracted from the loss (none for plain PGD)."""
+        return None

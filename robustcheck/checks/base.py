@@ -22,6 +22,12 @@ class Check:
     def evaluate(self) -> CheckResult:
         raise NotImplementedError
 
+    def scan_details(self, attack: str) -> list[str]:
+        """The attack's epsilon scan as a table, when its spec asks for one."""
+        from robustcheck.checks.scan import scan_rows, scan_table
+
+        return scan_table(scan_rows(self.run, attack))
+
     def result(self, passed: bool, summary: str, **kwargs: object) -> CheckResult:
         return CheckResult(
             spec=str(self.run.spec.path),

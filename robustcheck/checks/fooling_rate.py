@@ -40,6 +40,7 @@ class FoolingRate(Check):
         if shifts:
             worst = ", ".join(f"{name} {value:.2f} sigma" for name, value in shifts[:3])
             details.append(f"largest mean |shift| of the {k:,} fooled events: {worst}")
+        details += self.scan_details(self.options["attack"])
         figures = {
             "fooling_rate": rate,
             "ci_low": low,
