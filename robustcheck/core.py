@@ -7,11 +7,12 @@ named attack once, however many checks use it.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from robustcheck.attacks import ATTACKS
@@ -21,9 +22,10 @@ from robustcheck.data import Dataset, load_dataset
 from robustcheck.decision import Decision
 from robustcheck.engine import evaluate, resolve_device, run_attack, take, to_tensors
 from robustcheck.envelope import Envelope, Inputs
-from robustcheck.errors import ModelError, RobustcheckError
+from robustcheck.errors import DataError, ModelError, RobustcheckError
 from robustcheck.result import CheckResult
 from robustcheck.spec import CheckSpec, Spec, load_spec
+from robustcheck.stats import threshold_at_efficiency
 from robustcheck.taggers import load_tagger
 from robustcheck.taggers.base import Tagger
 
@@ -126,6 +128,13 @@ class SpecRun:
         """CPU tensors of a sample's inputs and its labels."""
         return self._inputs[sample]
 
+    def attacks_computed(self) -> dict[tuple[object, ...], Adversaries]:
+        """The attack outcomes computed so far, keyed as ``adversaries()`` caches them.
+
+        Keys start with (attack name, decision key, epsilon override or None). For reports.
+        """
+        return dict(self._adversaries)
+
     def log_probs(self, sample: str = "nominal") -> torch.Tensor:
         return self._log_probs[sample]
 
@@ -146,6 +155,38 @@ class SpecRun:
                 )
         return out
 
+    def weights(self, sample: str = "nominal") -> np.ndarray | None:
+        """Per-event weights of a sample, or None."""
+        return self._datasets[sample].weights
+
+    def is_signal(self, sample: str = "nominal") -> np.ndarray:
+        """1 for signal-class events, 0 for the others."""
+        return (self.inputs(sample)[1].numpy() == self.spec.model.signal_class).astype(np.int64)
+
+    def discriminant(self, log_probs: torch.Tensor) -> np.ndarray:
+        """The signal-class probability of every event."""
+        return log_probs[:, self.spec.model.signal_class].double().exp().numpy()
+
+    def decision(self, working_point: Mapping[str, float] | None = None) -> Decision:
+        """Argmax, or a threshold fixed on the nominal sample at a signal efficiency."""
+        signal = self.spec.model.signal_class
+        if not working_point:
+            return Decision(signal)
+        efficiency = float(working_point["signal_efficiency"])
+        is_signal = self.is_signal("nominal").astype(bool)
+        if not is_signal.any():
+            raise DataError(
+                "no signal events in the nominal sample for the working point",
+                file=self.spec.data["nominal"].path,
+                field="working_point",
+            )
+        scores = self.discriminant(self.log_probs("nominal"))[is_signal]
+        weights = self.weights("nominal")
+        threshold = threshold_at_efficiency(
+            scores, efficiency, None if weights is None else weights[is_signal]
+        )
+        return Decision(signal, threshold)
+
     def seed_for(self, attack: str) -> int:
         if self.seed_override is not None:
             return self.seed_override
@@ -158,14 +199,20 @@ class SpecRun:
         return ATTACKS[spec.method].load()(spec, self.seed_for(name))
 
     def adversaries(
-        self, attack_name: str, decision: Decision | None = None, epsilon: float | None = None
+        self,
+        attack_name: str,
+        decision: Decision | None = None,
+        epsilon: float | None = None,
+        full: bool = False,
     ) -> Adversaries:
-        """The named attack on the nominal sample, computed once per decision rule and epsilon.
+        """The named attack on the nominal sample, computed once per set of arguments.
 
-        ``epsilon`` overrides the attack's own (for scans).
+        ``epsilon`` overrides the attack's own (for scans). By default only correctly
+        classified events are attacked, each until its decision flips (what a fooling rate
+        needs); ``full`` attacks every event with the whole budget (what an AUC needs).
         """
         decision = decision or Decision(self.spec.model.signal_class)
-        key = (attack_name, decision.key, epsilon)
+        key = (attack_name, decision.key, epsilon, full)
         if key in self._adversaries:
             return self._adversaries[key]
         attack = self.make_attack(attack_name, epsilon)
@@ -179,8 +226,17 @@ class SpecRun:
                 tagger.prepare_gradients(take(inputs, slice(0, 512), tagger.device))
         batch_size = int(self.spec.attacks[attack_name].options["batch_size"])
         with self._model_errors(inputs):
+            select = torch.ones_like(correct) if full else correct
             outcome = run_attack(
-                attack, tagger, self.envelope, inputs, labels, decision, correct, batch_size
+                attack,
+                tagger,
+                self.envelope,
+                inputs,
+                labels,
+                decision,
+                select,
+                batch_size,
+                early_stop=not full,
             )
             adv_inputs = {**inputs, **outcome.adversarial}
             adv_log_probs = evaluate(tagger, adv_inputs, EVAL_BATCH)

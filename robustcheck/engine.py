@@ -71,8 +71,12 @@ def run_attack(
     decision: Decision,
     select: torch.Tensor,
     batch_size: int,
+    early_stop: bool = True,
 ) -> AttackOutcome:
-    """Attack the events in ``select``; the others keep their nominal values."""
+    """Attack the events in ``select``; the others keep their nominal values.
+
+    With ``early_stop`` an event stops moving once its decision flips.
+    """
     device = tagger.device
     env = envelope.to(device)
     index = torch.nonzero(select).flatten()
@@ -91,6 +95,7 @@ def run_attack(
                 box=env.box(nominal, attack.epsilon),
                 decision=decision,
                 generator=generator,
+                early_stop=early_stop,
             )
             for name, x in attack.perturb(batch).items():
                 adversarial[name][rows] = x.to("cpu")

@@ -50,6 +50,7 @@ DATA_FIELDS: dict[str, Field] = {
         doc="model input name -> array/column/branch name, or a list of names stacked "
         "along a new last axis",
     ),
+    "weights": Field("str", None, doc="array of per-event weights (AUC, ROC, efficiencies)"),
     "max_events": Field("int", None, doc="read at most this many events", minimum=1),
     "tree": Field("str", None, doc="tree name in a ROOT file"),
     "pad": Field("int", None, doc="length to which jagged branches are padded", minimum=1),
@@ -118,6 +119,7 @@ class DataSpec:
     tree: str | None
     pad: int | None = None
     truncate: str = "warn"
+    weights: str | None = None
 
     @property
     def masks(self) -> dict[str, str]:
@@ -126,7 +128,7 @@ class DataSpec:
 
     def keys(self) -> list[str]:
         """The arrays to read from the file (labels first), each once."""
-        keys = [self.labels]
+        keys = [self.labels] + ([self.weights] if self.weights else [])
         for source in self.inputs.values():
             if isinstance(source, str):
                 keys.append(source)

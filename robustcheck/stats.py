@@ -141,99 +141,178 @@ def _sorted_rows(
     return rows, n, has_nan
 
 
-def _by_blocks(fn: Callable[[slice], tuple[np.ndarray, ...]], n_cols: int, n_rows: int) -> list:
+class _Scratch:
+    """Reusable buffers of one worker: fresh large arrays cost page faults on every block."""
+
+    def __init__(self) -> None:
+        self._flat: dict[str, np.ndarray] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], dtype: type[np.generic]) -> np.ndarray:
+        size = int(np.prod(shape))
+        flat = self._flat.get(name)
+        if flat is None or flat.dtype != dtype or flat.size < size:
+            flat = self._flat[name] = np.empty(size, dtype=dtype)
+        return flat[:size].reshape(shape)
+
+
+def _by_blocks(
+    fn: Callable[[slice, _Scratch], tuple[np.ndarray, ...]], n_cols: int, n_rows: int
+) -> list[np.ndarray]:
     """Apply ``fn`` to blocks of columns (threads when there are several) and concatenate."""
     per = max(1, _BLOCK_VALUES // max(n_rows, 1))
     blocks = [slice(i, min(i + per, n_cols)) for i in range(0, n_cols, per)]
+    if not blocks:
+        return []
     workers = min(len(blocks), _n_threads())
-    if workers <= 1:
-        parts = [fn(s) for s in blocks]
+
+    def work(first: int) -> list[tuple[np.ndarray, ...]]:
+        scratch = _Scratch()
+        return [fn(cols, scratch) for cols in blocks[first::workers]]
+
+    if workers == 1:
+        done = [work(0)]
     else:
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            parts = list(pool.map(fn, blocks))
-    if not parts:
-        return []
+            done = list(pool.map(work, range(workers)))
+    parts = [done[k % workers][k // workers] for k in range(len(blocks))]
     return [np.concatenate(p) for p in zip(*parts, strict=True)]
 
 
-def _as_float32(rows: np.ndarray) -> np.ndarray | None:
-    """``rows`` as float32 if that is exact (float32 data, integers below 2**24), else None."""
-    if rows.dtype == np.float32:
-        return rows
-    with np.errstate(over="ignore", invalid="ignore"):
-        narrow = rows.astype(np.float32)
-        return narrow if np.array_equal(narrow, rows, equal_nan=True) else None
+_HUGE = 2.0**1000  # beyond float32's range, with a zero low mantissa bit
 
 
-def _ks_keys(ra: np.ndarray, rb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Counts of b entries and group ends in the merged order of float32 rows ``ra``, ``rb``.
+def _ks_keyed(
+    a: np.ndarray,
+    ma: np.ndarray | None,
+    b: np.ndarray,
+    mb: np.ndarray | None,
+    cols: slice,
+    scratch: _Scratch,
+) -> tuple[np.ndarray, ...] | None:
+    """KS statistics of a block of columns whose values are all exact in float32, else None.
 
-    Each value becomes an int64 key: the float32 bits mapped to an order-preserving integer,
-    shifted left once, with the low bit 1 for entries of b. One integer sort per row then merges
-    both samples; equal values stay adjacent (a before b), NaN (excluded entries) sort last.
+    Both samples go, as float64, into one array per column; setting the lowest mantissa bit
+    marks b. That moves a value by one float64 ulp, far less than float32 spacing, so a single
+    sort merges the samples and keeps equal values adjacent; excluded entries (NaN) sort last.
     """
-    len_a = ra.shape[1]
-    keys = np.empty((ra.shape[0], len_a + rb.shape[1]), dtype=np.int64)
-    for rows, part in ((ra, keys[:, :len_a]), (rb, keys[:, len_a:])):
-        bits = (rows + np.float32(0.0)).view(np.int32)  # -0.0 becomes +0.0, as == treats it
-        bits ^= (bits >> 31) & 0x7FFFFFFF
-        part[...] = bits
-    keys <<= 1
-    keys[:, len_a:] |= 1
+    len_a = a.shape[0]
+    n_cols = cols.stop - cols.start
+    keys = scratch.get("keys", (n_cols, len_a + b.shape[0]), np.float64)
+    counts = []
+    for x, mask, part in ((a, ma, keys[:, :len_a]), (b, mb, keys[:, len_a:])):
+        np.add(x[:, cols].T, 0.0, out=part)  # -0.0 becomes +0.0, as comparisons treat it
+        if x.dtype.kind != "f" or x.dtype.itemsize > 4:
+            with np.errstate(over="ignore", invalid="ignore"):
+                if not np.array_equal(part.astype(np.float32), part, equal_nan=True):
+                    return None
+        nan = np.isnan(part)
+        if mask is None:
+            n = np.full(n_cols, part.shape[1], dtype=np.int64)
+        else:
+            keep = mask[:, cols].T
+            nan &= keep
+            np.copyto(part, np.nan, where=~keep)
+            n = keep.sum(axis=1, dtype=np.int64)
+        counts.append((n, nan.any(axis=1)))
+    np.clip(keys, -_HUGE, _HUGE, out=keys)  # infinities stay beyond every float32
+    bits = keys.view(np.int64)
+    bits[:, len_a:] |= 1
     keys.sort(axis=1)
-    cb = np.cumsum(keys & 1, axis=1, dtype=_count_dtype(keys.shape[1]))
-    ends = np.empty(keys.shape, dtype=bool)
-    x = np.bitwise_xor(keys[:, 1:], keys[:, :-1])
-    x >>= 1
-    np.not_equal(x, 0, out=ends[:, :-1])
+    from_b = scratch.get("from_b", keys.shape, np.int64)
+    ends = scratch.get("ends", keys.shape, np.bool_)
+    np.bitwise_xor(bits[:, 1:], bits[:, :-1], out=from_b[:, :-1])
+    np.right_shift(from_b[:, :-1], 1, out=from_b[:, :-1])
+    np.not_equal(from_b[:, :-1], 0, out=ends[:, :-1])
     ends[:, -1] = True
-    return cb, ends
+    np.bitwise_and(bits, 1, out=from_b)
+    (na, nan_a), (nb, nan_b) = counts
+    return _ks_statistic(from_b, ends, na, nb), na, nb, nan_a | nan_b
 
 
-def _ks_merge(sa: np.ndarray, sb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """As :func:`_ks_keys` for sorted rows of any float type (a stable argsort merge)."""
+def _ks_merged(
+    a: np.ndarray,
+    ma: np.ndarray | None,
+    b: np.ndarray,
+    mb: np.ndarray | None,
+    cols: slice,
+    scratch: _Scratch,
+) -> tuple[np.ndarray, ...]:
+    """As :func:`_ks_keyed` for any values: sort each sample, then a stable argsort merge."""
+    sa, na, nan_a = _sorted_rows(a, ma, cols, np.float64)
+    sb, nb, nan_b = _sorted_rows(b, mb, cols, np.float64)
     len_a = sa.shape[1]
     merged = np.concatenate([sa, sb], axis=1)
+    del sa, sb
     # A stable argsort of two concatenated sorted runs is a single timsort merge.
     order = np.argsort(merged, axis=1, kind="stable")
     values = np.take_along_axis(merged, order, axis=1)
     del merged
-    cb = np.cumsum(order >= len_a, axis=1, dtype=_count_dtype(values.shape[1]))
+    from_b = scratch.get("from_b", values.shape, np.int64)
+    np.greater_equal(order, len_a, out=from_b, casting="unsafe")
     del order
-    ends = np.empty(values.shape, dtype=bool)
+    ends = scratch.get("ends", values.shape, np.bool_)
     np.not_equal(values[:, 1:], values[:, :-1], out=ends[:, :-1])
     ends[:, -1] = True
-    return cb, ends
+    return _ks_statistic(from_b, ends, na, nb), na, nb, nan_a | nan_b
 
 
-def _count_dtype(n: int) -> type[np.signedinteger]:
-    return np.int32 if n < 2**31 - 1 else np.int64
+def _ks_statistic(
+    from_b: np.ndarray, ends: np.ndarray, na: np.ndarray, nb: np.ndarray
+) -> np.ndarray:
+    """KS statistic along merged rows, with the float operations scipy uses.
 
-
-def _ks_statistic(cb: np.ndarray, ends: np.ndarray, na: np.ndarray, nb: np.ndarray) -> np.ndarray:
-    """KS statistic from b counts ``cb`` along the merged order, exactly as scipy computes it.
-
-    F_a - F_b is only evaluated at the last entry of each group of equal values (``ends``) among
-    the valid entries, which come first; at the last valid one it is 0, so zeroing the other
-    positions cannot create an extreme.
+    ``from_b`` (overwritten) is 1 for entries of b; ``ends`` (overwritten) marks the last entry
+    of each group of equal values. F_a - F_b is only evaluated there and among the valid entries,
+    which come first; at the last valid one it is 0, so zeroing other positions cannot create an
+    extreme. The cumulative sum of +n_b (a) and -n_a (b) is the exact integer
+    ``n_a * n_b * (F_a - F_b)``.
     """
-    pos = np.arange(1, cb.shape[1] + 1, dtype=np.int64)
-    nt = (na + nb)[:, None]
-    ends &= pos <= nt
-    # Exact integer numerator of F_a - F_b = (pos - cb) / na - cb / nb, times na * nb.
-    num = pos * nb[:, None]
-    num -= cb * nt
+    nt = na + nb
+    for r in np.flatnonzero(nt < ends.shape[1]):
+        ends[r, nt[r] :] = False
+    num = from_b
+    num *= -nt[:, None]
+    num += nb[:, None]
+    np.cumsum(num, axis=1, out=num)
     num *= ends
     rows = np.arange(num.shape[0])
     d = np.zeros(num.shape[0])
     with np.errstate(divide="ignore", invalid="ignore"):
         for pick, sign in ((num.argmax(axis=1), 1.0), (num.argmin(axis=1), -1.0)):
-            c_b = cb[rows, pick].astype(np.int64)
-            c_a = pos[pick] - c_b
-            diff = sign * (c_a / na - c_b / nb)  # the float operations scipy does
-            extreme = sign * num[rows, pick] > 0
-            d = np.maximum(d, np.where(extreme, np.clip(diff, 0.0, 1.0), 0.0))
+            value = num[rows, pick]
+            pos = pick + 1
+            c_b = (pos * nb - value) // np.maximum(nt, 1)
+            c_a = pos - c_b
+            diff = sign * (c_a / na - c_b / nb)  # scipy: cdf1 - cdf2, counts over sizes
+            d = np.maximum(d, np.where(sign * value > 0, np.clip(diff, 0.0, 1.0), 0.0))
     return d
+
+
+_FAST_TAIL_N = 100_000  # effective n from which the Smirnov tail uses Miller's approximation
+
+
+def _ks_pvalue(d: np.ndarray, na: np.ndarray, nb: np.ndarray, fast_tail: bool) -> np.ndarray:
+    """Two-sided asymptotic p-value as ``scipy.stats.ks_2samp(..., method="asymp")``.
+
+    scipy takes ``en = m * n / (m + n)`` (m >= n the sample sizes), rounds it half-to-even and
+    returns ``kstwo.sf(d, en)`` clipped to [0, 1]. For ``en * d**2 >= 2.2`` (p below about 0.025)
+    and ``d < 0.5`` kstwo evaluates ``2 * smirnov(en, d)``, an exact sum with O(en) terms (about
+    0.5 s per value at en = 5e5). With ``fast_tail`` that case uses, for ``en >= 1e5``, Miller's
+    approximation ``2 * exp(-(6 en d + 1)**2 / (18 en))``, which scipy itself uses above
+    en = 1e6; it differs from the exact sum by less than 3e-7 there.
+    """
+    from scipy.stats import kstwo
+
+    m = np.maximum(na, nb).astype(np.float64)
+    n = np.minimum(na, nb).astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        en = np.round(m * n / (m + n))
+        nx2 = en * d * d
+        fast = fast_tail & (en >= _FAST_TAIL_N) & (d < 0.5) & (nx2 >= 2.2) & (nx2 < 370.0)
+        p = np.empty(d.shape)
+        p[fast] = 2.0 * np.exp(-((6.0 * en[fast] * d[fast] + 1.0) ** 2) / 18.0 / en[fast])
+        p[~fast] = kstwo.sf(d[~fast], en[~fast])
+    return np.clip(p, 0.0, 1.0)
 
 
 def ks_2samp(
@@ -242,48 +321,31 @@ def ks_2samp(
     *,
     mask_a: ArrayLike | None = None,
     mask_b: ArrayLike | None = None,
+    fast_tail: bool = True,
 ) -> KSResult:
     """Two-sample Kolmogorov-Smirnov test of every column of ``a`` against the same of ``b``.
 
     The statistic equals ``scipy.stats.ks_2samp(a[:, j], b[:, j]).statistic`` (ties handled: the
     empirical CDFs are compared after each group of equal values). The p-value is the asymptotic
-    two-sided one, as ``scipy.stats.ks_2samp(..., method="asymp")``: ``kstwo.sf(D, round(en))``
-    with ``en = n_a * n_b / (n_a + n_b)`` (NumPy's round-half-to-even), clipped to [0, 1]. It is
-    conservative-to-accurate for large samples but approximate for small ones, where scipy's
-    default ``method="auto"`` would use the exact distribution instead.
+    two-sided one of ``scipy.stats.ks_2samp(..., method="asymp")``, not the exact one scipy's
+    default ``method="auto"`` uses for samples up to 10,000 events; see :func:`_ks_pvalue` for
+    ``fast_tail``.
 
     Entries whose mask is False are left out of their column, so columns may have different
     sizes. A column with no valid entry in either sample, or with NaN in a valid entry, gives NaN.
     """
-    from scipy.stats import kstwo
-
     a_, ma, b_, mb = _pair(a, b, mask_a, mask_b)
-    dtype = _work_dtype(a_, b_)
 
-    def block(cols: slice) -> tuple[np.ndarray, ...]:
-        ra, na, nan_a = _rows(a_, ma, cols, dtype)
-        rb, nb, nan_b = _rows(b_, mb, cols, dtype)
-        ra32, rb32 = _as_float32(ra), _as_float32(rb)
-        if ra32 is not None and rb32 is not None:
-            cb, ends = _ks_keys(ra32, rb32)
-        else:
-            ra.sort(axis=1)
-            rb.sort(axis=1)
-            cb, ends = _ks_merge(ra, rb)
-        return _ks_statistic(cb, ends, na, nb), na, nb, nan_a | nan_b
+    def block(cols: slice, scratch: _Scratch) -> tuple[np.ndarray, ...]:
+        keyed = _ks_keyed(a_, ma, b_, mb, cols, scratch)
+        return _ks_merged(a_, ma, b_, mb, cols, scratch) if keyed is None else keyed
 
     parts = _by_blocks(block, a_.shape[1], a_.shape[0] + b_.shape[0])
     if not parts:
         return KSResult(np.empty(0), np.empty(0))
     d, na, nb, bad = parts
-    bad |= (na == 0) | (nb == 0)
-    d = np.where(bad, np.nan, d)
-    m = np.maximum(na, nb).astype(np.float64)
-    n = np.minimum(na, nb).astype(np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        en = m * n / (m + n)
-        p = np.where(bad, np.nan, kstwo.sf(d, np.round(en)))
-    return KSResult(d, np.clip(p, 0.0, 1.0))
+    d = np.where(bad | (na == 0) | (nb == 0), np.nan, d)
+    return KSResult(d, _ks_pvalue(d, na, nb, fast_tail))
 
 
 def _count_below(rows: np.ndarray, n: np.ndarray, edges: np.ndarray) -> np.ndarray:
@@ -315,6 +377,20 @@ def _quantile_edges(rows: np.ndarray, n: np.ndarray, bins: int) -> np.ndarray:
     return np.where(gamma >= 0.5, hi - diff * (1.0 - gamma), lo + diff * gamma)
 
 
+def _collapse_edges(edges: np.ndarray, rows: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Drop interior edges equal to the smallest or largest value of each sorted row.
+
+    Such edges coincide with the outer edges (the minimum and maximum of ``a``), as in
+    ``np.unique(np.quantile(...))``. Dropped edges become -inf (low end) or repeat the previous
+    kept edge (high end), which leaves bins that are always empty; so do repeated interior edges.
+    """
+    idx = np.maximum(n - 1, 0)[:, None]
+    low = rows[:, :1].astype(np.float64)
+    high = np.take_along_axis(rows, idx, axis=1).astype(np.float64)
+    out = np.where((edges <= low) | (edges >= high), -np.inf, edges)
+    return np.maximum.accumulate(out, axis=1)
+
+
 def _binned_counts(
     a: ArrayLike,
     b: ArrayLike,
@@ -325,9 +401,10 @@ def _binned_counts(
     """Per-column histograms of a and b on the equal-population edges of a.
 
     Returns counts_a, counts_b (features, bins), n_a, n_b and a flag for NaN in valid entries.
-    Bin k holds values in [e_k, e_{k+1}); values below the first interior edge go to bin 0 and
-    values at or above the last to the last bin. Duplicate edges (ties) give bins that are always
-    empty, which is the same as collapsing them.
+    The edges are ``np.unique(np.quantile(a[:, j], linspace(0, 1, bins + 1)))``; bin k holds
+    values in [e_k, e_{k+1}), values below the second edge go to the first bin and values at or
+    above the last interior edge to the last bin. Collapsed edges leave always-empty bins in
+    place, so every column keeps ``bins`` slots.
     """
     if int(bins) != bins or bins < 1:
         raise ValueError(f"bins must be a positive integer, got {bins!r}")
@@ -335,9 +412,9 @@ def _binned_counts(
     a_, ma, b_, mb = _pair(a, b, mask_a, mask_b)
     dtype = _work_dtype(a_, b_)
 
-    def block(cols: slice) -> tuple[np.ndarray, ...]:
+    def block(cols: slice, _: _Scratch) -> tuple[np.ndarray, ...]:
         sa, na, nan_a = _sorted_rows(a_, ma, cols, dtype)
-        edges = _quantile_edges(sa, na, bins)
+        edges = _collapse_edges(_quantile_edges(sa, na, bins), sa, na)
         below_a = _count_below(sa, na, edges)
         del sa
         sb, nb, nan_b = _sorted_rows(b_, mb, cols, dtype)
@@ -623,3 +700,28 @@ def background_rejection(
     if kept <= 0:
         return float("inf")
     return total / kept
+
+
+def auc_standard_error(area: float, n_signal: float, n_background: float) -> float:
+    """Standard error of an AUC from the numbers of signal and background events.
+
+    Hanley and McNeil (Radiology 143 (1982) 29); pass effective numbers for weighted samples.
+    """
+    if n_signal <= 0 or n_background <= 0:
+        raise ValueError("need signal and background events")
+    q1 = area / (2.0 - area)
+    q2 = 2.0 * area * area / (1.0 + area)
+    variance = (
+        area * (1.0 - area)
+        + (n_signal - 1.0) * (q1 - area * area)
+        + (n_background - 1.0) * (q2 - area * area)
+    ) / (n_signal * n_background)
+    return float(np.sqrt(max(variance, 0.0)))
+
+
+def effective_count(weights: np.ndarray | None, n: int) -> float:
+    """Kish's effective number of events, (sum w)^2 / sum w^2 (n when unweighted)."""
+    if weights is None:
+        return float(n)
+    total = float(weights.sum())
+    return total * total / float((weights * weights).sum()) if total > 0 else 0.0

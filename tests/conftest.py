@@ -27,14 +27,17 @@ def build():
 '''
 
 
-def make_events(n: int, seed: int, shift: float = 0.0) -> dict[str, np.ndarray]:
-    """Two classes of jets with four features; ``shift`` moves the mass scale."""
+def make_events(
+    n: int, seed: int, shift: float = 0.0, multiplicity_gap: float = 15.0
+) -> dict[str, np.ndarray]:
+    """Two classes of jets with four features; ``shift`` moves the mass scale and
+    ``multiplicity_gap`` is how many more constituents class 1 has on average."""
     rng = np.random.default_rng(seed)
     y = rng.integers(0, 2, n)
     pt = rng.uniform(500, 550, n)
     mass = rng.gamma(4 + 4 * y, 8.0) * (1 + shift)
     eta = rng.uniform(-1.7, 1.7, n)
-    n_const = rng.poisson(20 + 15 * y).astype(np.float64)
+    n_const = rng.poisson(20 + multiplicity_gap * y).astype(np.float64)
     x = np.stack([pt, mass, eta, n_const], axis=1).astype(np.float32)
     return {"x": x, "y": y}
 

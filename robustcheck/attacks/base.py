@@ -23,6 +23,7 @@ class AttackBatch:
     box: Box
     decision: Decision
     generator: torch.Generator
+    early_stop: bool = True
 
     def start(self) -> Inputs:
         """Copies of the perturbed inputs, as leaves that record gradients."""
@@ -31,9 +32,14 @@ class AttackBatch:
     def loss_and_grad(
         self, adv: Inputs, penalty: Callable[[Inputs], torch.Tensor] | None = None
     ) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """Input gradients of the attack loss (minus ``penalty``), and which events are fooled."""
+        """Input gradients of the attack loss (minus ``penalty``), and the events to stop moving.
+
+        With ``early_stop`` those are the events already fooled; otherwise none.
+        """
         log_probs = self.tagger.log_probs({**self.nominal, **adv})
         fooled = self.decision.decide(log_probs.detach()) != self.target
+        if not self.early_stop:
+            fooled = torch.zeros_like(fooled)
         loss = self.decision.loss(log_probs, self.target)
         if penalty is not None:
             loss = loss - penalty(adv)

@@ -10,6 +10,21 @@ _COMMON = {
     "type": Field("str", doc="the check type"),
 }
 
+WORKING_POINT = Field(
+    "table",
+    None,
+    doc="decide by a threshold fixed on the nominal sample, e.g. { signal_efficiency = 0.5 }",
+    table={
+        "signal_efficiency": Field(
+            "number",
+            doc="signal efficiency on the nominal sample",
+            minimum=0.0,
+            maximum=1.0,
+            exclusive_minimum=True,
+        )
+    },
+)
+
 CHECKS: dict[str, Declaration] = {
     "fooling_rate": Declaration(
         "fooling_rate",
@@ -26,6 +41,7 @@ CHECKS: dict[str, Declaration] = {
                 maximum=1.0,
                 exclusive_minimum=True,
             ),
+            "working_point": WORKING_POINT,
         },
         doc="fraction of correctly classified events whose decision the attack flips",
     ),
@@ -78,5 +94,84 @@ CHECKS: dict[str, Declaration] = {
             "max_correlation_change",
             "max_correlation_frobenius",
         ),
+    ),
+    "resilience": Declaration(
+        "resilience",
+        "robustcheck.checks.resilience:Resilience",
+        {
+            **_COMMON,
+            "max_auc_change_percent": Field(
+                "number",
+                None,
+                doc="largest allowed 100*|AUC_nom - AUC_alt|/AUC_nom",
+                minimum=0.0,
+            ),
+            "min_auc": Field(
+                "number",
+                None,
+                doc="smallest allowed AUC on each sample",
+                minimum=0.0,
+                maximum=1.0,
+            ),
+            "max_rejection_change_percent": Field(
+                "number",
+                None,
+                doc="largest allowed change of the background rejection at "
+                "the working point, in percent of the nominal",
+                minimum=0.0,
+            ),
+            "working_point": WORKING_POINT,
+        },
+        doc="AUC change between the nominal and the alternative generator (arXiv:2509.19431)",
+        needs_alternative=True,
+        requires_one_of=("max_auc_change_percent", "min_auc", "max_rejection_change_percent"),
+    ),
+    "auc_under_attack": Declaration(
+        "auc_under_attack",
+        "robustcheck.checks.auc_under_attack:AucUnderAttack",
+        {
+            **_COMMON,
+            "attack": Field("str", doc="name of an [attacks.NAME] table"),
+            "max_auc_drop": Field(
+                "number",
+                None,
+                doc="largest allowed AUC_nominal - AUC_adversarial",
+                minimum=0.0,
+                maximum=1.0,
+            ),
+            "min_auc": Field(
+                "number",
+                None,
+                doc="smallest allowed AUC under attack",
+                minimum=0.0,
+                maximum=1.0,
+            ),
+        },
+        doc="AUC when every event is attacked with the full budget (Stein et al.)",
+        requires_one_of=("max_auc_drop", "min_auc"),
+    ),
+    "fraction_bias": Declaration(
+        "fraction_bias",
+        "robustcheck.checks.fraction_bias:FractionBias",
+        {
+            **_COMMON,
+            "max_bias": Field(
+                "number",
+                None,
+                doc="largest allowed |fitted - true| signal fraction",
+                minimum=0.0,
+                maximum=1.0,
+            ),
+            "max_pull": Field(
+                "number",
+                None,
+                doc="largest allowed |bias| / fit uncertainty",
+                minimum=0.0,
+            ),
+            "bins": Field("int", 20, doc="bins of the discriminant templates", minimum=2),
+        },
+        doc="bias of a template fit of the signal fraction in the alternative sample",
+        needs_alternative=True,
+        requires_one_of=("max_bias", "max_pull"),
     ),
 }

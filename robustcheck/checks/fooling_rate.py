@@ -13,7 +13,8 @@ class FoolingRate(Check):
     def evaluate(self) -> CheckResult:
         limit = float(self.options["max"])
         confidence = float(self.options["confidence"])
-        outcome = self.run.adversaries(self.options["attack"])
+        decision = self.run.decision(self.options["working_point"])
+        outcome = self.run.adversaries(self.options["attack"], decision)
         n = int(outcome.correct.sum())
         k = int(outcome.fooled.sum())
         attack = outcome.description
@@ -36,12 +37,18 @@ class FoolingRate(Check):
             f"{verdict} max {limit:g} | attack {attack}"
         )
         details = []
+        if decision.threshold is not None:
+            efficiency = self.options["working_point"]["signal_efficiency"]
+            details.append(
+                f"decision: {decision.describe()} (signal efficiency "
+                f"{efficiency:g} on the nominal sample)"
+            )
         shifts = outcome.mean_shift_of_fooled()
         if shifts:
             worst = ", ".join(f"{name} {value:.2f} sigma" for name, value in shifts[:3])
             details.append(f"largest mean |shift| of the {k:,} fooled events: {worst}")
         details += self.scan_details(self.options["attack"])
-        figures = {
+        figures: dict[str, float | int | str] = {
             "fooling_rate": rate,
             "ci_low": low,
             "ci_high": high,
@@ -52,4 +59,6 @@ class FoolingRate(Check):
             "epsilon": outcome.epsilon,
             "seed": outcome.seed,
         }
+        if decision.threshold is not None:
+            figures["decision_threshold"] = decision.threshold
         return self.result(passed, summary, figures=figures, details=details, attack=attack)

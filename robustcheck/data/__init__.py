@@ -91,6 +91,7 @@ class Dataset:
     source: Path
     inputs: dict[str, np.ndarray]
     labels: np.ndarray
+    weights: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -140,7 +141,21 @@ def load_dataset(spec: DataSpec, spec_file: Path) -> Dataset:
     for name, target in spec.masks.items():
         inputs[name] = _mask(name, target, arrays, spec, where)
     inputs = {name: inputs[name] for name in spec.inputs}
-    return Dataset(spec.name, spec.path, inputs, labels)
+    weights = None
+    if spec.weights is not None:
+        weights = _weights(padded[spec.weights], spec.path, f"{where}.weights")
+    return Dataset(spec.name, spec.path, inputs, labels, weights)
+
+
+def _weights(value: np.ndarray, source: Path, where: str) -> np.ndarray:
+    if value.ndim != 1:
+        raise DataError(f"weights must be one number per event, got shape {value.shape}",
+                        file=source, field=where)
+    weights = value.astype(np.float64)
+    if np.any(weights < 0) or not weights.sum() > 0:
+        raise DataError("weights must be non-negative with a positive sum", file=source,
+                        field=where, fix="negative-weight events are not supported yet")
+    return weights
 
 
 def missing_error(
