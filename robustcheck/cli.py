@@ -1,56 +1,302 @@
-"""The ``robustcheck`` command: the same core as the pytest plugin, from a shell."""
+"""The ``robustcheck`` command: the same core as the pytest plugin, from a shell.
+
+Each subcommand is a ``Command``: a function that adds its arguments and one that runs it.
+A new subcommand is one more entry in ``COMMANDS``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from robustcheck.errors import RobustcheckError
 
+if TYPE_CHECKING:
+    from robustcheck.baseline import Baseline
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="robustcheck", description="robustness gates for ML taggers"
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    arguments: Callable[[argparse.ArgumentParser], None]
+    handler: Callable[[argparse.Namespace], int]
+
+
+def _run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("specs", nargs="+", help="robustness.toml/yaml files")
+    parser.add_argument("--device", default=None, help="override [model] device")
+    parser.add_argument("--seed", type=int, default=None, help="override every attack's seed")
+    parser.add_argument(
+        "--report",
+        default=None,
+        metavar="DIR",
+        help="write report.json, report.html and plots/ into DIR",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run every check of the given specs (exit 1 on failure)")
-    run.add_argument("specs", nargs="+", help="robustness.toml/yaml files")
-    run.add_argument("--device", default=None, help="override [model] device")
-    run.add_argument("--seed", type=int, default=None, help="override every attack's seed")
-    validate = sub.add_parser("validate", help="check specs against the schema (fast)")
-    validate.add_argument("specs", nargs="+")
-    args = parser.parse_args(argv)
-    try:
-        if args.command == "validate":
-            return _validate(args.specs)
-        return _run(args.specs, args.device, args.seed)
-    except RobustcheckError as exc:
-        print(f"{exc.kind}: {exc}", file=sys.stderr)
+    parser.add_argument(
+        "--baseline",
+        default=None,
+        metavar="FILE",
+        help="compare checks with no_regression = true against this baseline",
+    )
+    parser.add_argument(
+        "--save-baseline",
+        default=None,
+        metavar="FILE",
+        help="record every check's figures into this baseline file",
+    )
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run every check of every spec; exit 0 when all pass, 1 when one fails, 2 on errors."""
+    from robustcheck.baseline import Baseline
+    from robustcheck.report.terminal import render
+
+    records: list[dict[str, Any]] = []
+    errors = 0
+    recorder = Baseline(Path(args.save_baseline)) if args.save_baseline else None
+    for path in args.specs:
+        spec_records, spec_errors = _run_spec(path, args, recorder)
+        records += spec_records
+        errors += spec_errors
+    if recorder is not None:
+        recorder.save()
+        print(f"robustcheck: baseline written to {recorder.path}")
+    if records:
+        width = shutil.get_terminal_size().columns
+        print("\n" + render(records, width))
+    if args.report and records:
+        _write_report(records, args.report, ["robustcheck", "run", *_argv_tail(args)])
+    if errors:
         return 2
+    return 1 if any(r["verdict"] != "passed" for r in records) else 0
 
 
-def _validate(paths: list[str]) -> int:
+def _run_spec(
+    path: str, args: argparse.Namespace, recorder: Baseline | None = None
+) -> tuple[list[dict[str, Any]], int]:
+    """Run one spec's checks, printing each verdict; return their records and the error count."""
+    from robustcheck.core import SpecRun
+    from robustcheck.report.data import SpecReportData, add_report_data
+    from robustcheck.report.progress import progress
+    from robustcheck.report.records import check_record
+
+    try:
+        run = SpecRun.from_path(
+            path,
+            device=args.device,
+            seed=args.seed,
+            baseline=Path(args.baseline) if args.baseline else None,
+            record_to=recorder,
+        )
+    except RobustcheckError as exc:
+        _print_error(exc)
+        return [], 1
+    data = SpecReportData(run) if args.report else None
+    spec_path = str(run.spec.path)
+    records = []
+    errors = 0
+    loading: RobustcheckError | None = None
+    started = time.perf_counter()
+    try:
+        with progress(f"{path}: loading the model and data, evaluating"):
+            run.log_probs("nominal")
+    except RobustcheckError as exc:
+        loading = exc
+        _print_error(exc)
+    for check in run.spec.checks:
+        if loading is not None:
+            seconds = 0.0
+            record = check_record(spec_path, check, seconds, error=f"{loading.kind}: {loading}")
+        else:
+            try:
+                attack = check.options.get("attack")
+                with progress(f"{path}::{check.name}" + (f" (attack {attack})" if attack else "")):
+                    result = run.run_check(check)
+            except RobustcheckError as exc:
+                seconds = time.perf_counter() - started
+                record = check_record(spec_path, check, seconds, error=f"{exc.kind}: {exc}")
+                _print_error(exc)
+            else:
+                seconds = time.perf_counter() - started
+                record = check_record(spec_path, check, seconds, result=result)
+                print(f"{'PASSED' if result.passed else 'FAILED'} {path}::{result.name}")
+                print("  " + result.message().replace("\n", "\n  "))
+        started = time.perf_counter()
+        errors += record["verdict"] == "error"
+        if data is not None:
+            add_report_data(record, data, check)
+        records.append(record)
+    return records, errors
+
+
+def _write_report(records: list[dict[str, Any]], folder: str, argv: list[str]) -> None:
+    from robustcheck.report.writer import write_report
+
+    try:
+        outcome = write_report(records, folder, " ".join(argv))
+    except Exception as exc:  # the report must never turn a run into a crash
+        print(
+            f"robustcheck report: cannot write {folder}: {type(exc).__name__}: {exc}",
+            file=sys.stderr,
+        )
+        return
+    if outcome.html is not None:
+        print(f"robustcheck report: {outcome.html}")
+    for problem in outcome.problems:
+        print(f"robustcheck report: {problem}", file=sys.stderr)
+
+
+def _argv_tail(args: argparse.Namespace) -> list[str]:
+    out = list(args.specs)
+    for flag in ("device", "seed", "report", "baseline", "save_baseline"):
+        value = getattr(args, flag)
+        if value is not None:
+            out += [f"--{flag.replace('_', '-')}", str(value)]
+    return out
+
+
+def _print_error(exc: RobustcheckError) -> None:
+    print(f"{exc.kind}: {exc}", file=sys.stderr)
+
+
+def _validate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("specs", nargs="+", help="robustness.toml/yaml files")
+
+
+def validate_command(args: argparse.Namespace) -> int:
     from robustcheck.spec import load_spec
 
-    for path in paths:
+    for path in args.specs:
         spec = load_spec(path)
         print(f"{path}: ok ({len(spec.checks)} checks, {len(spec.attacks)} attacks)")
     return 0
 
 
-def _run(paths: list[str], device: str | None, seed: int | None) -> int:
-    from robustcheck.core import SpecRun
+def _init_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help='model file (.onnx, .pt, .pt2) or "pkg.module:factory"')
+    parser.add_argument("data", help="data file (.npz, .npy, .h5, .parquet, .root)")
+    parser.add_argument(
+        "-o", "--output", default="robustness.toml", help="spec to write (robustness.toml)"
+    )
+    parser.add_argument("--labels", default=None, help="array holding the class labels")
+    parser.add_argument("--tree", default=None, help="tree name in a ROOT file")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing spec")
 
-    failed = 0
-    for path in paths:
-        run = SpecRun.from_path(path, device=device, seed=seed)
-        for check in run.spec.checks:
-            result = run.run_check(check)
-            failed += not result.passed
-            print(f"{'PASSED' if result.passed else 'FAILED'} {path}::{result.name}")
-            print("  " + result.message().replace("\n", "\n  "))
-    return 1 if failed else 0
+
+def init_command(args: argparse.Namespace) -> int:
+    from robustcheck.scaffold import write_starting_spec
+
+    path = write_starting_spec(
+        args.model, args.data, args.output, labels=args.labels, tree=args.tree, force=args.force
+    )
+    print(f"wrote {path}: fill in its TODO lines, then run `robustcheck validate {path}`")
+    return 0
+
+
+def _schema_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--indent", type=int, default=2, help="JSON indentation (2)")
+
+
+def schema_command(args: argparse.Namespace) -> int:
+    from robustcheck.spec_schema import spec_json_schema
+
+    print(json.dumps(spec_json_schema(), indent=args.indent))
+    return 0
+
+
+def _plugins_arguments(parser: argparse.ArgumentParser) -> None:
+    del parser  # no options
+
+
+def plugins_command(args: argparse.Namespace) -> int:
+    """List every registered attack, check, tagger loader and data reader, with its origin."""
+    from robustcheck import registry
+
+    for kind in registry.KINDS:
+        table = registry.table(kind)
+        print(f"{kind.replace('_', ' ')}:")
+        width = max((len(name) for name in table), default=0)
+        for name, declaration in sorted(table.items()):
+            print(f"  {name:<{width}}  [{declaration.origin}]  {declaration.doc}")
+    return 0
+
+
+def _pareto_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("specs", nargs="+", help="specs over the same nominal/alternative data")
+    parser.add_argument("--device", default=None, help="override [model] device")
+    parser.add_argument("--json", default=None, metavar="FILE", help="also write the table here")
+
+
+def pareto_command(args: argparse.Namespace) -> int:
+    """AUC and resilience of each spec's tagger, and the AUC/resilience Pareto frontier."""
+    from robustcheck.pareto import pareto_json, pareto_of_specs, pareto_table
+
+    rows = pareto_of_specs(args.specs, device=args.device)
+    print("\n".join(pareto_table(rows)))
+    if args.json:
+        Path(args.json).write_text(json.dumps(pareto_json(rows), indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
+COMMANDS: list[Command] = [
+    Command(
+        "run",
+        "run every check of the given specs (exit 1 on failure)",
+        _run_arguments,
+        run_command,
+    ),
+    Command(
+        "validate", "check specs against the schema (fast)", _validate_arguments, validate_command
+    ),
+    Command(
+        "init", "write a starting spec for a model and its data", _init_arguments, init_command
+    ),
+    Command(
+        "schema", "print the spec's JSON Schema (for editors)", _schema_arguments, schema_command
+    ),
+    Command(
+        "pareto",
+        "AUC, resilience and the Pareto frontier of several taggers",
+        _pareto_arguments,
+        pareto_command,
+    ),
+    Command(
+        "plugins",
+        "list registered attacks, checks, loaders and readers",
+        _plugins_arguments,
+        plugins_command,
+    ),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="robustcheck", description="robustness gates for ML taggers"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS:
+        child = sub.add_parser(command.name, help=command.help, description=command.help)
+        command.arguments(child)
+        child.set_defaults(handler=command.handler)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except RobustcheckError as exc:
+        _print_error(exc)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,29 +7,34 @@ named attack once, however many checks use it.
 from __future__ import annotations
 
 import contextlib
+import copy
+import warnings
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from robustcheck.attacks import ATTACKS
+from robustcheck import registry
 from robustcheck.attacks.base import Attack
-from robustcheck.checks import CHECKS
+from robustcheck.baseline import Baseline
 from robustcheck.data import Dataset, load_dataset
 from robustcheck.decision import Decision
 from robustcheck.engine import evaluate, resolve_device, run_attack, take, to_tensors
 from robustcheck.envelope import Envelope, Inputs
-from robustcheck.errors import DataError, ModelError, RobustcheckError
+from robustcheck.errors import DataError, ModelError, RobustcheckError, SpecError
 from robustcheck.result import CheckResult
+from robustcheck.schema import validate
 from robustcheck.spec import CheckSpec, Spec, load_spec
 from robustcheck.stats import threshold_at_efficiency
 from robustcheck.taggers import load_tagger
 from robustcheck.taggers.base import Tagger
 
 EVAL_BATCH = 8192
+# white-box attacks in the epsilon box, for which spsa stands in when gradients are unavailable
+SPSA_STANDS_IN_FOR = ("fgsm", "pgd", "constrained_pgd")
 
 
 @dataclass
@@ -49,32 +54,51 @@ class Adversaries:
     real: Inputs
     features: dict[str, tuple[str, ...]]
     seconds: float
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def n_events(self) -> int:
         return len(self.correct)
 
     def mean_shift_of_fooled(self) -> list[tuple[str, float]]:
-        """Mean |shift| in sigma per feature over the fooled events, largest first."""
+        """Mean |shift| in sigma per feature over the fooled events, largest first.
+
+        Padded particle entries are left out of the mean. Features are named as in the spec,
+        as ``input.feature`` where two inputs share a feature name.
+        """
         if not bool(self.fooled.any()):
             return []
+        names = [f for features in self.features.values() for f in features]
         out = []
         for name, features in self.features.items():
             shift = (self.adversarial[name] - self.nominal[name])[self.fooled]
             sigma = self.sigma[name][self.fooled]
             pulls = torch.where(sigma > 0, shift.abs() / sigma.clamp_min(1e-30), 0.0)
-            pulls = pulls.reshape(-1, len(features)).mean(dim=0)
-            out += [(f, float(v)) for f, v in zip(features, pulls, strict=False)]
+            real = self.real[name][self.fooled].reshape(-1, 1).to(pulls.dtype)
+            pulls = (pulls.reshape(-1, len(features)) * real).sum(0) / real.sum().clamp_min(1.0)
+            labels = [f if names.count(f) == 1 else f"{name}.{f}" for f in features]
+            out += [(f, float(v)) for f, v in zip(labels, pulls, strict=False)]
         return sorted(out, key=lambda item: -item[1])
 
 
 class SpecRun:
     """Everything one spec needs, loaded lazily and computed once."""
 
-    def __init__(self, spec: Spec, *, device: str | None = None, seed: int | None = None):
+    def __init__(
+        self,
+        spec: Spec,
+        *,
+        device: str | None = None,
+        seed: int | None = None,
+        baseline: Path | None = None,
+        record_to: Baseline | None = None,
+    ):
+        """``baseline`` overrides the spec's own; ``record_to`` collects raw results."""
         self.spec = spec
         self.device_name = device or spec.model.device
         self.seed_override = seed
+        self.baseline_path = baseline or spec.baseline
+        self.record_to = record_to
         self._adversaries: dict[tuple[object, ...], Adversaries] = {}
 
     @classmethod
@@ -192,11 +216,55 @@ class SpecRun:
             return self.seed_override
         return int(self.spec.attacks[attack].options["seed"])
 
-    def make_attack(self, name: str, epsilon: float | None = None) -> Attack:
+    def make_attack(
+        self, name: str, epsilon: float | None = None, method: str | None = None
+    ) -> Attack:
+        """The named attack; ``method`` swaps in another method with the same budget: every
+        option both methods have (epsilon, seed, batch size, steps...), the rest at defaults."""
         spec = self.spec.attacks[name]
         if epsilon is not None:
             spec = replace(spec, options={**spec.options, "epsilon": epsilon})
-        return ATTACKS[spec.method].load()(spec, self.seed_for(name))
+        if method is not None and method != spec.method:
+            declared = registry.attacks()[method].options
+            shared = {
+                k: v
+                for k, v in spec.options.items()
+                if k in declared and k != "scan" and v is not None
+            }
+            options = validate(
+                {"method": method, **shared},
+                registry.attacks()[method].options,
+                f"attacks.{name}",
+                "",
+            )
+            spec = replace(spec, method=method, options=options)
+        return registry.attacks()[spec.method].load()(spec, self.seed_for(name))
+
+    def _gradient_fallback(self, attack_name: str, inputs: Inputs) -> str:
+        """Prepare input gradients; when the ONNX bridge cannot give them to an attack in the
+        epsilon box, the warning for the gradient-free ``spsa`` fallback ("" when not needed)."""
+        tagger = self.tagger
+        method = self.spec.attacks[attack_name].method
+        if method not in SPSA_STANDS_IN_FOR:  # another threat model: the error stands
+            with self._model_errors(inputs):
+                tagger.prepare_gradients(take(inputs, slice(0, 512), tagger.device))
+            return ""
+        if getattr(tagger, "bridge_error", None) is None:
+            try:
+                with self._model_errors(inputs):
+                    tagger.prepare_gradients(take(inputs, slice(0, 512), tagger.device))
+            except ModelError:
+                if getattr(tagger, "bridge_error", None) is None:
+                    raise
+        reason = getattr(tagger, "bridge_error", None)
+        if reason is None:
+            return ""
+        message = (
+            f"WARNING: gradients unavailable ({reason}): attack {attack_name!r} ({method}) fell "
+            "back to the gradient-free spsa attack with the same epsilon"
+        )
+        warnings.warn(message, UserWarning, stacklevel=3)
+        return message
 
     def adversaries(
         self,
@@ -204,26 +272,34 @@ class SpecRun:
         decision: Decision | None = None,
         epsilon: float | None = None,
         full: bool = False,
+        method: str | None = None,
     ) -> Adversaries:
         """The named attack on the nominal sample, computed once per set of arguments.
 
         ``epsilon`` overrides the attack's own (for scans). By default only correctly
         classified events are attacked, each until its decision flips (what a fooling rate
         needs); ``full`` attacks every event with the whole budget (what an AUC needs).
+        ``method`` runs another method with the same budget (cached as "NAME (method)").
+        When a white-box attack cannot get gradients from an ONNX model, it falls back to
+        ``spsa`` and the outcome's ``warnings`` say so.
         """
         decision = decision or Decision(self.spec.model.signal_class)
-        key = (attack_name, decision.key, epsilon, full)
+        label = attack_name if method is None else f"{attack_name} ({method})"
+        key = (label, decision.key, epsilon, full)
         if key in self._adversaries:
             return self._adversaries[key]
-        attack = self.make_attack(attack_name, epsilon)
+        attack = self.make_attack(attack_name, epsilon, method)
         inputs, labels = self.inputs("nominal")
         log_probs = self.log_probs("nominal")
         target = decision.target(labels)
         correct = decision.decide(log_probs) == target
         tagger = self.tagger
+        notes = []
         if attack.needs_gradients:
-            with self._model_errors(inputs):
-                tagger.prepare_gradients(take(inputs, slice(0, 512), tagger.device))
+            note = self._gradient_fallback(attack_name, inputs)
+            if note:
+                notes.append(note)
+                attack = self.make_attack(attack_name, epsilon, "spsa")
         batch_size = int(self.spec.attacks[attack_name].options["batch_size"])
         with self._model_errors(inputs):
             select = torch.ones_like(correct) if full else correct
@@ -250,7 +326,7 @@ class SpecRun:
         }
         result = Adversaries(
             attack=attack_name,
-            description=attack.describe(),
+            description=attack.describe() + (" (gradient-free fallback)" if notes else ""),
             epsilon=attack.epsilon,
             seed=attack.seed,
             nominal=inputs,
@@ -262,6 +338,7 @@ class SpecRun:
             real=real,
             features={name: env.features for name, env in self.envelope.inputs.items()},
             seconds=outcome.seconds,
+            warnings=notes,
         )
         self._adversaries[key] = result
         return result
@@ -285,9 +362,34 @@ class SpecRun:
             ) from None
 
     def run_check(self, check: CheckSpec) -> CheckResult:
-        """Run one check of this spec."""
-        implementation = CHECKS[check.type].load()
-        return implementation(check, self).evaluate()
+        """Run one check of this spec, and its regression test when it asks for one."""
+        implementation = registry.checks()[check.type].load()
+        result = implementation(check, self).evaluate()
+        if self.record_to is not None:
+            self.record_to.add(self, check, copy.deepcopy(result))
+        if check.options.get("no_regression"):
+            if self.record_to is not None and self.baseline_path == self.record_to.path:
+                result.details.append(
+                    f"baseline {self.baseline_path.name} is being recorded: not compared"
+                )
+            else:
+                result = self._against_baseline(check, result)
+        return result
+
+    def _against_baseline(self, check: CheckSpec, result: CheckResult) -> CheckResult:
+        if self.baseline_path is None:
+            raise SpecError(
+                "no_regression needs a baseline",
+                file=self.spec.path,
+                field=f"checks[{check.index}].no_regression",
+                fix='set baseline = "baseline.json" in the spec or pass --robustcheck-baseline',
+            )
+        return self._baseline.compare(self, check, result)
+
+    @cached_property
+    def _baseline(self) -> Baseline:
+        assert self.baseline_path is not None
+        return Baseline.load(self.baseline_path)
 
     def run(self) -> list[CheckResult]:
         return [self.run_check(check) for check in self.spec.checks]

@@ -96,6 +96,7 @@ def run_attack(
                 decision=decision,
                 generator=generator,
                 early_stop=early_stop,
+                features={name: spec.features for name, spec in envelope.inputs.items()},
             )
             for name, x in attack.perturb(batch).items():
                 adversarial[name][rows] = x.to("cpu")

@@ -1,22 +1,168 @@
-"""The uncertainty envelope: per-feature sigma, bounds, frozen entries and padding masks.
+"""The uncertainty envelope: per-feature sigma, bounds, frozen entries, padding masks, groups.
 
 An attack of radius epsilon may move each entry within ``epsilon * sigma`` of its nominal
 value, intersected with the feature's physical bounds. Frozen and integer features, entries
 equal to a feature's ``default`` placeholder and padded entries (mask == 0) never move.
+
+Groups (``[envelope.NAME] groups``) add two things. A correlated group replaces the box of its
+features by the Mahalanobis ball ``d^T C^-1 d <= epsilon^2`` of its covariance C, per event
+(per constituent for particle inputs). A coherent group defines a shift with one variable ``s``
+per event shared by all its features and constituents, ``x -> x * (1 + relative * s) +
+absolute * s``, which the ``shift`` attack moves within ``[-epsilon, epsilon]``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 import torch
 
 from robustcheck.errors import DataError
-from robustcheck.spec import FeatureEnvelope, Spec
+from robustcheck.spec import EnvelopeGroup, FeatureEnvelope, Spec
 
 Inputs = dict[str, torch.Tensor]
+
+# Newton steps on the Lagrange multiplier of the ellipsoid projection: it converges
+# monotonically and quadratically from zero: 10 reach float64 precision even for a
+# correlation matrix of condition number 1e6 and a point 1e4 radii away.
+NEWTON_STEPS = 20
+_TINY = 1e-300
+
+
+def project_onto_ellipsoid(
+    y: torch.Tensor,
+    basis: torch.Tensor,
+    eigenvalues: torch.Tensor,
+    radius: float,
+    steps: int = NEWTON_STEPS,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Euclidean projection of points ``y`` (..., k) onto ``{z : z^T C^-1 z <= radius^2}``.
+
+    ``C = basis @ diag(eigenvalues) @ basis.T`` is symmetric positive definite. Points inside
+    are returned unchanged. For a point outside, the closest point is ``(I + mu C^-1)^-1 y``
+    with the multiplier ``mu > 0`` that puts it on the surface; in the eigenbasis
+    ``p_i = w_i l_i / (l_i + mu)``, and Newton's method on ``1/|p(mu)|_C - 1/radius``
+    (concave and increasing, as in trust-region solvers) converges to ``mu`` from below
+    without overshooting. A fixed number of steps keeps the loop free of host syncs.
+    Returns the projected points and which ones were outside.
+    """
+    w = y @ basis
+    inside_length2 = (w.square() / eigenvalues).sum(-1)
+    outside = inside_length2 > radius * radius
+    if radius <= 0.0:
+        return torch.zeros_like(y), outside
+    c2 = w.square() * eigenvalues
+    mu = torch.zeros_like(inside_length2)
+    for _ in range(steps):
+        denominator = eigenvalues + mu.unsqueeze(-1)
+        length2 = (c2 / denominator.square()).sum(-1)
+        slope = (c2 / denominator.pow(3)).sum(-1)
+        step = (length2.sqrt() - radius) * length2 / (radius * slope).clamp_min(_TINY)
+        mu = (mu + step).clamp_min(0.0)
+    p = w * eigenvalues / (eigenvalues + mu.unsqueeze(-1))
+    length = (p.square() / eigenvalues).sum(-1).sqrt()
+    p = p * (radius / length.clamp_min(_TINY)).clamp_max(1.0).unsqueeze(-1)
+    return torch.where(outside.unsqueeze(-1), p @ basis.T, y), outside
+
+
+@dataclass(frozen=True)
+class CoherentShift:
+    """A coherent group of one input: ``x -> x * (1 + relative * s) + absolute * s``.
+
+    ``relative`` and ``absolute`` are (features,) vectors, zero outside the group; ``members``
+    marks the group's features. ``s`` is one value per event, shared by every constituent.
+    """
+
+    name: str
+    relative: torch.Tensor
+    absolute: torch.Tensor
+    members: torch.Tensor
+
+    @classmethod
+    def from_group(cls, group: EnvelopeGroup, features: Sequence[str]) -> CoherentShift:
+        members = torch.tensor([f in group.features for f in features], dtype=torch.bool)
+        zeros = torch.zeros(len(features), dtype=torch.float32)
+        return cls(
+            name=group.name,
+            relative=torch.where(members, float(group.relative or 0.0), zeros),
+            absolute=torch.where(members, float(group.absolute or 0.0), zeros),
+            members=members,
+        )
+
+    def to(self, device: torch.device | str) -> CoherentShift:
+        return CoherentShift(
+            self.name, self.relative.to(device), self.absolute.to(device), self.members.to(device)
+        )
+
+
+@dataclass(frozen=True)
+class Ellipsoid:
+    """A correlated group: displacements ``d`` of its features with ``d^T C^-1 d <= eps^2``.
+
+    Held in sigma units ``z = d / scale`` (``scale = sqrt(diag C)``), where the set is
+    ``z^T R^-1 z <= eps^2`` for the correlation matrix ``R = basis diag(eigenvalues) basis^T``.
+    Its bounding box is exactly the box of ``eps * scale`` per feature.
+    """
+
+    name: str
+    columns: torch.Tensor
+    scale: torch.Tensor
+    basis: torch.Tensor
+    eigenvalues: torch.Tensor
+
+    @classmethod
+    def from_group(cls, group: EnvelopeGroup, features: Sequence[str]) -> Ellipsoid:
+        covariance = torch.tensor(group.covariance, dtype=torch.float64)
+        scale = covariance.diagonal().sqrt()
+        correlation = covariance / scale.unsqueeze(0) / scale.unsqueeze(1)
+        eigenvalues, basis = torch.linalg.eigh((correlation + correlation.T) / 2)
+        columns = torch.tensor([features.index(f) for f in group.features], dtype=torch.long)
+        return cls(group.name, columns, scale, basis, eigenvalues)
+
+    def to(self, device: torch.device | str) -> Ellipsoid:
+        return Ellipsoid(
+            self.name,
+            self.columns.to(device),
+            self.scale.to(device),
+            self.basis.to(device),
+            self.eigenvalues.to(device),
+        )
+
+    def mahalanobis2(self, delta: torch.Tensor) -> torch.Tensor:
+        """Squared Mahalanobis length of displacements ``delta`` (..., features of the input)."""
+        return self._length2(delta[..., self.columns].double())
+
+    def _length2(self, delta: torch.Tensor) -> torch.Tensor:
+        w = (delta / self.scale) @ self.basis
+        return (w.square() / self.eigenvalues).sum(-1)
+
+    @torch.no_grad()
+    def project_(self, x: torch.Tensor, center: torch.Tensor, radius: float) -> None:
+        """Move the group's entries of ``x`` to their projection onto the ball, in place."""
+        nominal = center[..., self.columns]
+        current = x[..., self.columns]
+        z = (current - nominal).double() / self.scale
+        projected, outside = project_onto_ellipsoid(z, self.basis, self.eigenvalues, radius)
+        moved = (nominal.double() + projected * self.scale).to(x.dtype)
+        x[..., self.columns] = torch.where(outside.unsqueeze(-1), moved, current)
+
+    @torch.no_grad()
+    def shrink_(self, x: torch.Tensor, center: torch.Tensor, radius: float) -> None:
+        """Pull entries outside the ball radially back onto it, in place.
+
+        After bounds have clipped a projected point; the nominal point lies in the box and
+        the box is convex, so the result stays inside the box as well.
+        """
+        nominal = center[..., self.columns]
+        current = x[..., self.columns]
+        delta = (current - nominal).double()
+        length2 = self._length2(delta)
+        outside = length2 > radius * radius
+        factor = (radius / length2.sqrt().clamp_min(_TINY)).unsqueeze(-1)
+        moved = (nominal.double() + delta * factor).to(x.dtype)
+        x[..., self.columns] = torch.where(outside.unsqueeze(-1), moved, current)
 
 
 @dataclass(frozen=True)
@@ -32,10 +178,16 @@ class InputEnvelope:
     movable: torch.Tensor
     default: torch.Tensor
     mask: str | None = None
+    shifts: tuple[CoherentShift, ...] = ()
+    ellipsoids: tuple[Ellipsoid, ...] = ()
 
     @classmethod
     def from_features(
-        cls, name: str, entries: Mapping[str, FeatureEnvelope], mask: str | None = None
+        cls,
+        name: str,
+        entries: Mapping[str, FeatureEnvelope],
+        mask: str | None = None,
+        groups: Sequence[EnvelopeGroup] = (),
     ) -> InputEnvelope:
         def column(values: list[float]) -> torch.Tensor:
             return torch.tensor(values, dtype=torch.float32)
@@ -51,6 +203,10 @@ class InputEnvelope:
             movable=torch.tensor([e.movable for e in items], dtype=torch.bool),
             default=column([math.nan if e.default is None else e.default for e in items]),
             mask=mask,
+            shifts=tuple(CoherentShift.from_group(g, list(entries)) for g in groups if g.coherent),
+            ellipsoids=tuple(
+                Ellipsoid.from_group(g, list(entries)) for g in groups if g.correlated
+            ),
         )
 
     def to(self, device: torch.device | str) -> InputEnvelope:
@@ -58,7 +214,12 @@ class InputEnvelope:
             k: getattr(self, k).to(device)
             for k in ("absolute", "relative", "lower", "upper", "movable", "default")
         }
-        return InputEnvelope(self.name, self.features, mask=self.mask, **moved)
+        return replace(
+            self,
+            **moved,
+            shifts=tuple(shift.to(device) for shift in self.shifts),
+            ellipsoids=tuple(ellipsoid.to(device) for ellipsoid in self.ellipsoids),
+        )
 
     def sigma(self, x: torch.Tensor) -> torch.Tensor:
         """Sigma of every entry: absolute and relative parts added in quadrature."""
@@ -85,11 +246,79 @@ class Box:
     upper: Inputs
     unit: Inputs
     real: Inputs
+    center: Inputs = field(default_factory=dict)
+    epsilon: float = 0.0
+    envelopes: dict[str, InputEnvelope] = field(default_factory=dict)
 
     def project_(self, adv: Inputs) -> None:
-        """Clamp adversarial inputs into the box, in place."""
+        """Project adversarial inputs into the attack's set, in place.
+
+        Entries of correlated groups go to their exact (Euclidean, in sigma units) projection
+        onto the Mahalanobis ball; then every entry is clamped into its box. Where a physical
+        bound, a placeholder or padding cuts a ball, the clamped point is pulled radially back
+        into the ball (feasible, though not always the closest such point).
+        """
         for name, x in adv.items():
+            env = self.envelopes.get(name)
+            ellipsoids = env.ellipsoids if env is not None and self.epsilon > 0 else ()
+            center = self.center.get(name)
+            for ellipsoid in ellipsoids:
+                ellipsoid.project_(x, center, self.epsilon)
             torch.clamp(x, self.lower[name], self.upper[name], out=x)
+            for ellipsoid in ellipsoids:
+                ellipsoid.shrink_(x, center, self.epsilon)
+
+    def subset(self, rows: torch.Tensor | slice) -> Box:
+        """The set of some events of the batch (everything per event indexed by ``rows``)."""
+
+        def pick(values: Inputs) -> Inputs:
+            return {name: x[rows] for name, x in values.items()}
+
+        return Box(
+            pick(self.lower),
+            pick(self.upper),
+            pick(self.unit),
+            pick(self.real),
+            pick(self.center),
+            self.epsilon,
+            self.envelopes,
+        )
+
+    def coherent_groups(self) -> list[str]:
+        """Names of the coherent groups of the perturbed inputs, each once, in spec order."""
+        names = [s.name for env in self.envelopes.values() for s in env.shifts]
+        return list(dict.fromkeys(names))
+
+    def shifted(self, s: torch.Tensor, names: Sequence[str]) -> Inputs:
+        """Inputs moved by coherent groups: group ``names[j]`` by ``s[:, j]``, per event.
+
+        ``x -> x * (1 + relative * s) + absolute * s`` on the group's movable, real entries,
+        then within the features' physical bounds (never cutting off the nominal value).
+        Other features, padding, placeholders and frozen features stay nominal, bit for bit.
+        Differentiable with respect to ``s``; returns only inputs that hold such a group.
+        """
+        names = list(names)
+        out = {}
+        for name, env in self.envelopes.items():
+            active = [(names.index(g.name), g) for g in env.shifts if g.name in names]
+            if not active:
+                continue
+            x0 = self.center[name]
+            view = (-1,) + (1,) * (x0.dim() - 1)
+            scale: torch.Tensor | float = 1.0
+            offset: torch.Tensor | float = 0.0
+            members = torch.zeros_like(env.movable)
+            for column, group in active:
+                variable = s[:, column].view(view).to(x0.dtype)
+                scale = scale + variable * group.relative
+                offset = offset + variable * group.absolute
+                members = members | group.members
+            lower = torch.minimum(env.lower, x0)
+            upper = torch.maximum(env.upper, x0)
+            moved = torch.clamp(x0 * scale + offset, lower, upper)
+            keep = env.movable_entries(x0, self.real[name]) & members
+            out[name] = torch.where(keep, moved, x0)
+        return out
 
 
 class Envelope:
@@ -102,7 +331,9 @@ class Envelope:
     def from_spec(cls, spec: Spec) -> Envelope:
         return cls(
             {
-                name: InputEnvelope.from_features(name, spec.envelope[name], spec.inputs[name].mask)
+                name: InputEnvelope.from_features(
+                    name, spec.envelope[name], spec.inputs[name].mask, spec.groups.get(name, ())
+                )
                 for name in spec.perturbed_inputs()
             }
         )
@@ -122,7 +353,8 @@ class Envelope:
             lower[name] = torch.minimum(torch.maximum(x - radius, env.lower), x)
             upper[name] = torch.maximum(torch.minimum(x + radius, env.upper), x)
             unit[name] = step
-        return Box(lower, upper, unit, real)
+        center = {name: nominal[name] for name in self.inputs}
+        return Box(lower, upper, unit, real, center, float(epsilon), dict(self.inputs))
 
     def check_shapes(self, inputs: Mapping[str, tuple[int, ...]], source: str) -> None:
         """Refuse data whose last axis or mask shape does not match the spec."""

@@ -7,11 +7,9 @@ sign of the change should not matter.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -101,6 +99,7 @@ def _model_name(path: str) -> str:
 
 def same_data(paths: Sequence[str]) -> None:
     """Refuse specs whose nominal or alternative samples are different files' contents."""
+    from robustcheck.digest import file_digest
     from robustcheck.errors import SpecError
     from robustcheck.spec import load_spec
 
@@ -110,7 +109,7 @@ def same_data(paths: Sequence[str]) -> None:
         for sample in ("nominal", "alternative"):
             if sample not in spec.data:
                 continue
-            digest = file_sha256(spec.data[sample].path)
+            digest = file_digest(spec.data[sample].path)
             if sample in seen and seen[sample][0] != digest:
                 raise SpecError(
                     f"[data.{sample}] is not the same data as in {seen[sample][1]}",
@@ -119,14 +118,6 @@ def same_data(paths: Sequence[str]) -> None:
                     fix="compare taggers on the same nominal and alternative samples",
                 )
             seen.setdefault(sample, (digest, str(path)))
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def pareto_of_specs(

@@ -1,13 +1,18 @@
 """pytest plugin: collects robustness specs as test items; ``--robustcheck`` runs them.
 
 Only pytest hooks live here. torch, onnxruntime and scipy are imported when a spec item
-runs, never when pytest loads this plugin.
+runs, never when pytest loads this plugin; matplotlib only when a report is written.
+
+Each check item leaves a JSON record on its test report (``report.robustcheck``). pytest-xdist
+sends reports from its workers to the controller, so the controller sees every record once and
+prints the summary table and writes the report (plots included) from them alone.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,11 +20,14 @@ import pytest
 
 if TYPE_CHECKING:
     from robustcheck.core import SpecRun
+    from robustcheck.report.data import SpecReportData
+    from robustcheck.report.writer import ReportOutcome
     from robustcheck.result import CheckResult
     from robustcheck.spec import CheckSpec
 
 SPEC_FILE = re.compile(r"^(robustness|.+\.robust)\.(toml|ya?ml)$")
 SKIP_REASON = "robustness checks run only with --robustcheck (or ini option robustcheck = true)"
+RECORD_ATTRIBUTE = "robustcheck"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -43,11 +51,35 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="SEED",
         help="seed for every attack, overriding the specs' seeds",
     )
+    group.addoption(
+        "--robustcheck-report",
+        default=None,
+        metavar="DIR",
+        help="write report.json, report.html and plots/ of the checks into DIR",
+    )
+    group.addoption(
+        "--robustcheck-baseline",
+        default=None,
+        metavar="FILE",
+        help="compare checks with no_regression = true against this baseline file",
+    )
+    group.addoption(
+        "--robustcheck-save-baseline",
+        default=None,
+        metavar="FILE",
+        help="record every check's figures, seeds and fingerprints into this baseline file",
+    )
     parser.addini(
         "robustcheck",
         type="bool",
         default=False,
         help="run robustness spec checks as with --robustcheck",
+    )
+    parser.addini(
+        "robustcheck_report",
+        type="string",
+        default="",
+        help="folder for report.json and report.html, as with --robustcheck-report",
     )
 
 
@@ -55,10 +87,69 @@ def enabled(config: pytest.Config) -> bool:
     return bool(config.getoption("robustcheck") or config.getini("robustcheck"))
 
 
+def report_dir(config: pytest.Config) -> Path | None:
+    """The report folder from the flag or the ini key, relative to where pytest was started."""
+    value = config.getoption("robustcheck_report") or config.getini("robustcheck_report")
+    return config.invocation_params.dir / value if value else None
+
+
+def is_xdist_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def option_path(config: pytest.Config, name: str) -> Path | None:
+    value = config.getoption(name)
+    return config.invocation_params.dir / value if value else None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(RunSummary(config), "robustcheck-summary")
+
+
+HOOK_NAMES = (
+    "robustcheck_attacks",
+    "robustcheck_checks",
+    "robustcheck_tagger_loaders",
+    "robustcheck_data_readers",
+    "robustcheck_adjust_spec",
+)
+_CONFTEST_PLUGINS: list[object] = []
+
+
+def pytest_plugin_registered(plugin: object, plugin_name: str) -> None:
+    """A conftest.py (or any pytest plugin) that implements robustcheck hooks extends it."""
+    if any(callable(getattr(plugin, name, None)) for name in HOOK_NAMES):
+        from robustcheck import registry
+
+        registry.register(plugin, name=f"pytest:{plugin_name}")
+        _CONFTEST_PLUGINS.append(plugin)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _CONFTEST_PLUGINS:
+        from robustcheck import registry
+
+        while _CONFTEST_PLUGINS:
+            registry.unregister(_CONFTEST_PLUGINS.pop())
+
+
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
     if SPEC_FILE.match(file_path.name):
         return SpecFile.from_parent(parent, path=file_path)
     return None
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, Any, None]:
+    """Attach the check's record to its call report, as a string that xdist can carry."""
+    outcome = yield
+    record = getattr(item, "record", None)
+    if call.when == "call" and isinstance(item, SpecItem) and record is not None:
+        from robustcheck.report.records import dumps
+
+        setattr(outcome.get_result(), RECORD_ATTRIBUTE, dumps(record))
 
 
 class CheckFailed(Exception):
@@ -73,6 +164,7 @@ class SpecFile(pytest.File):
     """One spec file; one item per [[checks]] entry."""
 
     _run: SpecRun | None = None
+    _report_data: SpecReportData | None = None
 
     def collect(self) -> Iterator[pytest.Item]:
         from robustcheck.spec import load_spec
@@ -86,12 +178,28 @@ class SpecFile(pytest.File):
         if self._run is None:
             from robustcheck.core import SpecRun
 
+            recorder = None
+            save = option_path(self.config, "robustcheck_save_baseline")
+            if save is not None:
+                from robustcheck.baseline import Baseline
+
+                recorder = Baseline(save)
             self._run = SpecRun.from_path(
                 self.path,
                 device=self.config.getoption("robustcheck_device"),
                 seed=self.config.getoption("robustcheck_seed"),
+                baseline=option_path(self.config, "robustcheck_baseline"),
+                record_to=recorder,
             )
         return self._run
+
+    def report_data(self) -> SpecReportData:
+        """Histograms, ROC curves and hashes of this spec's run, for the report."""
+        if self._report_data is None:
+            from robustcheck.report.data import SpecReportData
+
+            self._report_data = SpecReportData(self.spec_run())
+        return self._report_data
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException]) -> Any:
         from robustcheck.errors import RobustcheckError
@@ -107,17 +215,55 @@ class SpecItem(pytest.Item):
     def __init__(self, *, check: CheckSpec, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.check = check
+        self.record: dict[str, Any] | None = None
 
     def setup(self) -> None:
         if not enabled(self.config):
             pytest.skip(SKIP_REASON)
 
     def runtest(self) -> None:
+        from robustcheck.report.records import check_record
+
         assert isinstance(self.parent, SpecFile)
-        result = self.parent.spec_run().run_check(self.check)
+        started = time.perf_counter()
+        spec_path = str(self.parent.path)
+        try:
+            result = self.parent.spec_run().run_check(self.check)
+        except Exception as exc:
+            seconds = time.perf_counter() - started
+            self.record = check_record(spec_path, self.check, seconds, error=_error_text(exc))
+            self._add_report_data()
+            self._add_baseline_entry()
+            raise
+        seconds = time.perf_counter() - started
+        self.record = check_record(spec_path, self.check, seconds, result=result)
+        self._add_report_data()
+        self._add_baseline_entry()
         self.user_properties.extend(result.properties())
         if not result.passed:
             raise CheckFailed(result)
+
+    def _add_report_data(self) -> None:
+        """With a report folder: the spec's hashes and ROC curves, and the check's attack."""
+        if self.record is None or report_dir(self.config) is None:
+            return
+        from robustcheck.report.data import add_report_data
+
+        assert isinstance(self.parent, SpecFile)
+        add_report_data(self.record, self.parent.report_data(), self.check)
+
+    def _add_baseline_entry(self) -> None:
+        """With --robustcheck-save-baseline: the raw figures travel in the record (xdist)."""
+        assert isinstance(self.parent, SpecFile) and self.record is not None
+        run = self.parent.spec_run()
+        if run.record_to is None or self.parent._run is None:
+            return
+        from robustcheck.baseline import spec_key
+
+        key = spec_key(run, run.record_to.path)
+        entry = run.record_to.entries.get(key, {}).get(self.check.name)
+        if entry is not None:
+            self.record["baseline_entry"] = {"spec": key, "check": self.check.name, "entry": entry}
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
         from robustcheck.errors import RobustcheckError
@@ -130,3 +276,91 @@ class SpecItem(pytest.Item):
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
         return self.path, None, self.name
+
+
+def _error_text(exc: BaseException) -> str:
+    from robustcheck.errors import RobustcheckError
+
+    if isinstance(exc, RobustcheckError):
+        return f"{exc.kind}: {exc}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+class RunSummary:
+    """Gathers check records from the reports (from xdist workers too), then prints the
+    summary table and writes the report on the controller."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.records: dict[str, dict[str, Any]] = {}
+        self.report: ReportOutcome | None = None
+        self.baseline_written: Path | None = None
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        text = getattr(report, RECORD_ATTRIBUTE, None)
+        if report.when == "call" and isinstance(text, str):
+            from robustcheck.report.records import loads
+
+            self.records[report.nodeid] = loads(text)
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        self._save_baseline()
+        folder = report_dir(self.config)
+        if folder is None or is_xdist_worker(self.config) or not self.records:
+            return
+        from robustcheck.report.writer import ReportOutcome, write_report
+
+        command = " ".join(["pytest", *self.config.invocation_params.args])
+        try:
+            self.report = write_report(self.records.values(), folder, command)
+        except Exception as exc:  # the report must never turn a run into a crash
+            self.report = ReportOutcome(folder)
+            self.report.problems.append(
+                f"cannot write the report to {folder}: {type(exc).__name__}: {exc}"
+            )
+
+    def _save_baseline(self) -> None:
+        path = option_path(self.config, "robustcheck_save_baseline")
+        if path is None or is_xdist_worker(self.config):
+            return
+        from robustcheck.baseline import Baseline
+
+        baseline = Baseline(path)
+        for record in self.records.values():
+            item = record.get("baseline_entry")
+            if item:
+                baseline.entries.setdefault(item["spec"], {})[item["check"]] = item["entry"]
+        if baseline.entries:
+            baseline.save()
+            self.baseline_written = path
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if is_xdist_worker(self.config):
+            return
+        folder = report_dir(self.config)
+        if not self.records:
+            if folder is not None and enabled(self.config):
+                terminalreporter.write_line(
+                    f"robustcheck: no check ran, so no report was written to {folder}",
+                    yellow=True,
+                )
+            return
+        from robustcheck.report.terminal import lines, totals_line
+
+        writer = terminalreporter
+        writer.write_sep("=", "robustcheck summary")
+        records = list(self.records.values())
+        width = getattr(getattr(writer, "_tw", None), "fullwidth", 120)
+        colors = {"PASSED": {"green": True}, "FAILED": {"red": True}, "ERROR": {"red": True}}
+        for line in lines(records, width, self.config.rootpath):
+            writer.write(line.before)
+            writer.write(line.verdict, **colors.get(line.verdict.strip(), {"bold": True}))
+            writer.line(line.after.rstrip())
+        writer.write_line(totals_line(records))
+        if self.baseline_written is not None:
+            writer.write_line(f"robustcheck baseline: {self.baseline_written}")
+        if self.report is not None:
+            if self.report.html is not None:
+                writer.write_line(f"robustcheck report: {self.report.html}")
+            for problem in self.report.problems:
+                writer.write_line(f"robustcheck report: {problem}", yellow=True)

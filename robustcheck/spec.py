@@ -5,15 +5,17 @@ Nothing here imports torch, numpy or scipy: pytest collects specs with this modu
 
 from __future__ import annotations
 
+import copy
+import difflib
+import math
 import re
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from robustcheck.attacks import ATTACKS
-from robustcheck.checks import CHECKS
+from robustcheck import registry
 from robustcheck.errors import SpecError
 from robustcheck.schema import Field, unknown_key_error, validate
 
@@ -81,7 +83,29 @@ FEATURE_FIELDS: dict[str, Field] = {
     "default": Field("number", None, doc="placeholder value (e.g. -999) left untouched"),
 }
 
-TOP_LEVEL = ("version", "model", "data", "inputs", "envelope", "attacks", "checks")
+GROUP_FIELDS: dict[str, Field] = {
+    "features": Field("str_list", doc="features of this input the group moves together"),
+    "name": Field(
+        "str",
+        None,
+        doc="group name; coherent groups of one name share their shift, across inputs",
+    ),
+    "coherent": Field(
+        "bool",
+        False,
+        doc="one shared shift s per event: x -> x * (1 + relative * s) + absolute * s",
+    ),
+    "relative": Field(
+        "number", None, doc="coherent: scale sigma (x -> x * (1 + relative * s))", minimum=0.0
+    ),
+    "absolute": Field(
+        "number", None, doc="coherent: additive sigma (x -> x + absolute * s)", minimum=0.0
+    ),
+    "covariance": Field("list", None, doc="covariance matrix in the features' units"),
+    "correlation": Field("list", None, doc="correlation matrix over the features' absolute sigmas"),
+}
+
+TOP_LEVEL = ("version", "model", "data", "inputs", "envelope", "attacks", "checks", "baseline")
 
 
 @dataclass(frozen=True)
@@ -161,6 +185,29 @@ class FeatureEnvelope:
 
 
 @dataclass(frozen=True)
+class EnvelopeGroup:
+    """One entry of ``[envelope.NAME] groups``: a coherent shift or a correlated envelope.
+
+    A coherent group moves its features of every constituent by one shared variable ``s`` per
+    event: ``x -> x * (1 + relative * s) + absolute * s``. A correlated group replaces the box
+    of its features by the Mahalanobis ball of ``covariance`` (always in the features' units;
+    a ``correlation`` is turned into one with the features' absolute sigmas).
+    """
+
+    input: str
+    name: str
+    features: tuple[str, ...]
+    coherent: bool
+    relative: float | None = None
+    absolute: float | None = None
+    covariance: tuple[tuple[float, ...], ...] | None = None
+
+    @property
+    def correlated(self) -> bool:
+        return self.covariance is not None
+
+
+@dataclass(frozen=True)
 class AttackSpec:
     name: str
     method: str
@@ -191,6 +238,8 @@ class Spec:
     envelope: dict[str, dict[str, FeatureEnvelope]]
     attacks: dict[str, AttackSpec]
     checks: tuple[CheckSpec, ...]
+    groups: dict[str, tuple[EnvelopeGroup, ...]] = field(default_factory=dict)
+    baseline: Path | None = None
 
     @property
     def base_dir(self) -> Path:
@@ -243,7 +292,12 @@ def load_spec(path: str | Path) -> Spec:
 
 
 def parse_spec(doc: Mapping[str, Any], path: Path) -> Spec:
-    """Validate a parsed spec document; ``path`` anchors relative paths and messages."""
+    """Validate a parsed spec document; ``path`` anchors relative paths and messages.
+
+    Plugins may first adjust a copy of the document (hook ``robustcheck_adjust_spec``).
+    """
+    doc = copy.deepcopy(dict(doc))
+    registry.adjust_spec(doc, path)
     for key in doc:
         if key not in TOP_LEVEL:
             raise unknown_key_error(key, list(TOP_LEVEL), "", path)
@@ -273,10 +327,17 @@ def parse_spec(doc: Mapping[str, Any], path: Path) -> Spec:
 
     data = _parse_data(doc["data"], path)
     inputs = _parse_inputs(doc.get("inputs", {}), data, path)
-    envelope = _parse_envelope(doc.get("envelope", {}), inputs, path)
+    envelope, groups = _parse_envelope(doc.get("envelope", {}), inputs, path)
     attacks = _parse_attacks(doc.get("attacks", {}), path)
     checks = _parse_checks(doc["checks"], attacks, data, path)
-    return Spec(path, version, model, data, inputs, envelope, attacks, checks)
+    _check_shift_attacks(attacks, groups, path)
+    baseline = doc.get("baseline")
+    if baseline is not None and not isinstance(baseline, str):
+        raise SpecError(f"must be a file path, got {baseline!r}", file=path, field="baseline")
+    baseline_path = path.parent / baseline if baseline else None
+    return Spec(
+        path, version, model, data, inputs, envelope, attacks, checks, groups, baseline_path
+    )
 
 
 _SECTION_FIX = {
@@ -420,9 +481,13 @@ def _parse_inputs(section: Any, data: dict[str, DataSpec], path: Path) -> dict[s
     return out
 
 
+GROUPS_KEY = "groups"
+
+
 def _parse_envelope(
     section: Any, inputs: dict[str, InputSpec], path: Path
-) -> dict[str, dict[str, FeatureEnvelope]]:
+) -> tuple[dict[str, dict[str, FeatureEnvelope]], dict[str, tuple[EnvelopeGroup, ...]]]:
+    """Per-feature envelopes of every perturbed input, and their ``groups``."""
     if not isinstance(section, Mapping):
         raise SpecError("must be a table", file=path, field="envelope")
     perturbed = [name for name, spec in inputs.items() if spec.perturb]
@@ -430,14 +495,33 @@ def _parse_envelope(
         if name not in perturbed:
             raise unknown_key_error(name, perturbed, "envelope", path)
     out: dict[str, dict[str, FeatureEnvelope]] = {}
+    groups: dict[str, tuple[EnvelopeGroup, ...]] = {}
     for name in perturbed:
         table = section.get(name, {})
         if not isinstance(table, Mapping):
             raise SpecError("must be a table of features", file=path, field=f"envelope.{name}")
         features = inputs[name].features
+        if GROUPS_KEY in features:
+            raise SpecError(
+                f"the feature name `{GROUPS_KEY}` is reserved: [envelope.{name}] {GROUPS_KEY} "
+                "lists the feature groups",
+                file=path,
+                field=f"inputs.{name}.features",
+                fix="rename that feature",
+            )
+        raw_groups = [
+            _group_table(entry, f"envelope.{name}.{GROUPS_KEY}[{index}]", features, path)
+            for index, entry in enumerate(_group_list(table.get(GROUPS_KEY), name, path))
+        ]
+        from_covariance = {
+            feature
+            for group in raw_groups
+            if group["covariance"] is not None
+            for feature in group["features"]
+        }
         for feature in table:
-            if feature not in features:
-                raise unknown_key_error(feature, list(features), f"envelope.{name}", path)
+            if feature != GROUPS_KEY and feature not in features:
+                raise unknown_key_error(feature, [*features, GROUPS_KEY], f"envelope.{name}", path)
         missing = [f for f in features if f not in table]
         if missing:
             raise SpecError(
@@ -450,7 +534,16 @@ def _parse_envelope(
         for feature in features:
             where = f"envelope.{name}.{feature}"
             entry = FeatureEnvelope(**validate(table[feature], FEATURE_FIELDS, where, path))
-            if entry.movable and entry.absolute is None and entry.relative is None:
+            has_sigma = entry.absolute is not None or entry.relative is not None
+            if feature in from_covariance and has_sigma:
+                raise SpecError(
+                    "sigma given twice: the feature is in a group with a `covariance`",
+                    file=path,
+                    field=where,
+                    fix="drop `absolute`/`relative` here: the covariance's diagonal is its "
+                    "variance",
+                )
+            if feature not in from_covariance and entry.movable and not has_sigma:
                 raise SpecError(
                     "no uncertainty given",
                     file=path,
@@ -460,7 +553,314 @@ def _parse_envelope(
             if entry.min is not None and entry.max is not None and entry.min > entry.max:
                 raise SpecError(f"min {entry.min} > max {entry.max}", file=path, field=where)
             out[name][feature] = entry
-    return out
+        groups[name] = tuple(
+            _finish_group(raw, index, name, out[name], path) for index, raw in enumerate(raw_groups)
+        )
+        _check_overlaps(groups[name], name, path)
+    _check_group_names(groups, path)
+    return out, {name: found for name, found in groups.items() if found}
+
+
+_GROUP_FIX = (
+    'groups = [{ features = ["pt"], coherent = true, relative = 0.02 }] (one shared shift per '
+    'event), or [{ features = ["eta", "phi"], covariance = [[...], [...]] }] (correlated)'
+)
+
+
+def _group_list(value: Any, name: str, path: Path) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise SpecError(
+            f"must be a list of group tables, got {value!r}",
+            file=path,
+            field=f"envelope.{name}.{GROUPS_KEY}",
+            fix=_GROUP_FIX,
+        )
+    return value
+
+
+def _group_table(entry: Any, where: str, features: tuple[str, ...], path: Path) -> dict[str, Any]:
+    """Validate one group's keys, features and matrix (matrices not yet in feature units)."""
+    values = validate(entry, GROUP_FIELDS, where, path)
+    names = values["features"]
+    if not names:
+        raise SpecError("lists no features", file=path, field=f"{where}.features", fix=_GROUP_FIX)
+    for feature in names:
+        if feature not in features:
+            close = difflib.get_close_matches(feature, list(features), n=1, cutoff=0.5)
+            hint = f"did you mean `{close[0]}`?" if close else f"one of: {', '.join(features)}"
+            raise SpecError(
+                f"unknown feature `{feature}`", file=path, field=f"{where}.features", fix=hint
+            )
+    dupes = sorted({f for f in names if names.count(f) > 1})
+    if dupes:
+        raise SpecError(f"lists {dupes} more than once", file=path, field=f"{where}.features")
+    values["features"] = tuple(names)
+    values["where"] = where
+    matrices = [key for key in ("covariance", "correlation") if values[key] is not None]
+    sigmas = [key for key in ("relative", "absolute") if values[key] is not None]
+    if values["coherent"]:
+        if matrices:
+            raise SpecError(
+                f"a coherent group moves by one shared shift and takes no `{matrices[0]}`",
+                file=path,
+                field=f"{where}.{matrices[0]}",
+                fix="drop `coherent = true` for a correlated envelope, or the matrix for a "
+                "coherent shift",
+            )
+        if not sigmas:
+            raise SpecError(
+                "coherent group without sigma",
+                file=path,
+                field=where,
+                fix="set `relative = ...` (a scale, e.g. a jet energy scale) or "
+                "`absolute = ...` (an additive shift)",
+            )
+        return values
+    if sigmas:
+        raise SpecError(
+            f"`{sigmas[0]}` sets the shared shift of a coherent group, but this group is not "
+            "coherent",
+            file=path,
+            field=f"{where}.{sigmas[0]}",
+            fix="add `coherent = true`, or give a `covariance`/`correlation` for a correlated "
+            "envelope",
+        )
+    if not matrices:
+        raise SpecError(
+            "group without sigma: neither coherent nor correlated",
+            file=path,
+            field=where,
+            fix="set `coherent = true` with `relative`/`absolute`, or a `covariance` or "
+            "`correlation` matrix",
+        )
+    if len(matrices) == 2:
+        raise SpecError(
+            "gives both `covariance` and `correlation`",
+            file=path,
+            field=where,
+            fix="keep one: a covariance in the features' units, or a correlation over their "
+            "absolute sigmas",
+        )
+    kind = matrices[0]
+    values[kind] = _matrix(values[kind], len(names), f"{where}.{kind}", kind, path)
+    return values
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _matrix(
+    value: list[Any], size: int, where: str, kind: str, path: Path
+) -> tuple[tuple[float, ...], ...]:
+    """A symmetric positive definite size x size matrix, or a SpecError saying what is wrong."""
+    fix = f"{kind} = [[...], ...]: {size} rows of {size} numbers, in the order of `features`"
+    if not (
+        len(value) == size
+        and all(
+            isinstance(row, list) and len(row) == size and all(_is_number(v) for v in row)
+            for row in value
+        )
+    ):
+        raise SpecError(
+            f"must be a {size}x{size} matrix (one row per feature of the group), got {value!r}",
+            file=path,
+            field=where,
+            fix=fix,
+        )
+    matrix = tuple(tuple(float(v) for v in row) for row in value)
+    if not all(math.isfinite(v) for row in matrix for v in row):
+        raise SpecError("holds a NaN or infinite entry", file=path, field=where, fix=fix)
+    if kind == "correlation":
+        for i in range(size):
+            if not math.isclose(matrix[i][i], 1.0, rel_tol=1e-9):
+                raise SpecError(
+                    f"diagonal entry [{i}][{i}] is {matrix[i][i]:g}, not 1",
+                    file=path,
+                    field=where,
+                    fix="a correlation matrix has ones on its diagonal (use `covariance` for "
+                    "variances)",
+                )
+            for j in range(size):
+                if abs(matrix[i][j]) > 1.0:
+                    raise SpecError(
+                        f"entry [{i}][{j}] = {matrix[i][j]:g} is outside [-1, 1]",
+                        file=path,
+                        field=where,
+                        fix="correlation coefficients lie between -1 and 1",
+                    )
+    scale = max(abs(matrix[i][i]) for i in range(size)) or 1.0
+    for i in range(size):
+        for j in range(i + 1, size):
+            if abs(matrix[i][j] - matrix[j][i]) > 1e-9 * scale:
+                raise SpecError(
+                    f"is not symmetric: [{i}][{j}] = {matrix[i][j]:g} but "
+                    f"[{j}][{i}] = {matrix[j][i]:g}",
+                    file=path,
+                    field=where,
+                    fix=f"a {kind} matrix equals its transpose",
+                )
+    if not _positive_definite(matrix):
+        raise SpecError(
+            "is not positive definite",
+            file=path,
+            field=where,
+            fix="every variance must be > 0 and the correlations mutually consistent (no "
+            "zero or negative eigenvalue); for fully correlated features use a coherent group",
+        )
+    return matrix
+
+
+def _positive_definite(matrix: tuple[tuple[float, ...], ...]) -> bool:
+    """Cholesky factorisation in pure Python (the spec module imports no numpy)."""
+    size = len(matrix)
+    lower = [[0.0] * size for _ in range(size)]
+    for i in range(size):
+        for j in range(i + 1):
+            rest = matrix[i][j] - sum(lower[i][k] * lower[j][k] for k in range(j))
+            if i == j:
+                if rest <= 1e-12 * abs(matrix[i][i]) or rest <= 0.0:
+                    return False
+                lower[i][i] = math.sqrt(rest)
+            else:
+                lower[i][j] = rest / lower[j][j]
+    return True
+
+
+def _finish_group(
+    raw: dict[str, Any],
+    index: int,
+    name: str,
+    entries: dict[str, FeatureEnvelope],
+    path: Path,
+) -> EnvelopeGroup:
+    """The group with its covariance in feature units; fills sigmas from a covariance."""
+    where = raw["where"]
+    features = raw["features"]
+    for feature in features:
+        entry = entries[feature]
+        if not entry.movable:
+            kind = "frozen" if entry.frozen else "integer"
+            raise SpecError(
+                f"feature `{feature}` is {kind}, so no group may move it",
+                file=path,
+                field=f"{where}.features",
+                fix=f"drop `{feature}` from the group, or its `{kind} = true`",
+            )
+    covariance = raw["covariance"]
+    if raw["correlation"] is not None:
+        sigmas = []
+        for feature in features:
+            entry = entries[feature]
+            if entry.relative is not None or entry.absolute is None:
+                raise SpecError(
+                    f"a correlation is over the features' absolute sigmas, but `{feature}` "
+                    + ("has a relative sigma" if entry.relative is not None else "has none"),
+                    file=path,
+                    field=f"envelope.{name}.{feature}",
+                    fix=f"give `{feature}` `absolute = ...` only, or use `covariance = ...` in "
+                    "the features' units",
+                )
+            sigmas.append(entry.absolute)
+        covariance = tuple(
+            tuple(r * si * sj for r, sj in zip(row, sigmas, strict=True))
+            for row, si in zip(raw["correlation"], sigmas, strict=True)
+        )
+    elif covariance is not None:
+        for i, feature in enumerate(features):
+            entries[feature] = replace(entries[feature], absolute=math.sqrt(covariance[i][i]))
+    return EnvelopeGroup(
+        input=name,
+        name=raw["name"] or f"{name}.{GROUPS_KEY}[{index}]",
+        features=features,
+        coherent=raw["coherent"],
+        relative=raw["relative"],
+        absolute=raw["absolute"],
+        covariance=covariance,
+    )
+
+
+def _check_overlaps(groups: tuple[EnvelopeGroup, ...], name: str, path: Path) -> None:
+    """No feature in two coherent or in two correlated groups; group names unique per input."""
+    for kind, members in (
+        ("coherent", [g for g in groups if g.coherent]),
+        ("correlated", [g for g in groups if g.correlated]),
+    ):
+        owner: dict[str, str] = {}
+        for group in members:
+            for feature in group.features:
+                if feature in owner:
+                    raise SpecError(
+                        f"feature `{feature}` is in two {kind} groups (`{owner[feature]}` and "
+                        f"`{group.name}`)",
+                        file=path,
+                        field=f"envelope.{name}.{GROUPS_KEY}",
+                        fix=f"put `{feature}` in one {kind} group only (merge the two groups)",
+                    )
+                owner[feature] = group.name
+    seen: set[str] = set()
+    for group in groups:
+        if group.name in seen:
+            raise SpecError(
+                f"two groups are named `{group.name}`",
+                file=path,
+                field=f"envelope.{name}.{GROUPS_KEY}",
+                fix="give each group of an input its own name (merge their features instead)",
+            )
+        seen.add(group.name)
+
+
+def _check_group_names(groups: dict[str, tuple[EnvelopeGroup, ...]], path: Path) -> None:
+    """Groups of one name across inputs share a shift, so they must all be coherent."""
+    by_name: dict[str, list[EnvelopeGroup]] = {}
+    for found in groups.values():
+        for group in found:
+            by_name.setdefault(group.name, []).append(group)
+    for group_name, members in by_name.items():
+        if len(members) > 1 and not all(g.coherent for g in members):
+            inputs = ", ".join(f"[envelope.{g.input}]" for g in members)
+            raise SpecError(
+                f"group name `{group_name}` is used in {inputs}, but only coherent groups "
+                "share a shift across inputs",
+                file=path,
+                field=f"envelope.{members[-1].input}.{GROUPS_KEY}",
+                fix="rename the correlated group",
+            )
+
+
+def coherent_group_names(groups: Mapping[str, tuple[EnvelopeGroup, ...]]) -> list[str]:
+    """Names of the coherent groups, in spec order, each once (shared names count once)."""
+    names = [g.name for found in groups.values() for g in found if g.coherent]
+    return list(dict.fromkeys(names))
+
+
+def _check_shift_attacks(
+    attacks: dict[str, AttackSpec], groups: dict[str, tuple[EnvelopeGroup, ...]], path: Path
+) -> None:
+    """A `shift` attack needs coherent groups, and names only groups that exist."""
+    coherent = coherent_group_names(groups)
+    for name, attack in attacks.items():
+        if attack.method != "shift":
+            continue
+        if not coherent:
+            raise SpecError(
+                "method `shift` moves coherent groups, but no [envelope.*] table has one",
+                file=path,
+                field=f"attacks.{name}.method",
+                fix=f"add to an [envelope.NAME] table: {_GROUP_FIX.split(' (one')[0]}",
+            )
+        for group in attack.options.get("groups") or ():
+            if group not in coherent:
+                close = difflib.get_close_matches(group, coherent, n=1, cutoff=0.5)
+                hint = f"did you mean `{close[0]}`?" if close else f"one of: {', '.join(coherent)}"
+                raise SpecError(
+                    f"no coherent group named `{group}`",
+                    file=path,
+                    field=f"attacks.{name}.groups",
+                    fix=hint,
+                )
 
 
 def _parse_attacks(section: Any, path: Path) -> dict[str, AttackSpec]:
@@ -474,12 +874,12 @@ def _parse_attacks(section: Any, path: Path) -> dict[str, AttackSpec]:
                 "needs a `method`",
                 file=path,
                 field=where,
-                fix=f"method = one of {', '.join(ATTACKS)}",
+                fix=f"method = one of {', '.join(registry.attacks())}",
             )
         method = table["method"]
-        if method not in ATTACKS:
-            raise unknown_key_error(str(method), list(ATTACKS), f"{where}.method", path)
-        options = validate(table, ATTACKS[method].options, where, path)
+        if method not in registry.attacks():
+            raise unknown_key_error(str(method), list(registry.attacks()), f"{where}.method", path)
+        options = validate(table, registry.attacks()[method].options, where, path)
         options.pop("method")
         out[name] = AttackSpec(name, method, options)
     return out
@@ -501,12 +901,15 @@ def _parse_checks(
         where = f"checks[{index}]"
         if not isinstance(table, Mapping) or "type" not in table:
             raise SpecError(
-                "needs a `type`", file=path, field=where, fix=f"type = one of {', '.join(CHECKS)}"
+                "needs a `type`",
+                file=path,
+                field=where,
+                fix=f"type = one of {', '.join(registry.checks())}",
             )
         type_ = table["type"]
-        if type_ not in CHECKS:
-            raise unknown_key_error(str(type_), list(CHECKS), f"{where}.type", path)
-        options = validate(table, CHECKS[type_].options, where, path)
+        if type_ not in registry.checks():
+            raise unknown_key_error(str(type_), list(registry.checks()), f"{where}.type", path)
+        options = validate(table, registry.checks()[type_].options, where, path)
         name = options.pop("name") or f"{type_}[{index}]"
         options.pop("type")
         if name in names:
@@ -528,7 +931,7 @@ def _parse_checks(
                     fix=f'add [attacks.{attack}] with method = "pgd", epsilon = 1.0',
                 )
             raise unknown_key_error(attack, known, f"{where}.attack", path)
-        declared = CHECKS[type_].requires_one_of
+        declared = registry.checks()[type_].requires_one_of
         if declared and all(options.get(key) is None for key in declared):
             raise SpecError(
                 "sets no threshold, so it could never fail",
@@ -536,7 +939,7 @@ def _parse_checks(
                 field=where,
                 fix=f"set at least one of: {', '.join(declared)}",
             )
-        if CHECKS[type_].needs_alternative and "alternative" not in data:
+        if registry.checks()[type_].needs_alternative and "alternative" not in data:
             raise SpecError(
                 f"check type {type_!r} compares two samples but there is no [data.alternative]",
                 file=path,

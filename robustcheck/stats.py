@@ -29,15 +29,17 @@ def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, fl
 # Two-sample comparisons of feature distributions, every column at once.
 #
 # Inputs are 2-D arrays ``(events, features)``. Optional boolean masks of the same shape mark the
-# entries that take part (False = padding, excluded from that column). Internally each block of
-# columns is copied into rows ``(features, events)`` as floats, excluded entries are set to NaN
-# (NumPy sorts NaN last, so after sorting a row its valid values come first), and the row is
-# sorted once. Columns are processed in blocks that bound memory; blocks run on a small thread
-# pool (NumPy releases the GIL while sorting), so the only Python loops are over blocks of columns,
-# over histogram bins and over binary-search steps, never over events.
+# entries that take part (False = padding, excluded from that column). Columns are processed in
+# blocks that bound scratch memory; each block is read once into rows ``(features, events)``
+# (excluded entries become NaN, which NumPy sorts last) and sorted along the rows. Blocks run on a
+# small thread pool, one per available core. The only Python loops are over blocks, over the rows
+# of a block for cheap per-row steps, over histogram bins and over binary-search steps; never over
+# events.
 # --------------------------------------------------------------------------------------------
 
-_BLOCK_VALUES = 1 << 22  # values per sample and block of columns (a few tens of MB of scratch)
+# Values (events x columns) per block of columns: bounds scratch memory (about 9 bytes per value
+# for the KS test) while keeping blocks wide enough to read (events, features) arrays efficiently.
+_BLOCK_VALUES = 1 << 24
 
 
 class KSResult(NamedTuple):
@@ -119,13 +121,13 @@ def _rows(
 
     Returns the rows, the number of valid entries per row and whether a valid entry is NaN.
     """
-    rows = np.array(x[:, cols].T, dtype=dtype, order="C")
+    rows = _gather(x, cols, dtype)
     nan = np.isnan(rows)
     if mask is None:
         has_nan = nan.any(axis=1)
         n = np.full(rows.shape[0], rows.shape[1], dtype=np.int64)
     else:
-        keep = mask[:, cols].T
+        keep = _gather(mask, cols)
         has_nan = (nan & keep).any(axis=1)
         rows[~keep] = np.nan
         n = keep.sum(axis=1, dtype=np.int64)
@@ -181,6 +183,24 @@ def _by_blocks(
 _HUGE = 2.0**1000  # beyond float32's range, with a zero low mantissa bit
 
 
+_GATHER_ROWS = 4096  # events per chunk when turning columns into rows (fits the L2 cache)
+
+
+def _gather(
+    x: np.ndarray, cols: slice, dtype: type[np.generic] | None = None, out: np.ndarray | None = None
+) -> np.ndarray:
+    """Columns ``cols`` of an (events, features) array as C-ordered rows, cast to ``dtype``.
+
+    Copied by chunks of events: a plain transposing copy of a tall array is several times slower.
+    """
+    if out is None:
+        out = np.empty((cols.stop - cols.start, x.shape[0]), dtype=dtype or x.dtype)
+    for start in range(0, x.shape[0], _GATHER_ROWS):
+        stop = start + _GATHER_ROWS
+        out[:, start:stop] = x[start:stop, cols].T
+    return out
+
+
 def _ks_keyed(
     a: np.ndarray,
     ma: np.ndarray | None,
@@ -195,38 +215,43 @@ def _ks_keyed(
     marks b. That moves a value by one float64 ulp, far less than float32 spacing, so a single
     sort merges the samples and keeps equal values adjacent; excluded entries (NaN) sort last.
     """
-    len_a = a.shape[0]
+    len_a, len_all = a.shape[0], a.shape[0] + b.shape[0]
     n_cols = cols.stop - cols.start
-    keys = scratch.get("keys", (n_cols, len_a + b.shape[0]), np.float64)
+    keys = scratch.get("keys", (n_cols, len_all), np.float64)
     counts = []
     for x, mask, part in ((a, ma, keys[:, :len_a]), (b, mb, keys[:, len_a:])):
-        np.add(x[:, cols].T, 0.0, out=part)  # -0.0 becomes +0.0, as comparisons treat it
+        _gather(x, cols, out=part)
+        part += 0.0  # -0.0 becomes +0.0, as comparisons treat it
         if x.dtype.kind != "f" or x.dtype.itemsize > 4:
             with np.errstate(over="ignore", invalid="ignore"):
                 if not np.array_equal(part.astype(np.float32), part, equal_nan=True):
                     return None
-        nan = np.isnan(part)
+        finite = bool(np.isfinite(part.sum())) or bool(np.isfinite(part).all())  # cheap pass
+        has_nan = np.zeros(n_cols, dtype=bool) if finite else np.isnan(part)
         if mask is None:
             n = np.full(n_cols, part.shape[1], dtype=np.int64)
         else:
-            keep = mask[:, cols].T
-            nan &= keep
+            keep = _gather(mask, cols)
+            if not finite:
+                has_nan &= keep
             np.copyto(part, np.nan, where=~keep)
             n = keep.sum(axis=1, dtype=np.int64)
-        counts.append((n, nan.any(axis=1)))
-    np.clip(keys, -_HUGE, _HUGE, out=keys)  # infinities stay beyond every float32
+        counts.append((n, has_nan if finite else has_nan.any(axis=1)))
+        if not finite:
+            np.clip(part, -_HUGE, _HUGE, out=part)  # infinities stay beyond every float32
     bits = keys.view(np.int64)
     bits[:, len_a:] |= 1
     keys.sort(axis=1)
-    from_b = scratch.get("from_b", keys.shape, np.int64)
     ends = scratch.get("ends", keys.shape, np.bool_)
-    np.bitwise_xor(bits[:, 1:], bits[:, :-1], out=from_b[:, :-1])
-    np.right_shift(from_b[:, :-1], 1, out=from_b[:, :-1])
-    np.not_equal(from_b[:, :-1], 0, out=ends[:, :-1])
+    tmp = scratch.get("tmp", (len_all - 1,), np.int64)
+    for r in range(n_cols):  # equal values differ at most in the marker bit
+        np.bitwise_xor(bits[r, 1:], bits[r, :-1], out=tmp)
+        np.right_shift(tmp, 1, out=tmp)
+        np.not_equal(tmp, 0, out=ends[r, :-1])
     ends[:, -1] = True
-    np.bitwise_and(bits, 1, out=from_b)
+    np.bitwise_and(bits, 1, out=bits)  # 1 for entries of b
     (na, nan_a), (nb, nan_b) = counts
-    return _ks_statistic(from_b, ends, na, nb), na, nb, nan_a | nan_b
+    return _ks_statistic(bits, ends, na, nb), na, nb, nan_a | nan_b
 
 
 def _ks_merged(
@@ -240,18 +265,17 @@ def _ks_merged(
     """As :func:`_ks_keyed` for any values: sort each sample, then a stable argsort merge."""
     sa, na, nan_a = _sorted_rows(a, ma, cols, np.float64)
     sb, nb, nan_b = _sorted_rows(b, mb, cols, np.float64)
-    len_a = sa.shape[1]
-    merged = np.concatenate([sa, sb], axis=1)
-    del sa, sb
-    # A stable argsort of two concatenated sorted runs is a single timsort merge.
-    order = np.argsort(merged, axis=1, kind="stable")
-    values = np.take_along_axis(merged, order, axis=1)
-    del merged
-    from_b = scratch.get("from_b", values.shape, np.int64)
-    np.greater_equal(order, len_a, out=from_b, casting="unsafe")
-    del order
-    ends = scratch.get("ends", values.shape, np.bool_)
-    np.not_equal(values[:, 1:], values[:, :-1], out=ends[:, :-1])
+    len_a, len_all = sa.shape[1], sa.shape[1] + sb.shape[1]
+    from_b = scratch.get("from_b", (sa.shape[0], len_all), np.int64)
+    ends = scratch.get("ends", from_b.shape, np.bool_)
+    merged = scratch.get("merged", (len_all,), np.float64)
+    for r in range(sa.shape[0]):  # one column at a time bounds memory
+        merged[:len_a], merged[len_a:] = sa[r], sb[r]
+        # A stable argsort of two concatenated sorted runs is a single timsort merge.
+        order = np.argsort(merged, kind="stable")
+        np.greater_equal(order, len_a, out=from_b[r], casting="unsafe")
+        values = merged[order]
+        np.not_equal(values[1:], values[:-1], out=ends[r, :-1])
     ends[:, -1] = True
     return _ks_statistic(from_b, ends, na, nb), na, nb, nan_a | nan_b
 
@@ -333,8 +357,13 @@ def ks_2samp(
 
     Entries whose mask is False are left out of their column, so columns may have different
     sizes. A column with no valid entry in either sample, or with NaN in a valid entry, gives NaN.
+    Blocks of columns whose values are all exact in float32 (float32 data, integers below 2**24)
+    take a single-sort path; others a sort-and-merge path about twice as slow.
     """
     a_, ma, b_, mb = _pair(a, b, mask_a, mask_b)
+    if a_.shape[0] == 0 or b_.shape[0] == 0:
+        nan = np.full(a_.shape[1], np.nan)
+        return KSResult(nan, nan.copy())
 
     def block(cols: slice, scratch: _Scratch) -> tuple[np.ndarray, ...]:
         keyed = _ks_keyed(a_, ma, b_, mb, cols, scratch)
@@ -411,6 +440,11 @@ def _binned_counts(
     bins = int(bins)
     a_, ma, b_, mb = _pair(a, b, mask_a, mask_b)
     dtype = _work_dtype(a_, b_)
+    if a_.shape[0] == 0 or b_.shape[0] == 0:
+        f = a_.shape[1]
+        zeros = np.zeros((f, bins), dtype=np.int64)
+        empty = np.zeros(f, dtype=np.int64)
+        return zeros, zeros.copy(), empty, empty.copy(), np.zeros(f, dtype=bool)
 
     def block(cols: slice, _: _Scratch) -> tuple[np.ndarray, ...]:
         sa, na, nan_a = _sorted_rows(a_, ma, cols, dtype)
@@ -538,21 +572,30 @@ _CORR_CHUNK = 1 << 16  # events per chunk of the cross-product accumulation
 def pearson_matrix(x: ArrayLike) -> np.ndarray:
     """Pearson correlation matrix of the columns of ``x`` (events, features), as ``np.corrcoef``.
 
-    Two passes (mean, then centred cross-products in float64 chunks). A constant column has
-    correlation 0 with every other column (``np.corrcoef`` gives NaN); the diagonal is always 1.
+    One pass over float64 chunks of the data shifted by its first event (shifted-data algorithm:
+    accurate when that event lies within a few standard deviations of the mean, and constant
+    columns become exactly zero). A constant column has correlation 0 with every other column
+    (``np.corrcoef`` gives NaN); the diagonal is always 1. NaN in a column makes its row and
+    column NaN.
     """
     arr, _ = _columns(x, None, "x")
     n, f = arr.shape
     if n < 2:
         raise ValueError("a correlation matrix needs at least 2 events")
-    mean = arr.mean(axis=0, dtype=np.float64)
-    constant = arr.min(axis=0) == arr.max(axis=0)
+    shift = arr[0].astype(np.float64)
+    total = np.zeros(f)
     cross = np.zeros((f, f))
     for start in range(0, n, _CORR_CHUNK):
-        chunk = arr[start : start + _CORR_CHUNK].astype(np.float64) - mean
+        chunk = arr[start : start + _CORR_CHUNK].astype(np.float64)
+        chunk -= shift
+        total += chunk.sum(axis=0)
         cross += chunk.T @ chunk
-    std = np.sqrt(np.diag(cross))
-    std[constant] = 1.0
+    mean = total / n
+    cross -= n * np.outer(mean, mean)
+    var = np.diag(cross).copy()
+    constant = var == 0.0
+    var[constant] = 1.0
+    std = np.sqrt(var)
     corr = cross / std[:, None]
     corr /= std[None, :]
     np.clip(corr, -1.0, 1.0, out=corr)

@@ -53,9 +53,11 @@ def test_onnx_bridge_that_disagrees_is_refused(model_dir: Path, monkeypatch) -> 
 
     monkeypatch.setattr(onnx_backend.OnnxTagger, "_convert", wrong_conversion)
     run = run_for(model_dir, "tagger.onnx")
+    inputs, _ = run.inputs()
     with pytest.raises(ModelError, match="disagrees with onnxruntime by up to") as info:
-        run.adversaries("pgd")
+        run.tagger.prepare_gradients({"x": inputs["x"][:256]})
     assert "fix: export the torch model" in str(info.value)
+    assert not run.tagger.differentiable
 
 
 def test_input_name_mismatch(model_dir: Path) -> None:

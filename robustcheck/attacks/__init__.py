@@ -62,4 +62,64 @@ ATTACKS: dict[str, Declaration] = {
         },
         doc="PGD that keeps the input distributions unchanged (hidden systematics)",
     ),
+    "random": Declaration(
+        "random",
+        "robustcheck.attacks.random_search:RandomSearch",
+        {
+            **_COMMON,
+            "samples": Field("int", 100, doc="random points drawn per event", minimum=1),
+            "corners": Field(
+                "bool", False, doc="draw corners of the box (each entry at +-epsilon sigma)"
+            ),
+        },
+        doc="random search in the epsilon-sigma box; forward passes only",
+    ),
+    "spsa": Declaration(
+        "spsa",
+        "robustcheck.attacks.spsa:SPSA",
+        {
+            **_PGD,
+            "samples": Field(
+                "int", 16, doc="random direction pairs per step (2 forward passes each)", minimum=1
+            ),
+            "delta": Field(
+                "number",
+                None,
+                doc="finite-difference probe in sigma units (default epsilon / 4)",
+                minimum=0.0,
+                exclusive_minimum=True,
+            ),
+        },
+        doc="signed steps along an SPSA gradient estimate (Uesato et al.); forward passes only",
+    ),
+    "shift": Declaration(
+        "shift",
+        "robustcheck.attacks.shift:Shift",
+        {
+            **_COMMON,
+            "mode": Field(
+                "str",
+                "worst",
+                doc="worst: the worst-case shift in [-epsilon, epsilon] per event; up/down: the "
+                "fixed +epsilon / -epsilon sigma variation",
+                choices=("worst", "up", "down"),
+            ),
+            "groups": Field(
+                "str_list", None, doc="names of the coherent groups to shift (default: all)"
+            ),
+            "steps": Field("int", 20, doc="gradient steps of the worst-case search", minimum=1),
+            "step_size": Field(
+                "number",
+                None,
+                doc="step of the shift in sigma units (default 2.5 * epsilon / steps)",
+                minimum=0.0,
+                exclusive_minimum=True,
+            ),
+            "random_start": Field(
+                "bool", False, doc="start the worst-case search from a uniform random shift"
+            ),
+        },
+        doc="coherent systematic shift of [envelope.*] groups (e.g. a jet energy scale): "
+        "worst case, or the fixed +-epsilon sigma variation",
+    ),
 }

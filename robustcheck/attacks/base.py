@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -24,6 +24,7 @@ class AttackBatch:
     decision: Decision
     generator: torch.Generator
     early_stop: bool = True
+    features: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def start(self) -> Inputs:
         """Copies of the perturbed inputs, as leaves that record gradients."""

@@ -25,12 +25,27 @@ WORKING_POINT = Field(
     },
 )
 
+REGRESSION = {
+    "no_regression": Field(
+        "bool", False, doc="fail when worse than the baseline beyond statistical noise"
+    ),
+    "regression_tolerance": Field(
+        "number", None, doc="allowed worsening before the test (in the figure's units)",
+        minimum=0.0,
+    ),
+    "regression_confidence": Field(
+        "number", 0.95, doc="one-sided confidence of the regression test", minimum=0.5,
+        maximum=1.0, exclusive_minimum=True,
+    ),
+}
+
 CHECKS: dict[str, Declaration] = {
     "fooling_rate": Declaration(
         "fooling_rate",
         "robustcheck.checks.fooling_rate:FoolingRate",
         {
             **_COMMON,
+            **REGRESSION,
             "attack": Field("str", doc="name of an [attacks.NAME] table"),
             "max": Field("number", doc="largest allowed fooling rate", minimum=0.0, maximum=1.0),
             "confidence": Field(
@@ -42,6 +57,11 @@ CHECKS: dict[str, Declaration] = {
                 exclusive_minimum=True,
             ),
             "working_point": WORKING_POINT,
+            "gradient_masking_check": Field(
+                "bool",
+                False,
+                doc="also run random search with the same epsilon; warn when it fools more",
+            ),
         },
         doc="fraction of correctly classified events whose decision the attack flips",
     ),
@@ -100,6 +120,7 @@ CHECKS: dict[str, Declaration] = {
         "robustcheck.checks.resilience:Resilience",
         {
             **_COMMON,
+            **REGRESSION,
             "max_auc_change_percent": Field(
                 "number",
                 None,
@@ -131,6 +152,7 @@ CHECKS: dict[str, Declaration] = {
         "robustcheck.checks.auc_under_attack:AucUnderAttack",
         {
             **_COMMON,
+            **REGRESSION,
             "attack": Field("str", doc="name of an [attacks.NAME] table"),
             "max_auc_drop": Field(
                 "number",
@@ -155,6 +177,7 @@ CHECKS: dict[str, Declaration] = {
         "robustcheck.checks.fraction_bias:FractionBias",
         {
             **_COMMON,
+            **REGRESSION,
             "max_bias": Field(
                 "number",
                 None,
@@ -173,5 +196,77 @@ CHECKS: dict[str, Declaration] = {
         doc="bias of a template fit of the signal fraction in the alternative sample",
         needs_alternative=True,
         requires_one_of=("max_bias", "max_pull"),
+    ),
+    "property": Declaration(
+        "property",
+        "robustcheck.checks.property:Property",
+        {
+            **_COMMON,
+            "epsilon": Field(
+                "number",
+                doc="radius of the perturbations in units of each feature's sigma",
+                minimum=0.0,
+            ),
+            "max_score_change": Field(
+                "number",
+                None,
+                doc="largest allowed change of any event's signal probability",
+                minimum=0.0,
+                maximum=1.0,
+            ),
+            "decision_unchanged": Field("bool", None, doc="true: no event's decision may change"),
+            "working_point": WORKING_POINT,
+            "max_events": Field(
+                "int", None, doc="test the first N events of the nominal sample", minimum=1
+            ),
+            "max_examples": Field(
+                "int",
+                None,
+                doc="perturbations to try (default: the hypothesis profile's, 100)",
+                minimum=1,
+            ),
+            "seed": Field(
+                "int",
+                None,
+                doc="fixes the search: reproducible, no example database (overridden by "
+                "--robustcheck-seed); unset, hypothesis seeds it and replays saved failures",
+            ),
+        },
+        doc="no perturbation within epsilon sigma moves any event's score (or decision) more "
+        "than allowed; searched and shrunk with hypothesis",
+        requires_one_of=("max_score_change", "decision_unchanged"),
+    ),
+    "loss_surface": Declaration(
+        "loss_surface",
+        "robustcheck.checks.loss_surface:LossSurfaceCheck",
+        {
+            **_COMMON,
+            "max_loss_increase": Field(
+                "number",
+                doc="largest allowed rise of the mean loss (nats per event) within epsilon",
+                minimum=0.0,
+            ),
+            "epsilon": Field(
+                "number",
+                1.0,
+                doc="half-width of the scan in units of each feature's sigma",
+                minimum=0.0,
+                exclusive_minimum=True,
+            ),
+            "points": Field("int", 9, doc="points per axis, from -epsilon to +epsilon", minimum=2),
+            "features": Field(
+                "str_list", None, doc="features to scan (default: every movable feature)"
+            ),
+            "grid": Field(
+                "str_list", None, doc="two features for a 2-D grid whose rise counts too"
+            ),
+            "max_events": Field(
+                "int", None, doc="average over the first N events of the nominal sample",
+                minimum=1,
+            ),
+            "batch_size": Field("int", 4096, doc="model evaluations per batch", minimum=1),
+        },
+        doc="mean loss along each feature axis in sigma units: bounds its largest rise "
+        "within epsilon and names the feature with the sharpest one",
     ),
 }

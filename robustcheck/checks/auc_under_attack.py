@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from robustcheck.checks.base import Check
-from robustcheck.checks.resilience import sample_auc
+from robustcheck.checks.resilience import effective_counts, sample_auc
 from robustcheck.result import CheckResult
-from robustcheck.stats import auc
+from robustcheck.stats import auc, auc_standard_error
 
 
 class AucUnderAttack(Check):
@@ -17,11 +17,15 @@ class AucUnderAttack(Check):
         auc_nom, err = sample_auc(self.run, "nominal")
         labels = self.run.is_signal("nominal")
         auc_adv = auc(labels, self.run.discriminant(adv.log_probs), self.run.weights("nominal"))
+        err_adv = auc_standard_error(
+            auc_adv, *effective_counts(labels, self.run.weights("nominal"))
+        )
         drop = auc_nom - auc_adv
         figures: dict[str, float | int | str] = {
             "auc_nominal": auc_nom,
             "auc_nominal_error": err,
             "auc_adversarial": auc_adv,
+            "auc_adversarial_error": err_adv,
             "auc_drop": drop,
             "epsilon": adv.epsilon,
             "seed": adv.seed,
@@ -40,4 +44,10 @@ class AucUnderAttack(Check):
             f"AUC {auc_nom:.4f} ± {err:.4f} nominal, {auc_adv:.4f} under attack (drop "
             f"{drop:.4g}) {verdict} | attack {adv.description}, every event, full budget"
         )
-        return self.result(not failures, summary, figures=figures, attack=adv.description)
+        return self.result(
+            not failures,
+            summary,
+            figures=figures,
+            details=list(adv.warnings),
+            attack=adv.description,
+        )

@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import warnings
+from typing import TYPE_CHECKING
+
 from robustcheck.checks.base import Check
 from robustcheck.result import CheckResult
 from robustcheck.stats import clopper_pearson
+
+if TYPE_CHECKING:
+    from robustcheck.core import Adversaries
+    from robustcheck.decision import Decision
+
+
+# attacks whose threat model is the whole epsilon box, as random search's is
+BOX_ATTACKS = ("fgsm", "pgd", "spsa")
 
 
 class FoolingRate(Check):
@@ -36,7 +47,7 @@ class FoolingRate(Check):
             f"fooling rate {rate:.3g} ({cl} {low:.3g}-{high:.3g}) over {n:,} events "
             f"{verdict} max {limit:g} | attack {attack}"
         )
-        details = []
+        details = list(outcome.warnings)
         if decision.threshold is not None:
             efficiency = self.options["working_point"]["signal_efficiency"]
             details.append(
@@ -61,4 +72,33 @@ class FoolingRate(Check):
         }
         if decision.threshold is not None:
             figures["decision_threshold"] = decision.threshold
+        if self.options["gradient_masking_check"]:
+            details += self._gradient_masking(decision, outcome, figures)
         return self.result(passed, summary, figures=figures, details=details, attack=attack)
+
+    def _gradient_masking(
+        self, decision: Decision, outcome: Adversaries, figures: dict[str, float | int | str]
+    ) -> list[str]:
+        """AutoAttack's sanity check: random points in the same box must not fool more events."""
+        name = self.options["attack"]
+        method = self.run.spec.attacks[name].method
+        if method not in BOX_ATTACKS:
+            return [
+                f"gradient-masking check skipped: {method} does not search the whole box as "
+                f"random search does (only {', '.join(BOX_ATTACKS)} are compared)"
+            ]
+        probe = self.run.adversaries(name, decision, method="random")
+        k_attack, k_random = int(outcome.fooled.sum()), int(probe.fooled.sum())
+        figures["n_fooled_random"] = k_random
+        if k_random <= k_attack:
+            return [
+                f"gradient-masking check passed: random search fooled {k_random:,} events, "
+                f"the attack {k_attack:,} | {probe.description}"
+            ]
+        message = (
+            f"WARNING: possible gradient masking: random search with the same epsilon fooled "
+            f"{k_random:,} events, more than the {k_attack:,} of the attack {name!r}, so its "
+            f"fooling rate is likely underestimated | {probe.description}"
+        )
+        warnings.warn(message, UserWarning, stacklevel=2)
+        return [message]

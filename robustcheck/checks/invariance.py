@@ -121,7 +121,7 @@ class Invariance(Check):
             summary = f"{head} differs from nominal: {'; '.join(failures)} | attack "
         else:
             summary = f"{head} is statistically unchanged | attack "
-        details = self._table(figures) + self.scan_details(adv.attack)
+        details = [*adv.warnings, *self._table(figures), *self.scan_details(adv.attack)]
         return self.result(
             not failures,
             summary + adv.description,

@@ -25,10 +25,16 @@ def sample_auc(run: SpecRun, sample: str) -> tuple[float, float]:
     scores = run.discriminant(run.log_probs(sample))
     weights = run.weights(sample)
     area = auc(labels, scores, weights)
+    return area, auc_standard_error(area, *effective_counts(labels, weights))
+
+
+def effective_counts(labels: np.ndarray, weights: np.ndarray | None) -> tuple[float, float]:
+    """Effective numbers of signal and background events."""
     signal = labels.astype(bool)
-    n_sig = effective_count(None if weights is None else weights[signal], int(signal.sum()))
-    n_bkg = effective_count(None if weights is None else weights[~signal], int((~signal).sum()))
-    return area, auc_standard_error(area, n_sig, n_bkg)
+    return (
+        effective_count(None if weights is None else weights[signal], int(signal.sum())),
+        effective_count(None if weights is None else weights[~signal], int((~signal).sum())),
+    )
 
 
 def rejection(run: SpecRun, sample: str, threshold: float) -> float:

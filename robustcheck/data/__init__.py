@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from robustcheck import registry
 from robustcheck.errors import DataError
 from robustcheck.registry import Declaration
 from robustcheck.spec import DataSpec
@@ -99,14 +100,15 @@ class Dataset:
 
 def load_dataset(spec: DataSpec, spec_file: Path) -> Dataset:
     """Read and validate the arrays a [data.NAME] table names."""
-    reader = READERS.get(spec.path.suffix.lower())
+    readers = registry.data_readers()
+    reader = readers.get(spec.path.suffix.lower())
     where = f"data.{spec.name}"
     if reader is None:
         raise DataError(
             f"no reader for `{spec.path.suffix}` files",
             file=spec_file,
             field=f"{where}.path",
-            fix=f"use one of {', '.join(READERS)}",
+            fix=f"use one of {', '.join(readers)}",
         )
     arrays: dict[str, Array] = reader.load()(
         spec.path, spec.keys(), spec.tree, max_events=spec.max_events
@@ -149,12 +151,19 @@ def load_dataset(spec: DataSpec, spec_file: Path) -> Dataset:
 
 def _weights(value: np.ndarray, source: Path, where: str) -> np.ndarray:
     if value.ndim != 1:
-        raise DataError(f"weights must be one number per event, got shape {value.shape}",
-                        file=source, field=where)
+        raise DataError(
+            f"weights must be one number per event, got shape {value.shape}",
+            file=source,
+            field=where,
+        )
     weights = value.astype(np.float64)
     if np.any(weights < 0) or not weights.sum() > 0:
-        raise DataError("weights must be non-negative with a positive sum", file=source,
-                        field=where, fix="negative-weight events are not supported yet")
+        raise DataError(
+            "weights must be non-negative with a positive sum",
+            file=source,
+            field=where,
+            fix="negative-weight events are not supported yet",
+        )
     return weights
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from robustcheck import registry
 from robustcheck.errors import ModelError
 from robustcheck.registry import Declaration
 from robustcheck.spec import Spec, is_import_path
@@ -41,13 +42,14 @@ def load_tagger(spec: Spec) -> Tagger:
         tagger = load_module(model.path, weights, spec.base_dir, str(spec.path), **kwargs)
     else:
         path = spec.base_dir / model.path
-        loader = LOADERS.get(path.suffix)
+        loader = registry.tagger_loaders().get(path.suffix)
         if loader is None:
             raise ModelError(
                 f"no loader for `{path.suffix}` files",
                 file=spec.path,
                 field="model.path",
-                fix=f"use one of {', '.join(LOADERS)} or an import path pkg.module:factory",
+                fix=f"use one of {', '.join(registry.tagger_loaders())} or an import path "
+                "pkg.module:factory",
             )
         tagger = loader.load()(path, **kwargs)
     tagger.bind(list(spec.data["nominal"].inputs))

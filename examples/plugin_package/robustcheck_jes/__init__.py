@@ -1,0 +1,1 @@
+"""An example third-party robustcheck plugin (see plugin.py)."""

@@ -1,0 +1,190 @@
+"""report.html: one self-contained page (CSS inline, plots as base64 PNG) per run."""
+
+from __future__ import annotations
+
+import base64
+from html import escape
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from robustcheck.report.terminal import display_path
+
+if TYPE_CHECKING:
+    from robustcheck.report.writer import Plot
+
+CSS = """
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto;
+       max-width: 1180px; padding: 0 1em; color: #1f1f1f; line-height: 1.4; }
+h1 { font-size: 1.6em; margin-bottom: 0.2em; }
+h2 { font-size: 1.3em; border-bottom: 2px solid #ddd; padding-bottom: 0.2em; margin-top: 2em; }
+h3 { font-size: 1.05em; margin-top: 1.5em; }
+.meta { color: #666; font-size: 0.9em; }
+table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ddd; padding: 0.3em 0.6em; text-align: left; vertical-align: top; }
+th { background: #f4f4f4; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+code, .hash { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 0.9em; }
+.verdict { font-weight: bold; padding: 0.1em 0.5em; border-radius: 3px; color: white; }
+.passed { background: #2e7d32; } .failed { background: #c62828; } .error { background: #6a1b9a; }
+.totals span { margin-right: 1em; }
+details pre { background: #f7f7f7; padding: 0.6em; overflow-x: auto; font-size: 0.85em; }
+.plots { display: grid; grid-template-columns: repeat(auto-fill, minmax(420px, 1fr));
+         gap: 0.8em; }
+figure { margin: 0; border: 1px solid #eee; padding: 0.3em; min-width: 0; }
+figure img { display: block; width: 100%; height: auto; }
+figcaption { font-size: 0.8em; color: #555; overflow-wrap: anywhere; }
+.problem { background: #fff3e0; border-left: 4px solid #ef6c00; padding: 0.4em 0.8em;
+           margin: 0.4em 0; font-size: 0.9em; }
+"""
+
+
+def _verdict(verdict: str) -> str:
+    return f'<span class="verdict {escape(verdict)}">{escape(verdict.upper())}</span>'
+
+
+def _short_hash(entry: dict[str, Any] | None) -> str:
+    if not entry or not entry.get("sha256"):
+        return ""
+    digest = escape(entry["sha256"])
+    return f'<span class="hash" title="sha256 {digest}">{digest[:12]}</span>'
+
+
+def _figure(plot: Plot) -> str:
+    if plot.png is None:
+        return (
+            f'<div class="problem">plot <code>{escape(plot.file)}</code> ({escape(plot.title)}) '
+            f"failed: {escape(plot.error or 'not drawn')}</div>"
+        )
+    data = base64.b64encode(plot.png).decode("ascii")
+    return (
+        f'<figure><img alt="{escape(plot.title)}" src="data:image/png;base64,{data}">'
+        f"<figcaption>{escape(plot.title)} &middot; <code>{escape(plot.file)}</code>"
+        f"</figcaption></figure>"
+    )
+
+
+def _files(info: dict[str, Any]) -> str:
+    rows = []
+    model = info.get("model") or {}
+    if model:
+        where = model.get("path") or model.get("import", "")
+        backend = f" ({escape(model['backend'])})" if model.get("backend") else ""
+        rows.append(
+            f"<tr><th>model</th><td><code>{escape(where)}</code>{backend}</td>"
+            f"<td>{_short_hash(model)}</td><td></td></tr>"
+        )
+        if model.get("weights"):
+            rows.append(
+                f"<tr><th>weights</th><td><code>{escape(model['weights']['path'])}</code></td>"
+                f"<td>{_short_hash(model['weights'])}</td><td></td></tr>"
+            )
+    for name, data in (info.get("data") or {}).items():
+        rows.append(
+            f"<tr><th>data.{escape(name)}</th><td><code>{escape(data['path'])}</code></td>"
+            f"<td>{_short_hash(data)}</td><td class='num'>{data['n_events']:,} events</td></tr>"
+        )
+    if not rows:
+        return ""
+    return (
+        "<table><tr><th></th><th>file</th><th>sha256</th><th></th></tr>"
+        + "".join(rows)
+        + ("</table>")
+    )
+
+
+def _checks(checks: list[dict[str, Any]]) -> str:
+    head = (
+        "<tr><th>check</th><th>type</th><th>figure</th><th>threshold</th><th>verdict</th>"
+        "<th>attack</th><th>seconds</th></tr>"
+    )
+    rows = []
+    for c in checks:
+        text = c.get("error") or "\n".join([c["summary"], *c["details"]])
+        attack = c.get("attack_name") or ""
+        title = escape(c.get("attack") or "")
+        rows.append(
+            f"<tr><td>{escape(c['name'])}<details><summary>message</summary>"
+            f"<pre>{escape(text)}</pre></details></td><td>{escape(c['type'])}</td>"
+            f"<td>{escape(c['figure'])}</td><td>{escape(c['threshold'])}</td>"
+            f'<td>{_verdict(c["verdict"])}</td><td title="{title}">{escape(attack)}</td>'
+            f"<td class='num'>{c['seconds']:.2f}</td></tr>"
+        )
+    return f'<table class="checks">{head}{"".join(rows)}</table>'
+
+
+def _attack(name: str, attack: dict[str, Any], drawn: list[Plot]) -> str:
+    n_correct, n_fooled = attack.get("n_correct") or 0, attack.get("n_fooled") or 0
+    rate = f" ({n_fooled / n_correct:.3g})" if n_correct else ""
+    parts = [
+        f"<h3>attack <code>{escape(name)}</code>: {escape(attack.get('description') or '')}</h3>",
+        f'<p class="meta">{n_fooled:,} of {n_correct:,} correctly classified events fooled'
+        f"{rate}; {attack.get('n_events', 0):,} events; computed in "
+        f"{attack.get('seconds') or 0:.2f} s</p>",
+    ]
+    mine = [p for p in drawn if p.attack == name]
+    shown = sum(p.kind == "histogram" for p in mine)
+    total = len(attack.get("histograms") or ())
+    if shown < total:
+        parts.append(
+            f'<p class="meta">histograms of the {shown} of {total} features with the smallest KS '
+            "p-values; report.json holds all of them</p>"
+        )
+    figures = [_figure(p) for kind in ("scan", "histogram") for p in mine if p.kind == kind]
+    if figures:
+        parts.append(f'<div class="plots">{"".join(figures)}</div>')
+    return "\n".join(parts)
+
+
+def _spec(spec: dict[str, Any], drawn: list[Plot]) -> str:
+    counts = {v: sum(c["verdict"] == v for c in spec["checks"]) for v in ("passed", "failed")}
+    parts = [
+        f"<h2>{escape(display_path(spec['path']))}</h2>",
+        f'<p class="meta">{counts["passed"]} passed, {counts["failed"]} failed &middot; '
+        f"spec sha256 {_short_hash(spec)} &middot; device {escape(str(spec.get('device', '?')))}"
+        "</p>",
+        _files(spec),
+        _checks(spec["checks"]),
+    ]
+    for name, attack in spec["attacks"].items():
+        parts.append(_attack(name, attack, drawn))
+    roc = [_figure(p) for p in drawn if p.kind == "roc"]
+    if roc:
+        parts.append("<h3>ROC curves</h3>")
+        parts.append(
+            '<p class="meta">discriminant: the signal-class probability. Adversarial: the '
+            "nominal sample after each attack, which moves correctly classified events until "
+            "their decision flips (as for the fooling rate)</p>"
+        )
+        parts.append(f'<div class="plots">{"".join(roc)}</div>')
+    return "\n".join(parts)
+
+
+def page(document: dict[str, Any], drawn: dict[str, list[Plot]]) -> str:
+    """The whole page."""
+    summary = document["summary"]
+    versions = ", ".join(
+        f"{escape(name)} {escape(version)}"
+        for name, version in document["versions"].items()
+        if version and name != "pytest-robustcheck"
+    )
+    problems = "".join(f'<div class="problem">{escape(p)}</div>' for p in document["problems"])
+    specs = "\n".join(_spec(spec, drawn.get(spec["path"], [])) for spec in document["specs"])
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>robustcheck report</title><style>{CSS}</style></head><body>
+<h1>robustcheck report</h1>
+<p class="totals">{_verdict("passed")} {summary["passed"]} &nbsp; {_verdict("failed")}
+{summary["failed"]} &nbsp; {_verdict("error")} {summary["error"]}</p>
+<p class="meta">{escape(document["created"])} &middot; <code>{escape(document["command"])}</code>
+<br>{versions} &middot; Python {escape(document["python"])}
+&middot; {escape(document["platform"])}</p>
+{problems}
+{specs}
+</body></html>
+"""
+
+
+def write(document: dict[str, Any], drawn: dict[str, list[Plot]], folder: Path) -> Path:
+    path = folder / "report.html"
+    path.write_text(page(document, drawn), encoding="utf-8")
+    return path

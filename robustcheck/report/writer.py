@@ -1,0 +1,172 @@
+"""Writes a report folder: report.json, report.html and plots/*.png.
+
+A folder that cannot be written or a plot that fails becomes a line in ``problems``, never
+an exception: the report must not turn a passing run into a crash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from robustcheck.report import json as json_report
+from robustcheck.report import plots
+
+MAX_HISTOGRAMS = 24  # per attack; with more features, the most changed ones
+
+
+@dataclass
+class Plot:
+    """One drawn (or failed) plot of a spec."""
+
+    kind: str  # histogram | scan | roc
+    title: str
+    file: str  # relative to the report folder
+    attack: str | None = None
+    png: bytes | None = field(default=None, repr=False)
+    error: str | None = None
+
+
+@dataclass
+class ReportOutcome:
+    folder: Path
+    written: list[Path] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def html(self) -> Path | None:
+        return next((p for p in self.written if p.name == "report.html"), None)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "x"
+
+
+def spec_slug(path: str) -> str:
+    """A file-name prefix unique to a spec path."""
+    stem = Path(path).name.split(".")[0]
+    return f"{_slug(stem)}-{hashlib.sha1(path.encode()).hexdigest()[:6]}"
+
+
+def fooling_rate_limit(spec: dict[str, Any], attack: str) -> float | None:
+    """The strictest ``max`` of the fooling-rate checks on this attack."""
+    limits = [
+        float(c["options"]["max"])
+        for c in spec["checks"]
+        if c["type"] == "fooling_rate" and c.get("attack_name") == attack and "max" in c["options"]
+    ]
+    return min(limits) if limits else None
+
+
+def plotted_histograms(histograms: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """At most MAX_HISTOGRAMS per attack: those with the smallest KS p-values, in feature
+    order (report.json keeps them all)."""
+    if len(histograms) <= MAX_HISTOGRAMS:
+        return histograms
+    order = sorted(
+        range(len(histograms)),
+        key=lambda i: (histograms[i].get("ks_pvalue") is None, histograms[i].get("ks_pvalue") or 0),
+    )
+    keep = sorted(order[:MAX_HISTOGRAMS])
+    return [histograms[i] for i in keep]
+
+
+def spec_plots(spec: dict[str, Any]) -> list[Plot]:
+    """Draw every plot of one spec; a failure is kept as the plot's ``error``."""
+    prefix = f"plots/{spec_slug(spec['path'])}"
+    todo: list[tuple[Plot, Any]] = []
+    for name, attack in spec["attacks"].items():
+        for h in plotted_histograms(attack.get("histograms") or []):
+            title = f"{h['input']} {h['feature']}: nominal vs {name}"
+            plot = Plot(
+                "histogram",
+                title,
+                f"{prefix}__{_slug(name)}__{_slug(h['input'])}_{_slug(h['feature'])}.png",
+                name,
+            )
+            todo.append((plot, lambda h=h, name=name: plots.histogram(h, name)))
+        if attack.get("scan"):
+            limit = fooling_rate_limit(spec, name)
+            plot = Plot(
+                "scan",
+                f"fooling rate vs epsilon: {name}",
+                f"{prefix}__{_slug(name)}__scan.png",
+                name,
+            )
+            todo.append(
+                (plot, lambda a=attack, n=name, m=limit: plots.scan(a["scan"], n, m, a["epsilon"]))
+            )
+    curves = [(sample, curve) for sample, curve in (spec.get("roc") or {}).items()]
+    curves += [
+        (f"adversarial {name}", attack["roc"])
+        for name, attack in spec["attacks"].items()
+        if attack.get("roc")
+    ]
+    if curves:
+        plot = Plot("roc", "ROC curves", f"{prefix}__roc.png")
+        todo.append((plot, lambda: plots.roc(curves)))
+    out = []
+    for plot, draw in todo:
+        try:
+            plot.png = draw()
+        except Exception as exc:  # a broken plot must not break the report
+            plot.error = f"{type(exc).__name__}: {exc}"
+        out.append(plot)
+    return out
+
+
+def write_report(
+    records: Iterable[dict[str, Any]], folder: str | Path, command: str
+) -> ReportOutcome:
+    """Write report.json, report.html and the plots of these check records into ``folder``."""
+    from robustcheck.report import html
+
+    folder = Path(folder)
+    outcome = ReportOutcome(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "plots").mkdir(exist_ok=True)
+    except OSError as exc:
+        outcome.problems.append(f"cannot write the report to {folder}: {_reason(exc)}")
+        return outcome
+    document = json_report.build(records, command)
+    why_not = plots.unavailable()
+    drawn: dict[str, list[Plot]] = {}
+    if why_not:
+        outcome.problems.append(f"no plots in the report: {why_not}")
+    for spec in document["specs"]:
+        drawn[spec["path"]] = [] if why_not else spec_plots(spec)
+        spec["plots"] = []
+        for plot in drawn[spec["path"]]:
+            entry = {"kind": plot.kind, "title": plot.title, "attack": plot.attack}
+            if plot.error:
+                outcome.problems.append(f"plot {plot.file} failed: {plot.error}")
+                entry["error"] = plot.error
+            else:
+                assert plot.png is not None
+                try:
+                    (folder / plot.file).write_bytes(plot.png)
+                    entry["file"] = plot.file
+                except OSError as exc:
+                    outcome.problems.append(f"cannot write {folder / plot.file}: {_reason(exc)}")
+            spec["plots"].append(entry)
+    document["problems"] = [*document["problems"], *outcome.problems]
+    for name, write in (
+        ("report.json", lambda: json_report.write(document, folder)),
+        ("report.html", lambda: html.write(document, drawn, folder)),
+    ):
+        try:
+            outcome.written.append(write())
+        except OSError as exc:
+            outcome.problems.append(f"cannot write {folder / name}: {_reason(exc)}")
+    return outcome
+
+
+def _reason(exc: OSError) -> str:
+    """'Permission denied (path)' from an OSError."""
+    text = exc.strerror or str(exc)
+    return f"{text} ({exc.filename})" if exc.filename else text

@@ -1,0 +1,116 @@
+"""Third-party attacks and checks through the pluggy hooks: entry points and conftest files."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from robustcheck import registry
+from robustcheck.cli import main
+from robustcheck.core import SpecRun
+from robustcheck.errors import SpecError
+from robustcheck.registry import PluginError
+from robustcheck.spec import parse_spec
+from tests.conftest import base_spec, write_spec
+
+EXAMPLE = Path(__file__).parents[1] / "examples" / "plugin_package"
+
+
+def plugin_spec() -> dict:
+    doc = base_spec()
+    doc["attacks"]["jes"] = {"method": "energy_scale", "epsilon": 3.0, "scale_sigma": 0.05,
+                             "features": ["jet_pt", "jet_mass"]}
+    doc["checks"] = [
+        {"name": "scale", "type": "fooling_rate", "attack": "jes", "max": 1.0},
+        {"name": "shift", "type": "max_score_shift", "attack": "jes", "max_mean_shift": 1e-6},
+    ]
+    return doc
+
+
+@pytest.fixture
+def installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The example package importable, with its entry point visible to importlib.metadata."""
+    site = tmp_path / "site"
+    shutil.copytree(EXAMPLE / "robustcheck_jes", site / "robustcheck_jes")
+    info = site / "robustcheck_jes-0.1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: robustcheck-jes\n"
+                                   "Version: 0.1.0\n")
+    (info / "entry_points.txt").write_text("[robustcheck]\njes = robustcheck_jes.plugin\n")
+    monkeypatch.syspath_prepend(str(site))
+    registry.manager.cache_clear()
+    registry.table.cache_clear()
+    yield
+    for name in [m for m in sys.modules if m.startswith("robustcheck_jes")]:
+        del sys.modules[name]
+    registry.manager.cache_clear()
+    registry.table.cache_clear()
+
+
+def test_entry_point_plugin_attack_and_check_run_from_a_spec(installed: None,
+                                                             model_dir: Path) -> None:
+    assert registry.attacks()["energy_scale"].origin == "jes"
+    run = SpecRun(parse_spec(plugin_spec(), model_dir / "robustness.toml"), device="cpu")
+    fooling, shift = run.run()
+    assert fooling.passed and fooling.figures["n_fooled"] > 0
+    assert not shift.passed and shift.figures["mean_score_shift"] > 1e-6
+    adv = run.adversaries("jes")
+    x, x_adv = adv.nominal["x"], adv.adversarial["x"]
+    moved = adv.fooled
+    ratio = x_adv[moved][:, :2] / x[moved][:, :2]
+    assert bool(((ratio - 1).abs() - 0.15).abs().max() < 1e-5)  # one shared scale of 3 x 5%
+    assert bool((x_adv[:, 2:] == x[:, 2:]).all())
+
+
+def test_plugin_options_are_validated_like_built_ins(installed: None, model_dir: Path) -> None:
+    doc = plugin_spec()
+    doc["attacks"]["jes"]["scale_sigmaa"] = 0.1
+    with pytest.raises(SpecError, match="did you mean `scale_sigma`"):
+        parse_spec(doc, model_dir / "robustness.toml")
+    doc = plugin_spec()
+    doc["checks"][1]["max_mean_shift"] = "small"
+    with pytest.raises(SpecError, match=r"checks\[1\].max_mean_shift: must be a number"):
+        parse_spec(doc, model_dir / "robustness.toml")
+
+
+def test_a_name_clash_names_both_plugins(installed: None) -> None:
+    from robustcheck_jes import plugin
+
+    class Clash:
+        robustcheck_attacks = staticmethod(plugin.robustcheck_attacks)
+
+    registry.register(Clash(), name="clashing")
+    try:
+        with pytest.raises(PluginError, match="attack 'energy_scale' is registered by both "
+                                              "'jes' and 'clashing'"):
+            registry.attacks()
+    finally:
+        registry.unregister(registry.manager().get_plugin("clashing"))
+
+
+def test_plugins_command_lists_built_ins_and_origins(
+    installed: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    for line in ("pgd", "constrained_pgd", "fooling_rate", "invariance", ".onnx", ".npz"):
+        assert line in out
+    assert "energy_scale" in out and "jes" in out
+
+
+def test_conftest_plugin_in_a_pytest_run(pytester: pytest.Pytester, model_dir: Path) -> None:
+    for name in ("tagger.pt", "data.npz"):
+        shutil.copy(model_dir / name, pytester.path / name)
+    shutil.copytree(EXAMPLE / "robustcheck_jes", pytester.path / "robustcheck_jes")
+    pytester.makeconftest("import sys, os\n"
+                          "sys.path.insert(0, os.path.dirname(__file__))\n"
+                          "from robustcheck_jes.plugin import robustcheck_attacks, "
+                          "robustcheck_checks\n")
+    write_spec(pytester.path, plugin_spec())
+    result = pytester.runpytest_subprocess("--robustcheck", "-v")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*mean |signal probability change|*> max 1e-06*"])
