@@ -6,12 +6,12 @@ here runs an attack. Everything returned holds only JSON types.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from robustcheck.digest import file_digest
 from robustcheck.report.records import clean
 from robustcheck.spec import is_import_path
 from robustcheck.stats import auc, clopper_pearson, roc_curve
@@ -24,26 +24,9 @@ HISTOGRAM_BINS = 40
 ROC_POINTS = 400
 PLOTTED_CHECKS = ("fooling_rate", "invariance")
 
-_HASHES: dict[tuple[str, int, int], str] = {}
-
-
-def sha256(path: Path) -> str:
-    """SHA-256 of a file (a folder: of its files in order), cached by size and mtime."""
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _HASHES:
-        digest = hashlib.sha256()
-        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-        for file in files:
-            with file.open("rb") as handle:
-                while chunk := handle.read(1 << 20):
-                    digest.update(chunk)
-        _HASHES[key] = digest.hexdigest()
-    return _HASHES[key]
-
 
 def _file(path: Path) -> dict[str, Any]:
-    return {"path": str(path), "sha256": sha256(path), "bytes": path.stat().st_size}
+    return {"path": str(path), "sha256": file_digest(path), "bytes": path.stat().st_size}
 
 
 class SpecReportData:
@@ -70,7 +53,7 @@ class SpecReportData:
             self._files = clean(
                 {
                     "path": str(spec.path),
-                    "sha256": sha256(spec.path),
+                    "sha256": file_digest(spec.path),
                     "model": model,
                     "data": {name: _file(table.path) for name, table in spec.data.items()},
                     "signal_class": spec.model.signal_class,
