@@ -1,0 +1,725 @@
+"""Train this example's quark/gluon taggers, export them and write their robustness specs.
+
+Three taggers, all with quark = signal (class 1):
+
+- ``dnn``: an MLP on six jet-substructure features computed from the constituents (jet mass,
+  constituent multiplicity, pTD, girth and the angularities lambda_0.5 (LHA) and lambda_2);
+- ``dnn_adv``: the same MLP trained on an equal mix of clean and adversarial jets, made by
+  ``robustcheck.training.adversarial_batch`` with the envelope its spec declares;
+- ``pfn``: a particle-flow network (deep set) on the constituents and their padding mask.
+
+Each is exported to TorchScript (``NAME.pt``) and ONNX (``NAME.onnx``, dynamic batch), with its
+test samples (nominal and alternative generator) and its spec ``NAME.robust.toml`` beside it.
+Then every spec is run with robustcheck and a summary is printed (and written to
+``summary.json``), unless ``--no-check``.
+
+    python train.py                         # out/samples/*.npz -> out/
+    python train.py --samples data --out /tmp/qg --dnn-epochs 5 --pfn-epochs 2   # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import math
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from robustcheck.training import adversarial_batch, make_envelope
+
+HERE = Path(__file__).parent
+JET_R = 0.4
+FEATURES = ("jet_mass", "n_const", "ptd", "girth", "lha", "lambda_2")
+PARTICLE_FEATURES = ("pt", "dy", "dphi", "pid")
+
+# Per-constituent uncertainties: a 2% pT scale (tracks and calorimeter clusters alike) and
+# 3 mrad in rapidity and azimuth; the multiplicity and the particle identity are not moved.
+PARTICLE_ENVELOPE: dict[str, dict[str, Any]] = {
+    "pt": {"relative": 0.02, "min": 0.0},
+    "dy": {"absolute": 0.003},
+    "dphi": {"absolute": 0.003},
+    "pid": {"frozen": True},
+}
+EPSILON = 1.0  # attacks and adversarial training, in sigma
+PDG_MASS = {  # GeV, the stable species PYTHIA leaves (K0S, Lambda, Sigma ... decay)
+    22: 0.0,
+    11: 0.000511,
+    13: 0.105658,
+    211: 0.139570,
+    321: 0.493677,
+    130: 0.497611,
+    2212: 0.938272,
+    2112: 0.939565,
+}
+
+# One policy for every tagger, so their verdicts compare.
+THRESHOLDS = {
+    "fooling_rate": 0.05,  # 95% CL upper limit on the flipped share of correct decisions
+    "ks_min_pvalue": 0.01,
+    "chi2_min_pvalue": 0.01,
+    "max_auc_change_percent": 3.0,  # about twice the +-1.3% precision of ~2000 test jets
+    "min_auc": 0.80,
+    "max_loss_increase": 0.002,  # nats per jet, about 0.5% of a q/g tagger's mean loss
+}
+LOSS_GRID = {"dnn": ("jet_mass", "girth"), "pfn": None}
+
+# --------------------------------------------------------------------------- features
+
+
+def constituent_mass2(pid: Any) -> Any:
+    """Squared mass (GeV^2) of each constituent from its PDG id; 0 for unknown ids."""
+    pid = abs(pid)
+    return sum((pid == code) * mass**2 for code, mass in PDG_MASS.items())
+
+
+def jet_features(parts: Any, mask: Any, n_const: Any, xp: ModuleType = np) -> Any:
+    """The six DNN features of each jet from its constituents (``xp`` is numpy or torch).
+
+    Four-momenta from (pT, rapidity, azimuth) relative to the jet axis and the mass of each
+    particle species (the jet mass is invariant under the boost and rotation to that axis);
+    ``n_const`` is the full constituent count. Angles are measured from the jet axis.
+    """
+    pt = parts[..., 0] * mask
+    dy, dphi = parts[..., 1], parts[..., 2]
+    mt = xp.sqrt(pt**2 + constituent_mass2(parts[..., 3]) * mask + 1e-12) * mask
+    px, py = pt * xp.cos(dphi), pt * xp.sin(dphi)
+    pz, energy = mt * xp.sinh(dy), mt * xp.cosh(dy)
+    m2 = energy.sum(axis=1) ** 2 - px.sum(axis=1) ** 2 - py.sum(axis=1) ** 2 - pz.sum(axis=1) ** 2
+    total = pt.sum(axis=1)
+    z = pt / total[:, None]
+    r = xp.sqrt(dy**2 + dphi**2 + 1e-12) / JET_R
+    return xp.stack(
+        [
+            xp.sqrt(xp.clip(m2, 1e-6, None)),
+            n_const,
+            xp.sqrt((pt**2).sum(axis=1)) / total,
+            JET_R * (z * r).sum(axis=1),  # girth
+            (z * xp.sqrt(r)).sum(axis=1),  # LHA, lambda_0.5
+            (z * r**2).sum(axis=1),  # lambda_2
+        ],
+        axis=1,
+    )
+
+
+def features_of(sample: dict[str, np.ndarray]) -> np.ndarray:
+    parts = sample["parts"].astype(np.float64)
+    mask = sample["mask"].astype(np.float64)
+    return jet_features(parts, mask, sample["n_const"].astype(np.float64)).astype(np.float32)
+
+
+def propagated_envelope(sample: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
+    """The DNN feature envelope implied by the constituent envelope.
+
+    For each jet and feature, the largest first-order change when every constituent moves
+    within one sigma, ``sum_i |df/dx_i| sigma_i``, relative to the feature's value; the
+    envelope takes the median over jets, rounded up to two significant digits.
+    """
+    parts = torch.from_numpy(sample["parts"].astype(np.float64))
+    mask = torch.from_numpy(sample["mask"].astype(np.float64))
+    moving = parts[..., :3].clone().requires_grad_(True)
+    values = jet_features(
+        torch.cat([moving, parts[..., 3:]], dim=-1),
+        mask,
+        torch.from_numpy(sample["n_const"].astype(np.float64)),
+        xp=torch,
+    )
+    sigma = torch.stack(
+        [
+            PARTICLE_ENVELOPE["pt"]["relative"] * parts[..., 0],
+            torch.full_like(parts[..., 1], PARTICLE_ENVELOPE["dy"]["absolute"]),
+            torch.full_like(parts[..., 2], PARTICLE_ENVELOPE["dphi"]["absolute"]),
+        ],
+        dim=-1,
+    ) * mask.unsqueeze(-1)
+    out: dict[str, dict[str, Any]] = {}
+    for k, name in enumerate(FEATURES):
+        if name == "n_const":
+            out[name] = {"frozen": True}
+            continue
+        (grad,) = torch.autograd.grad(values[:, k].sum(), moving, retain_graph=True)
+        worst = (grad.abs() * sigma).sum(dim=(1, 2)) / values[:, k].abs().clamp_min(1e-12)
+        median = float(np.median(worst.detach().numpy()))
+        digits = 1 - math.floor(math.log10(median))
+        entry: dict[str, Any] = {"relative": math.ceil(median * 10**digits) / 10**digits}
+        entry["min"] = 0.0
+        if name == "ptd":
+            entry["max"] = 1.0
+        out[name] = entry
+    return out
+
+
+# --------------------------------------------------------------------------- models
+
+
+class FeatureDNN(torch.nn.Module):
+    """An MLP on standardised jet features; two logits (gluon, quark)."""
+
+    def __init__(self, mean: np.ndarray, std: np.ndarray) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
+        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32))
+        self.net = torch.nn.Sequential(
+            torch.nn.Linear(len(FEATURES), 64),
+            torch.nn.ReLU(),
+            torch.nn.Linear(64, 64),
+            torch.nn.ReLU(),
+            torch.nn.Linear(64, 2),
+        )
+
+    def forward(self, jets: torch.Tensor) -> torch.Tensor:
+        return self.net((jets - self.mean) / self.std)
+
+
+def mlp(sizes: list[int], last_activation: bool) -> torch.nn.Sequential:
+    layers: list[torch.nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        layers.append(torch.nn.Linear(a, b))
+        if last_activation or i < len(sizes) - 2:
+            layers.append(torch.nn.ReLU())
+    return torch.nn.Sequential(*layers)
+
+
+class PFN(torch.nn.Module):
+    """Particle-flow network: F(sum over real particles of Phi(particle)), two logits.
+
+    Each particle enters as its log pT fraction, its rapidity and azimuth relative to the jet
+    axis in units of R, and five identity flags (photon, charged hadron, neutral hadron,
+    electron, muon) read from its PDG id.
+    """
+
+    def __init__(self, latent: int = 32) -> None:
+        super().__init__()
+        self.phi = mlp([8, 64, 64, latent], last_activation=True)
+        self.head = mlp([latent, 64, 64, 2], last_activation=False)
+
+    def forward(self, parts: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        pt, dy, dphi, pid = parts[..., 0], parts[..., 1], parts[..., 2], parts[..., 3].abs()
+        total = (pt * mask).sum(dim=1, keepdim=True) + 1e-6  # no clamp: onnx2torch needs
+        log_z = (torch.log(pt / total + 1e-6) + 4.0) / 2.0  # static Clip bounds for gradients
+        flags = [
+            (pid == 22).float(),
+            (pid == 211).float() + (pid == 321).float() + (pid == 2212).float(),
+            (pid == 130).float() + (pid == 2112).float(),
+            (pid == 11).float(),
+            (pid == 13).float(),
+        ]
+        particle = torch.stack([log_z, dy / JET_R, dphi / JET_R, *flags], dim=-1)
+        latent = (self.phi(particle) * mask.unsqueeze(-1)).sum(dim=1) / 32.0
+        return self.head(latent)
+
+
+# --------------------------------------------------------------------------- training
+
+
+def minibatches(n: int, size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+    order = torch.randperm(n, generator=generator)
+    for start in range(0, n, size):
+        yield order[start : start + size]
+
+
+def fit(
+    model: torch.nn.Module,
+    train: tuple[dict[str, torch.Tensor], torch.Tensor],
+    valid: tuple[dict[str, torch.Tensor], torch.Tensor],
+    epochs: int,
+    seed: int,
+    adversarial: dict[str, Any] | None = None,
+    batch_size: int = 128,
+    lr: float = 2e-3,
+) -> dict[str, float]:
+    """Adam on cross-entropy; keeps the weights of the epoch with the best validation loss.
+
+    With ``adversarial`` (keyword arguments of ``adversarial_batch`` plus ``weight``), each
+    batch's loss is ``(1 - weight) * CE(clean) + weight * CE(adversarial)``.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    inputs, labels = train
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(epochs, 1))
+    best, best_state = math.inf, None
+    started = time.perf_counter()
+    for _ in range(epochs):
+        model.train()
+        for rows in minibatches(len(labels), batch_size, generator):
+            x = {k: v[rows] for k, v in inputs.items()}
+            y = labels[rows]
+            if adversarial is not None:
+                options = dict(adversarial)
+                weight = options.pop("weight")
+                x_adv = adversarial_batch(model, x, y, **options)
+                loss = (1 - weight) * F.cross_entropy(model(**x), y) + weight * F.cross_entropy(
+                    model(**x_adv), y
+                )
+            else:
+                loss = F.cross_entropy(model(**x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        schedule.step()
+        model.eval()
+        with torch.no_grad():
+            loss = float(F.cross_entropy(model(**valid[0]), valid[1]))
+        if loss < best:
+            best, best_state = loss, {k: v.clone() for k, v in model.state_dict().items()}
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return {"valid_loss": best, "seconds": time.perf_counter() - started}
+
+
+def auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    from robustcheck.stats import auc as robust_auc
+
+    return float(robust_auc(labels, scores))
+
+
+def quark_probability(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> np.ndarray:
+    with torch.no_grad():
+        return torch.softmax(model(**inputs), dim=1)[:, 1].numpy()
+
+
+# --------------------------------------------------------------------------- export
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def export(model: torch.nn.Module, inputs: dict[str, torch.Tensor], out: Path, name: str) -> float:
+    """Write NAME.pt (TorchScript) and NAME.onnx (dynamic batch); the largest difference of
+    their quark probabilities from the torch model's on ``inputs``."""
+    import onnxruntime
+
+    names = list(inputs)
+    example = tuple(v[:8] for v in inputs.values())
+    with quiet():
+        traced = torch.jit.trace(model, example)
+        torch.jit.save(traced, str(out / f"{name}.pt"))
+        torch.onnx.export(
+            model,
+            example,
+            str(out / f"{name}.onnx"),
+            input_names=names,
+            output_names=["logits"],
+            dynamic_axes={**{n: {0: "batch"} for n in names}, "logits": {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
+        )
+    reference = quark_probability(model, inputs)
+    with torch.no_grad(), quiet():
+        scripted = torch.softmax(torch.jit.load(str(out / f"{name}.pt"))(*inputs.values()), 1)
+    session = onnxruntime.InferenceSession(
+        str(out / f"{name}.onnx"), providers=["CPUExecutionProvider"]
+    )
+    logits = session.run(None, {n: v.numpy() for n, v in inputs.items()})[0]
+    onnx_p = torch.softmax(torch.from_numpy(logits), 1)[:, 1].numpy()
+    diff = max(
+        float(np.abs(scripted[:, 1].numpy() - reference).max()),
+        float(np.abs(onnx_p - reference).max()),
+    )
+    if diff > 1e-4:
+        raise RuntimeError(f"{name}: exported models differ from torch by {diff:.3g}")
+    return diff
+
+
+# --------------------------------------------------------------------------- specs
+
+
+def toml_table(entry: dict[str, Any]) -> str:
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        return repr(v)
+
+    return "{ " + ", ".join(f"{k} = {value(v)}" for k, v in entry.items()) + " }"
+
+
+def spec_text(
+    title: str,
+    model_file: str,
+    data_prefix: str,
+    inputs: dict[str, str],
+    input_block: str,
+    envelope: dict[str, dict[str, Any]],
+    envelope_name: str,
+    envelope_note: str,
+    loss_events: int | None,
+    grid: tuple[str, str] | None,
+) -> str:
+    """A spec for one tagger, its test samples and the shared checks."""
+    mapping = "{ " + ", ".join(f'{k} = "{v}"' for k, v in inputs.items()) + " }"
+    width = max(len(k) for k in envelope)
+    lines = [f"{k:<{width}} = {toml_table(v)}" for k, v in envelope.items()]
+    t = THRESHOLDS
+    loss_events_line = f"max_events = {loss_events}\n" if loss_events else ""
+    if grid:
+        loss_events_line += f'grid = ["{grid[0]}", "{grid[1]}"]\n'
+
+    return f"""# {title}
+# Written by train.py; the README explains every threshold.
+version = 1
+
+[model]
+path = "{model_file}"
+output = "logits"
+scores = "logits"
+signal_class = 1                # quark jets are the signal
+
+[data.nominal]                  # held-out jets of the nominal PYTHIA 8 sample
+path = "{data_prefix}_nominal.npz"
+labels = "label"
+inputs = {mapping}
+
+[data.alternative]              # the alternative shower and hadronisation (generate.py)
+path = "{data_prefix}_alternative.npz"
+labels = "label"
+inputs = {mapping}
+
+{input_block}
+{f"[envelope.{envelope_name}]":<31} # {envelope_note}
+{chr(10).join(lines)}
+
+[attacks.pgd_1sigma]
+method = "pgd"
+epsilon = {EPSILON}
+steps = 20
+seed = 1
+
+[attacks.hidden_1sigma]         # moves only the jets it fools, keeps the histograms nominal
+method = "constrained_pgd"
+epsilon = {EPSILON}
+steps = 20
+seed = 1
+
+[[checks]]
+name = "fooling rate within 1 sigma (pgd)"
+type = "fooling_rate"
+attack = "pgd_1sigma"
+max = {t["fooling_rate"]}
+
+[[checks]]
+name = "fooling rate within 1 sigma (constrained pgd)"
+type = "fooling_rate"
+attack = "hidden_1sigma"
+max = {t["fooling_rate"]}
+
+[[checks]]
+name = "pgd leaves the input histograms unchanged"
+type = "invariance"
+attack = "pgd_1sigma"
+ks_min_pvalue = {t["ks_min_pvalue"]}
+chi2_min_pvalue = {t["chi2_min_pvalue"]}
+
+[[checks]]
+name = "constrained pgd leaves the input histograms unchanged"
+type = "invariance"
+attack = "hidden_1sigma"
+ks_min_pvalue = {t["ks_min_pvalue"]}
+chi2_min_pvalue = {t["chi2_min_pvalue"]}
+
+[[checks]]
+name = "resilience to the alternative generator"
+type = "resilience"
+max_auc_change_percent = {t["max_auc_change_percent"]}
+min_auc = {t["min_auc"]}
+
+[[checks]]
+name = "flat loss within 1 sigma"
+type = "loss_surface"
+epsilon = {EPSILON}
+points = 9
+{loss_events_line}max_loss_increase = {t["max_loss_increase"]}
+"""
+
+
+DNN_INPUT_BLOCK = f"""[inputs.jets]
+features = [{", ".join(f'"{f}"' for f in FEATURES)}]
+"""
+
+PFN_INPUT_BLOCK = f"""[inputs.parts]
+features = [{", ".join(f'"{f}"' for f in PARTICLE_FEATURES)}]
+mask = "mask"
+"""
+
+
+# --------------------------------------------------------------------------- pipeline
+
+
+def load(path: Path) -> dict[str, np.ndarray]:
+    """A generated sample, with the particle arrays as float32."""
+    with np.load(path) as data:
+        out = {k: data[k] for k in data.files if k != "settings"}
+    out["parts"] = out["parts"].astype(np.float32)
+    out["mask"] = out["mask"].astype(np.float32)
+    return out
+
+
+def split(n: int, seed: int, fractions: tuple[float, float]) -> tuple[np.ndarray, ...]:
+    """Shuffled train, validation and test indices."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_train, n_valid = int(fractions[0] * n), int(fractions[1] * n)
+    return order[:n_train], order[n_train : n_train + n_valid], order[n_train + n_valid :]
+
+
+def run(
+    samples: Path,
+    out: Path,
+    *,
+    dnn_epochs: int = 40,
+    pfn_epochs: int = 25,
+    seed: int = 1,
+    check: bool = True,
+    loss_events: int | None = 1000,
+    verbose: bool = True,
+) -> dict[str, Any]:
+    """The whole example after generation; returns the summary it prints."""
+    say = print if verbose else (lambda *a, **k: None)
+    out.mkdir(parents=True, exist_ok=True)
+    nominal, alternative = load(samples / "nominal.npz"), load(samples / "alternative.npz")
+    train_idx, valid_idx, test_idx = split(len(nominal["label"]), seed, (0.6, 0.1))
+    say(
+        f"{len(train_idx)} training, {len(valid_idx)} validation, {len(test_idx)} test jets; "
+        f"{len(alternative['label'])} alternative jets"
+    )
+    features = features_of(nominal)
+    alt_features = features_of(alternative)
+    labels = torch.from_numpy(nominal["label"])
+    envelope_table = propagated_envelope({k: v[train_idx] for k, v in nominal.items()})
+    say(
+        "feature envelope propagated from the constituents: "
+        + ", ".join(
+            f"{k} {v['relative']:.3g}" for k, v in envelope_table.items() if "relative" in v
+        )
+    )
+
+    def rows(array: np.ndarray, idx: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(array[idx]))
+
+    summary: dict[str, Any] = {"envelope": envelope_table, "models": {}}
+    mean, std = features[train_idx].mean(0), features[train_idx].std(0)
+    dnn_data = {
+        part: ({"jets": rows(features, idx)}, labels[idx])
+        for part, idx in (("train", train_idx), ("valid", valid_idx))
+    }
+    np.savez(out / "dnn_nominal.npz", features=features[test_idx], label=nominal["label"][test_idx])
+    np.savez(out / "dnn_alternative.npz", features=alt_features, label=alternative["label"])
+    envelope = make_envelope({"jets": envelope_table})
+    for name, adversarial in (
+        ("dnn", None),
+        (
+            "dnn_adv",
+            {"envelope": envelope, "epsilon": EPSILON, "method": "pgd", "steps": 5, "weight": 0.5},
+        ),
+    ):
+        torch.manual_seed(seed)
+        model = FeatureDNN(mean, std)
+        info = fit(model, dnn_data["train"], dnn_data["valid"], dnn_epochs, seed, adversarial)
+        test_inputs = {"jets": rows(features, test_idx)}
+        diff = export(model, test_inputs, out, name)
+        title = "Quark/gluon DNN on six jet-substructure features" + (
+            ", adversarially trained (PGD, 1 sigma)" if adversarial else ""
+        )
+        (out / f"{name}.robust.toml").write_text(
+            spec_text(
+                title,
+                f"{name}.onnx",
+                "dnn",
+                {"jets": "features"},
+                DNN_INPUT_BLOCK,
+                envelope_table,
+                "jets",
+                "the constituent envelope, propagated (train.py)",
+                None,
+                LOSS_GRID["dnn"],
+            )
+        )
+        area = auc(nominal["label"][test_idx], quark_probability(model, test_inputs))
+        say(
+            f"{name}: test AUC {area:.4f}, trained in {info['seconds']:.0f} s, "
+            f"export agrees to {diff:.1e}"
+        )
+        summary["models"][name] = {"auc": area, "train_seconds": info["seconds"]}
+
+    parts, mask = nominal["parts"], nominal["mask"]
+    pfn_data = {
+        part: ({"parts": rows(parts, idx), "mask": rows(mask, idx)}, labels[idx])
+        for part, idx in (("train", train_idx), ("valid", valid_idx))
+    }
+    torch.manual_seed(seed)
+    model = PFN()
+    info = fit(model, pfn_data["train"], pfn_data["valid"], pfn_epochs, seed, lr=1e-3)
+    test_inputs = {"parts": rows(parts, test_idx), "mask": rows(mask, test_idx)}
+    diff = export(model, test_inputs, out, "pfn")
+    np.savez(
+        out / "pfn_nominal.npz",
+        parts=parts[test_idx],
+        mask=mask[test_idx],
+        label=nominal["label"][test_idx],
+    )
+    np.savez(
+        out / "pfn_alternative.npz",
+        parts=alternative["parts"],
+        mask=alternative["mask"],
+        label=alternative["label"],
+    )
+    (out / "pfn.robust.toml").write_text(
+        spec_text(
+            "Quark/gluon particle-flow network on the jet constituents",
+            "pfn.onnx",
+            "pfn",
+            {"parts": "parts", "mask": "mask"},
+            PFN_INPUT_BLOCK,
+            PARTICLE_ENVELOPE,
+            "parts",
+            "per constituent: 2% pT scale, 3 mrad in angle",
+            loss_events,
+            LOSS_GRID["pfn"],
+        )
+    )
+    area = auc(nominal["label"][test_idx], quark_probability(model, test_inputs))
+    say(
+        f"pfn: test AUC {area:.4f}, trained in {info['seconds']:.0f} s, export agrees to {diff:.1e}"
+    )
+    summary["models"]["pfn"] = {"auc": area, "train_seconds": info["seconds"]}
+    if check:
+        summary["checks"] = check_specs(out, say)
+        (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+    return summary
+
+
+def check_specs(out: Path, say: Any) -> dict[str, Any]:
+    """Run every spec of ``out`` with robustcheck; print each verdict, a summary table and the
+    loss surfaces of the two DNNs side by side (arrays in ``loss_surfaces.npz``)."""
+    from robustcheck.core import SpecRun
+    from robustcheck.loss_surface import compare_loss_surfaces
+
+    results: dict[str, Any] = {}
+    runs = {}
+    for name in ("dnn", "dnn_adv", "pfn"):
+        started = time.perf_counter()
+        runs[name] = run = SpecRun.from_path(out / f"{name}.robust.toml", device="cpu")
+        results[name] = []
+        say(f"\n== {name}.robust.toml")
+        for result in run.run():
+            verdict = "PASSED" if result.passed else "FAILED"
+            say(f"{verdict}  {result.name}: {result.summary}")
+            results[name].append(
+                {
+                    "name": result.name,
+                    "type": result.type,
+                    "passed": result.passed,
+                    "figures": result.figures,
+                }
+            )
+        say(f"({time.perf_counter() - started:.0f} s)")
+    say("\n" + "\n".join(summary_table(results)))
+    nominal, robust = compare_loss_surfaces(
+        runs["dnn"], runs["dnn_adv"], epsilon=EPSILON, points=9, grid=LOSS_GRID["dnn"]
+    )
+    np.savez(
+        out / "loss_surfaces.npz",
+        offsets=nominal.offsets,
+        features=np.array(nominal.features),
+        dnn=nominal.profiles,
+        dnn_adv=robust.profiles,
+        dnn_nominal_loss=nominal.nominal,
+        dnn_adv_nominal_loss=robust.nominal,
+        dnn_grid=nominal.grid,
+        dnn_adv_grid=robust.grid,
+    )
+    say(f"\nmean loss rise within {EPSILON:g} sigma (nats per jet): dnn vs dnn_adv")
+    for feature, a, b in zip(nominal.features, nominal.increase(), robust.increase(), strict=True):
+        say(f"  {feature:<9} {a:.5f}  {b:.5f}")
+    say(
+        f"  grid {'+'.join(LOSS_GRID['dnn'] or ())}: "
+        f"{nominal.grid_increase():.5f}  {robust.grid_increase():.5f}"
+    )
+    results["loss_surfaces"] = {
+        "features": nominal.features,
+        "dnn": nominal.increase().tolist(),
+        "dnn_adv": robust.increase().tolist(),
+    }
+    return results
+
+
+def summary_table(results: dict[str, Any]) -> list[str]:
+    """One markdown row per tagger with the figures the README quotes."""
+
+    def figures(name: str, type_: str, word: str = "") -> dict[str, Any]:
+        return next(r["figures"] for r in results[name] if r["type"] == type_ and word in r["name"])
+
+    def rate(f: dict[str, Any]) -> str:
+        return f"{100 * f['fooling_rate']:.2f}% ({100 * f['ci_low']:.2f}-{100 * f['ci_high']:.2f})"
+
+    lines = [
+        "| tagger | AUC nominal | AUC alternative | resilience | fooling rate pgd (95% CL) | "
+        "fooling rate constrained | min KS p pgd / constrained | min chi2 p pgd / constrained "
+        "| loss rise | checks passed |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name in ("dnn", "dnn_adv", "pfn"):
+        res = figures(name, "resilience")
+        pgd, hidden = (
+            figures(name, "fooling_rate", "(pgd)"),
+            figures(name, "fooling_rate", "constr"),
+        )
+        inv_pgd = figures(name, "invariance", "pgd leaves")
+        inv_hidden = figures(name, "invariance", "constrained")
+        loss = figures(name, "loss_surface")
+        passed = sum(r["passed"] for r in results[name])
+        lines.append(
+            f"| {name} | {res['auc_nominal']:.4f} | {res['auc_alternative']:.4f} | "
+            f"{res['auc_change_percent']:.2f}% ± {res['auc_change_percent_error']:.2f}% | "
+            f"{rate(pgd)} | {rate(hidden)} | "
+            f"{inv_pgd['min_ks_pvalue']:.2g} / {inv_hidden['min_ks_pvalue']:.2g} | "
+            f"{inv_pgd['min_chi2_pvalue']:.2g} / {inv_hidden['min_chi2_pvalue']:.2g} | "
+            f"{loss['loss_increase']:.4f} | {passed}/{len(results[name])} |"
+        )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--samples",
+        type=Path,
+        default=HERE / "out" / "samples",
+        help="folder with nominal.npz and alternative.npz (generate.py)",
+    )
+    parser.add_argument("--out", type=Path, default=HERE / "out")
+    parser.add_argument("--dnn-epochs", type=int, default=40)
+    parser.add_argument("--pfn-epochs", type=int, default=25)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's choice)"
+    )
+    parser.add_argument("--no-check", action="store_true", help="do not run the specs")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    run(
+        args.samples,
+        args.out,
+        dnn_epochs=args.dnn_epochs,
+        pfn_epochs=args.pfn_epochs,
+        seed=args.seed,
+        check=not args.no_check,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,235 @@
+"""The quark/gluon example end to end on its committed sample, and PYTHIA generation if present.
+
+Training, exports and the specs run on the 500 + 500 committed jets with a few epochs. The
+generation test runs only where pythia8mc and fastjet are installed (the `examples` extra):
+60 jets take a few seconds of one core, so it stays in the suite when it can.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from robustcheck.core import SpecRun
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "qg_jets"
+
+
+def example_module(name: str) -> ModuleType:
+    """Import one of the example's scripts (registered, so its dataclasses work)."""
+    qualified = f"qg_example_{name}"
+    if qualified in sys.modules:
+        return sys.modules[qualified]
+    spec = importlib.util.spec_from_file_location(qualified, EXAMPLE / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[qualified] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def train() -> ModuleType:
+    return example_module("train")
+
+
+@pytest.fixture(scope="module")
+def built(train: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The example trained on the committed sample (few epochs), exported, specs written."""
+    out = tmp_path_factory.mktemp("qg")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train.run(
+            EXAMPLE / "data",
+            out,
+            dnn_epochs=4,
+            pfn_epochs=2,
+            check=False,
+            loss_events=100,
+            verbose=False,
+        )
+    finally:
+        torch.set_num_threads(threads)
+    return out
+
+
+def test_committed_sample_is_small_and_well_formed() -> None:
+    files = [EXAMPLE / "data" / f"{s}.npz" for s in ("nominal", "alternative")]
+    assert sum(f.stat().st_size for f in files) < 2_000_000
+    for path in files:
+        with np.load(path) as data:
+            label, mask, parts = data["label"], data["mask"], data["parts"]
+            assert set(np.unique(label)) == {0, 1} and abs(label.mean() - 0.5) < 0.01
+            assert np.all((data["jet_pt"] >= 500) & (data["jet_pt"] <= 550))
+            assert np.all(np.abs(data["jet_y"]) < 1.7)
+            np.testing.assert_array_equal(mask.sum(1), np.minimum(data["n_const"], mask.shape[1]))
+            assert np.all(parts[mask == 0] == 0)
+            # the constituents add up to the jet: pT along the axis, nothing across it
+            pt, dphi = parts[..., 0], parts[..., 2]
+            along = (pt * np.cos(dphi)).sum(1)
+            np.testing.assert_allclose(along, data["jet_pt"], rtol=1e-4)
+            np.testing.assert_allclose((pt * np.sin(dphi)).sum(1), 0.0, atol=1e-2)
+
+
+def test_features_match_an_independent_computation(train: ModuleType) -> None:
+    sample = train.load(EXAMPLE / "data" / "nominal.npz")
+    features = train.features_of(sample)
+    for jet in range(5):
+        real = sample["mask"][jet] > 0
+        pt, dy, dphi = (sample["parts"][jet, real, k].astype(np.float64) for k in range(3))
+        r = np.hypot(dy, dphi)
+        pid = np.abs(sample["parts"][jet, real, 3]).astype(int)
+        masses = {
+            22: 0.0,
+            11: 0.000511,
+            13: 0.105658,
+            211: 0.13957,
+            321: 0.493677,
+            130: 0.497611,
+            2212: 0.938272,
+            2112: 0.939565,
+        }
+        mt = np.hypot(pt, [masses[p] for p in pid])
+        p4 = np.stack([mt * np.cosh(dy), pt * np.cos(dphi), pt * np.sin(dphi), mt * np.sinh(dy)])
+        e, px, py, pz = p4.sum(1)
+        z = pt / pt.sum()
+        expected = [
+            np.sqrt(e**2 - px**2 - py**2 - pz**2),
+            sample["n_const"][jet],
+            np.sqrt((pt**2).sum()) / pt.sum(),
+            (z * r).sum(),
+            (z * np.sqrt(r / 0.4)).sum(),
+            (z * (r / 0.4) ** 2).sum(),
+        ]
+        np.testing.assert_allclose(features[jet], expected, rtol=2e-4)
+    # with the species' masses, the jet mass is FastJet's (E-scheme, massive four-vectors)
+    np.testing.assert_allclose(features[:, 0], sample["jet_mass"], rtol=2e-3)
+
+
+def test_feature_envelope_is_the_propagated_constituent_envelope(train: ModuleType) -> None:
+    sample = train.load(EXAMPLE / "data" / "nominal.npz")
+    table = train.propagated_envelope(sample)
+    assert table["n_const"] == {"frozen": True} and table["ptd"]["max"] == 1.0
+    # finite differences on 40 jets: sum_i |f(x + h e_i) - f(x - h e_i)| / 2h * sigma_i
+    jets = {k: v[:40] for k, v in sample.items()}
+    parts = jets["parts"].astype(np.float64)
+    mask, n_const = jets["mask"].astype(np.float64), jets["n_const"].astype(np.float64)
+    base = train.jet_features(parts, mask, n_const)
+    worst = np.zeros_like(base)
+    sigmas = (0.02 * parts[..., 0], np.full(mask.shape, 0.003), np.full(mask.shape, 0.003))
+    for column, sigma in enumerate(sigmas):
+        for slot in range(int(mask.sum(1).max())):
+            step = np.zeros_like(parts)
+            step[:, slot, column] = 1e-4 * np.where(column == 0, parts[:, slot, 0], 1.0)
+            up = train.jet_features(parts + step, mask, n_const)
+            down = train.jet_features(parts - step, mask, n_const)
+            h = step[:, slot, column][:, None]
+            slope = np.divide(up - down, 2 * h, out=np.zeros_like(up), where=h > 0)
+            worst += np.abs(slope) * (sigma[:, slot] * mask[:, slot])[:, None]
+    assert np.all(np.isfinite(worst))
+    small = train.propagated_envelope(jets)
+    for k, name in enumerate(train.FEATURES):
+        if name == "n_const":
+            continue
+        median = np.median(worst[:, k] / np.abs(base[:, k]))
+        relative = small[name]["relative"]
+        assert median <= relative <= median * 1.1 + 1e-3, name  # rounded up, 2 digits
+
+
+def test_specs_run_and_agree_with_independent_figures(built: Path) -> None:
+    import onnxruntime
+
+    for name, data in (("dnn", "dnn"), ("dnn_adv", "dnn"), ("pfn", "pfn")):
+        for suffix in (".pt", ".onnx", ".robust.toml"):
+            assert (built / f"{name}{suffix}").is_file()
+        run = SpecRun.from_path(built / f"{name}.robust.toml", device="cpu")
+        results = {r.type + ":" + r.name: r for r in run.run()}
+        assert len(results) == 6
+        session = onnxruntime.InferenceSession(
+            str(built / f"{name}.onnx"), providers=["CPUExecutionProvider"]
+        )
+        aucs = []
+        for sample in ("nominal", "alternative"):
+            with np.load(built / f"{data}_{sample}.npz") as arrays:
+                feed = {
+                    i.name: arrays["features" if data == "dnn" else i.name]
+                    for i in session.get_inputs()
+                }
+                logits = session.run(None, feed)[0]
+                labels = arrays["label"]
+            aucs.append(roc_auc_score(labels, logits[:, 1] - logits[:, 0]))
+            if sample == "nominal":
+                n_correct = int((logits.argmax(1) == labels).sum())
+                n_nominal = len(labels)
+        resilience = next(r for k, r in results.items() if k.startswith("resilience"))
+        assert resilience.figures["auc_nominal"] == pytest.approx(aucs[0], abs=1e-6)
+        assert resilience.figures["auc_alternative"] == pytest.approx(aucs[1], abs=1e-6)
+        change = 100 * abs(aucs[0] - aucs[1]) / aucs[0]
+        assert resilience.figures["auc_change_percent"] == pytest.approx(change, rel=1e-5)
+        for key, result in results.items():
+            if key.startswith("fooling_rate"):
+                assert result.figures["n_events"] == n_correct
+                assert 0 <= result.figures["fooling_rate"] <= result.figures["ci_high"] <= 1
+            if key.startswith("invariance"):
+                assert 0 <= result.figures["min_ks_pvalue"] <= 1
+            if key.startswith("loss_surface"):
+                assert result.figures["n_events"] == (100 if name == "pfn" else n_nominal)
+
+
+def test_adversarial_dnn_uses_the_spec_envelope(built: Path, train: ModuleType) -> None:
+    from robustcheck.spec import load_spec
+
+    spec = load_spec(built / "dnn_adv.robust.toml")
+    sample = train.load(EXAMPLE / "data" / "nominal.npz")
+    training_jets = train.split(len(sample["label"]), 1, (0.6, 0.1))[0]
+    table = train.propagated_envelope({k: v[training_jets] for k, v in sample.items()})
+    for feature, entry in spec.envelope["jets"].items():
+        assert entry.relative == table[feature].get("relative")
+        assert entry.frozen == table[feature].get("frozen", False)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("pythia8mc") is None or importlib.util.find_spec("fastjet") is None,
+    reason="generation needs the examples extra (pythia8mc, fastjet)",
+)
+def test_generation_with_pythia(tmp_path: Path) -> None:
+    generate = example_module("generate")
+    written = generate.generate(
+        {"nominal": 30, "alternative": 30},
+        tmp_path,
+        seed=7,
+        workers=1,
+        chunk_size=15,
+        pad=64,
+        verbose=False,
+    )
+    for sample, path in written.items():
+        with np.load(path) as data:
+            assert data["parts"].shape == (30, 64, 4) and data["parts"].dtype == np.float32
+            assert data["label"].tolist() == [1] * 15 + [0] * 15
+            assert np.all((data["jet_pt"] >= 500) & (data["jet_pt"] <= 550))
+            assert np.all(np.abs(data["jet_y"]) < 1.7)
+            settings = list(data["settings"])
+            assert ("TimeShower:alphaSvalue = 0.120" in settings) == (sample == "alternative")
+            real = data["mask"] > 0
+            assert np.all(np.abs(data["parts"][..., 1:3][real]) < 0.6)
+            pid = np.abs(data["parts"][..., 3][real])
+            assert not np.isin(pid, [12, 14, 16]).any()  # neutrinos are invisible
+            assert {22, 211} <= set(pid.astype(int).tolist())
