@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,20 @@ import tomli_w
 
 FEATURES = ["jet_pt", "jet_mass", "jet_eta", "n_const"]
 
-MLP_SOURCE = '''
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """One torch thread for the whole session: the test models are tiny, and on a 2-core
+    machine intra-op threads only contend (measured 5-20x slower with two under load)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+MLP_SOURCE = """
 import torch
 
 
@@ -24,7 +38,7 @@ def build():
         torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 16), torch.nn.ReLU(),
         torch.nn.Linear(16, 2),
     )
-'''
+"""
 
 
 def make_events(
@@ -74,11 +88,23 @@ def export_onnx(model: Any, example: Any, path: Path, dynamo: bool) -> None:
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if dynamo:
-            torch.onnx.export(model, (example,), str(path), input_names=["x"], dynamo=True,
-                              dynamic_shapes={"input": {0: torch.export.Dim("batch")}})
+            torch.onnx.export(
+                model,
+                (example,),
+                str(path),
+                input_names=["x"],
+                dynamo=True,
+                dynamic_shapes={"input": {0: torch.export.Dim("batch")}},
+            )
         else:
-            torch.onnx.export(model, (example,), str(path), input_names=["x"], dynamo=False,
-                              dynamic_axes={"x": {0: "batch"}})
+            torch.onnx.export(
+                model,
+                (example,),
+                str(path),
+                input_names=["x"],
+                dynamo=False,
+                dynamic_axes={"x": {0: "batch"}},
+            )
 
 
 @pytest.fixture(scope="session")
@@ -97,8 +123,9 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.jit.save(torch.jit.trace(model, example), str(folder / "tagger.pt"))
-    program = torch.export.export(model, (example,),
-                                  dynamic_shapes={"input": {0: torch.export.Dim("batch")}})
+    program = torch.export.export(
+        model, (example,), dynamic_shapes={"input": {0: torch.export.Dim("batch")}}
+    )
     torch.export.save(program, str(folder / "tagger.pt2"))
     export_onnx(model, example, folder / "tagger.onnx", dynamo=False)
     export_onnx(model, example, folder / "tagger_dynamo.onnx", dynamo=True)
@@ -118,16 +145,16 @@ def base_spec(model: str = "tagger.pt", epsilon: float = 1.0, **attack: Any) -> 
         "model": model_table,
         "data": {"nominal": {"path": "data.npz", "labels": "y", "inputs": {"x": "x"}}},
         "inputs": {"x": {"features": list(FEATURES)}},
-        "envelope": {"x": {
-            "jet_pt": {"relative": 0.02, "min": 0.0},
-            "jet_mass": {"relative": 0.05, "min": 0.0},
-            "jet_eta": {"absolute": 0.05, "min": -2.5, "max": 2.5},
-            "n_const": {"frozen": True},
-        }},
-        "attacks": {"pgd": {"method": "pgd", "epsilon": epsilon, "steps": 10, "seed": 7,
-                            **attack}},
-        "checks": [{"name": "fooling rate", "type": "fooling_rate", "attack": "pgd",
-                    "max": 0.05}],
+        "envelope": {
+            "x": {
+                "jet_pt": {"relative": 0.02, "min": 0.0},
+                "jet_mass": {"relative": 0.05, "min": 0.0},
+                "jet_eta": {"absolute": 0.05, "min": -2.5, "max": 2.5},
+                "n_const": {"frozen": True},
+            }
+        },
+        "attacks": {"pgd": {"method": "pgd", "epsilon": epsilon, "steps": 10, "seed": 7, **attack}},
+        "checks": [{"name": "fooling rate", "type": "fooling_rate", "attack": "pgd", "max": 0.05}],
     }
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import io
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -180,18 +179,6 @@ def export_all(model: Any, example: tuple[Any, ...], names: list[str], stem: Pat
 _BUILT: dict[str, Path] = {}
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """One torch thread per test: with tiny models on a shared, busy machine, intra-op threads
-    only contend (measured 5-10x slower with two). Import it into a module to use it there."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="session")
 def particle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Both PFN variants in every format, with ``particles.npz``; built once per session."""
@@ -204,17 +191,12 @@ def particle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     events = make_particles(800, seed=3)
     np.savez(folder / "particles.npz", **events)
     (folder / "pfn.py").write_text(PFN_SOURCE)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # see one_thread
-    try:
-        for stem, with_jet in (("pfn", False), ("pfn_jet", True)):
-            model = train_pfn({k: v[:600] for k, v in events.items()}, with_jet)
-            torch.save(model.state_dict(), folder / f"{stem}_state.pt")
-            names = ["parts", "mask", "jet"] if with_jet else ["parts", "mask"]
-            example = tuple(torch.from_numpy(events[name][:8]) for name in names)
-            export_all(model, example, names, folder / stem)
-    finally:
-        torch.set_num_threads(threads)
+    for stem, with_jet in (("pfn", False), ("pfn_jet", True)):
+        model = train_pfn({k: v[:600] for k, v in events.items()}, with_jet)
+        torch.save(model.state_dict(), folder / f"{stem}_state.pt")
+        names = ["parts", "mask", "jet"] if with_jet else ["parts", "mask"]
+        example = tuple(torch.from_numpy(events[name][:8]) for name in names)
+        export_all(model, example, names, folder / stem)
     _BUILT[key] = folder
     return folder
 

@@ -17,11 +17,8 @@ from robustcheck.core import SpecRun
 from robustcheck.decision import Decision
 from robustcheck.errors import ModelError
 from robustcheck.spec import parse_spec
-from tests import particle_fixtures
 from tests.conftest import base_spec, make_events
 from tests.test_property import StepModel, save_scripted
-
-one_thread = particle_fixtures.one_thread  # one torch thread per test (autouse)
 
 FALLBACK = "fell back to the gradient-free spsa attack"
 GRADIENT_FREE = [("random", {"samples": 30}), ("spsa", {"steps": 8, "samples": 4})]

@@ -23,7 +23,6 @@ from tests.particle_fixtures import particle_spec
 
 # the fixtures, for this module
 particle_dir = particle_fixtures.particle_dir
-one_thread = particle_fixtures.one_thread
 
 JES = {"name": "jes", "features": ["pt"], "coherent": True, "relative": 0.02}
 ANGLES = {"name": "angles", "features": ["eta", "phi"], "correlation": [[1.0, 0.6], [0.6, 1.0]]}

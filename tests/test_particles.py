@@ -25,7 +25,6 @@ from tests.particle_fixtures import (
 
 # the fixtures, for this module
 particle_dir = particle_fixtures.particle_dir
-one_thread = particle_fixtures.one_thread
 
 REL = 0.05  # the jet energy scale group's relative sigma
 JES = [{"name": "jes", "features": ["pt"], "coherent": True, "relative": REL}]

@@ -21,10 +21,7 @@ from robustcheck.core import SpecRun
 from robustcheck.errors import SpecError
 from robustcheck.result import CheckResult
 from robustcheck.spec import parse_spec
-from tests import particle_fixtures
 from tests.conftest import base_spec, make_events, write_spec
-
-one_thread = particle_fixtures.one_thread  # one torch thread per test (autouse)
 
 STEP_AT = 0.3  # jet_eta where the step model's signal score jumps
 ETA_SIGMA = 0.05  # base_spec's absolute sigma of jet_eta

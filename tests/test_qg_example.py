@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import pytest
-import torch
 from sklearn.metrics import roc_auc_score
 
 from robustcheck.core import SpecRun
@@ -36,14 +34,6 @@ def example_module(name: str) -> ModuleType:
     return module
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def train() -> ModuleType:
     return example_module("train")
@@ -53,20 +43,15 @@ def train() -> ModuleType:
 def built(train: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The example trained on the committed sample (few epochs), exported, specs written."""
     out = tmp_path_factory.mktemp("qg")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        train.run(
-            EXAMPLE / "data",
-            out,
-            dnn_epochs=4,
-            pfn_epochs=2,
-            check=False,
-            loss_events=100,
-            verbose=False,
-        )
-    finally:
-        torch.set_num_threads(threads)
+    train.run(
+        EXAMPLE / "data",
+        out,
+        dnn_epochs=4,
+        pfn_epochs=2,
+        check=False,
+        loss_events=100,
+        verbose=False,
+    )
     return out
 
 

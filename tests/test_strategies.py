@@ -16,10 +16,7 @@ from robustcheck.envelope import Envelope, InputEnvelope
 from robustcheck.errors import DataError, SpecError
 from robustcheck.spec import FeatureEnvelope
 from robustcheck.strategies import from_spec, perturbations, search
-from tests import particle_fixtures
 from tests.conftest import base_spec, make_events, write_spec
-
-one_thread = particle_fixtures.one_thread  # one torch thread per test (autouse)
 
 PARTICLES = 3
 

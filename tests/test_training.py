@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -29,15 +28,6 @@ class ParticleNet(torch.nn.Module):
     def forward(self, parts: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         latent = (self.phi(parts) * mask.unsqueeze(-1)).sum(1)
         return self.head(self.drop(latent))
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models run fastest on one thread, above all on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 PARTICLE_ENVELOPE = {
