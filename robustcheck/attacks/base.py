@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -58,6 +58,15 @@ class AttackBatch:
             step.mul_(scale.view(-1, *([1] * (step.dim() - 1))))
             x.add_(step)
         self.box.project_(adv)
+
+    def subset(self, rows: torch.Tensor) -> AttackBatch:
+        """The same attack on some events of the batch (``rows`` indexes them)."""
+        return replace(
+            self,
+            nominal={name: x[rows] for name, x in self.nominal.items()},
+            target=self.target[rows],
+            box=self.box.subset(rows),
+        )
 
     @torch.no_grad()
     def fooled(self, adv: Inputs) -> torch.Tensor:
