@@ -22,7 +22,14 @@ from robustcheck.attacks.base import Attack
 from robustcheck.baseline import Baseline
 from robustcheck.data import Dataset, load_dataset
 from robustcheck.decision import Decision
-from robustcheck.engine import evaluate, resolve_device, run_attack, take, to_tensors
+from robustcheck.engine import (
+    default_batch_size,
+    evaluate,
+    resolve_device,
+    run_attack,
+    take,
+    to_tensors,
+)
 from robustcheck.envelope import Envelope, Inputs
 from robustcheck.errors import DataError, ModelError, RobustcheckError, SpecError
 from robustcheck.result import CheckResult
@@ -300,7 +307,9 @@ class SpecRun:
             if note:
                 notes.append(note)
                 attack = self.make_attack(attack_name, epsilon, "spsa")
-        batch_size = int(self.spec.attacks[attack_name].options["batch_size"])
+        batch_size = self.spec.attacks[attack_name].options.get("batch_size") or (
+            default_batch_size(tagger.device)
+        )
         with self._model_errors(inputs):
             select = torch.ones_like(correct) if full else correct
             outcome = run_attack(

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,23 +82,55 @@ def run_attack(
     env = envelope.to(device)
     index = torch.nonzero(select).flatten()
     adversarial = {name: inputs[name].clone() for name in envelope.inputs}
+    features = {name: spec.features for name, spec in envelope.inputs.items()}
     started = time.perf_counter()
+
+    def attack_rows(rows: torch.Tensor, seed: int) -> None:
+        nominal = take(inputs, rows, device)
+        generator = torch.Generator(device=device)
+        generator.manual_seed(seed)
+        batch = AttackBatch(
+            tagger=tagger,
+            nominal=nominal,
+            target=decision.target(labels[rows].to(device)),
+            box=env.box(nominal, attack.epsilon),
+            decision=decision,
+            generator=generator,
+            early_stop=early_stop,
+            features=features,
+        )
+        for name, x in attack.perturb(batch).items():
+            adversarial[name][rows] = x.to("cpu")
+
     with tagger.frozen():
         for number, part in enumerate(batches(len(index), batch_size)):
-            rows = index[part]
-            nominal = take(inputs, rows, device)
-            generator = torch.Generator(device=device)
-            generator.manual_seed(attack.seed * 1_000_003 + number)
-            batch = AttackBatch(
-                tagger=tagger,
-                nominal=nominal,
-                target=decision.target(labels[rows].to(device)),
-                box=env.box(nominal, attack.epsilon),
-                decision=decision,
-                generator=generator,
-                early_stop=early_stop,
-                features={name: spec.features for name, spec in envelope.inputs.items()},
-            )
-            for name, x in attack.perturb(batch).items():
-                adversarial[name][rows] = x.to("cpu")
+            split_on_oom(attack_rows, index[part], attack.seed * 1_000_003 + number)
     return AttackOutcome(adversarial, select.clone(), time.perf_counter() - started)
+
+
+def default_batch_size(device: torch.device) -> int:
+    """Events per batch when the spec gives none: CUDA starts large and halves on OOM."""
+    return 65536 if device.type == "cuda" else 4096
+
+
+def split_on_oom(run: Callable[[torch.Tensor, int], None], rows: torch.Tensor, seed: int) -> None:
+    """``run(rows, seed)``; on CUDA out-of-memory, free the cache and run each half instead.
+
+    The halves get seeds of their own, so a split batch draws another random start.
+    """
+    try:
+        run(rows, seed)
+    except torch.cuda.OutOfMemoryError:
+        if len(rows) <= 1:
+            raise
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        warnings.warn(  # one text, so Python shows it once however often batches split
+            "CUDA out of memory: batches are retried in halves (set a smaller batch_size on "
+            "the attack to avoid the retries)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        middle = len(rows) // 2
+        split_on_oom(run, rows[:middle], seed * 2 + 1)
+        split_on_oom(run, rows[middle:], seed * 2 + 2)

@@ -125,3 +125,33 @@ def test_decision_threshold_targets_and_loss() -> None:
     expected = -(np.log(0.9) + np.log(0.7) + np.log(0.55))
     assert float(cut.loss(log_probs, cut.target(labels))) == pytest.approx(expected, rel=1e-5)
     assert float(argmax.loss(log_probs, labels)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_out_of_memory_splits_the_batch_and_retries(model_dir: Path, monkeypatch) -> None:
+    """A batch that does not fit is attacked in halves, with the same deterministic result."""
+    from robustcheck.attacks.pgd import PGD
+
+    reference = make_run(model_dir, 1.0, "pgd", steps=5, random_start=False, batch_size=128)
+    expected = reference.adversaries("pgd").adversarial["x"]
+    perturb = PGD.perturb
+    sizes = []
+
+    def small_device(self, batch):
+        sizes.append(len(batch.target))
+        if len(batch.target) > 128:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return perturb(self, batch)
+
+    monkeypatch.setattr(PGD, "perturb", small_device)
+    run = make_run(model_dir, 1.0, "pgd", steps=5, random_start=False, batch_size=1000)
+    with pytest.warns(RuntimeWarning, match="CUDA out of memory: batches are retried in halves"):
+        adv = run.adversaries("pgd").adversarial["x"]
+    assert torch.equal(adv, expected)
+    assert max(sizes) == 1000 and 125 in sizes  # 1000 -> 500 -> 250 -> 125
+
+
+def test_default_batch_size_follows_the_device() -> None:
+    from robustcheck.engine import default_batch_size
+
+    assert default_batch_size(torch.device("cpu")) == 4096
+    assert default_batch_size(torch.device("cuda")) > 4096

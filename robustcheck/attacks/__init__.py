@@ -9,7 +9,13 @@ _COMMON = {
     "method": Field("str", doc="the attack method"),
     "epsilon": Field("number", doc="radius in units of each feature's sigma", minimum=0.0),
     "seed": Field("int", 0, doc="random seed (overridden by --robustcheck-seed)"),
-    "batch_size": Field("int", 4096, doc="events per batch on the device", minimum=1),
+    "batch_size": Field(
+        "int",
+        None,
+        doc="events per batch on the device (default: 4096 on CPU, 65536 on "
+        "CUDA, halved on out-of-memory)",
+        minimum=1,
+    ),
     "scan": Field(
         "number_list", None, doc="also run at these epsilons and report a table (e.g. [0.5, 1, 2])"
     ),
