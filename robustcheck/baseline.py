@@ -63,8 +63,24 @@ def fingerprints(run: SpecRun, check: CheckSpec) -> dict[str, str]:
     """What must match for two runs of a check to be comparable."""
     spec = run.spec
     out = {f"data.{name}": file_digest(data.path) for name, data in sorted(spec.data.items())}
+    out["data selection"] = json_digest(
+        {
+            name: {k: v for k, v in asdict(data).items() if k != "path"}
+            for name, data in spec.data.items()
+        }
+    )
     out["envelope"] = json_digest(
-        {name: {f: asdict(e) for f, e in table.items()} for name, table in spec.envelope.items()}
+        {
+            "features": {
+                name: {f: asdict(e) for f, e in table.items()}
+                for name, table in spec.envelope.items()
+            },
+            "groups": {name: [asdict(g) for g in groups] for name, groups in spec.groups.items()},
+        }
+    )
+    model = spec.model
+    out["model settings"] = json_digest(
+        {"output": model.output, "scores": model.scores, "signal_class": model.signal_class}
     )
     attack = check.options.get("attack")
     if attack is not None:
@@ -164,6 +180,11 @@ def _refuse(result: CheckResult, reason: str) -> CheckResult:
 def regression(result: CheckResult, old: dict[str, Any], options: dict[str, Any]) -> CheckResult:
     """One-sided test that the new figure is not worse than the baseline's."""
     rule = REGRESSION_FIGURES[result.type]
+    for figures, which in ((result.figures, "this run"), (old, "the baseline")):
+        if rule.figure not in figures and rule.figure != "abs_bias":
+            return _refuse(result, f"{which} has no {rule.figure} to compare")
+        if rule.error is None and not figures.get("n_events"):
+            return _refuse(result, f"{which} has no correctly classified events")
     tolerance = float(options.get("regression_tolerance") or 0.0)
     confidence = float(options.get("regression_confidence") or 0.95)
     new = _figures_for_regression(result.figures)

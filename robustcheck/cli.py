@@ -67,8 +67,13 @@ def run_command(args: argparse.Namespace) -> int:
         records += spec_records
         errors += spec_errors
     if recorder is not None:
-        recorder.save()
-        print(f"robustcheck: baseline written to {recorder.path}")
+        try:
+            recorder.save()
+        except OSError as exc:
+            print(f"robustcheck: cannot write the baseline {recorder.path}: {exc}", file=sys.stderr)
+            errors += 1
+        else:
+            print(f"robustcheck: baseline written to {recorder.path}")
     if records:
         width = shutil.get_terminal_size().columns
         print("\n" + render(records, width))
@@ -124,6 +129,11 @@ def _run_spec(
                 seconds = time.perf_counter() - started
                 record = check_record(spec_path, check, seconds, error=f"{exc.kind}: {exc}")
                 _print_error(exc)
+            except Exception as exc:  # a bug or an unforeseen failure: keep the other checks
+                seconds = time.perf_counter() - started
+                text = f"internal error in check {check.name!r}: {type(exc).__name__}: {exc}"
+                record = check_record(spec_path, check, seconds, error=text)
+                print(text, file=sys.stderr)
             else:
                 seconds = time.perf_counter() - started
                 record = check_record(spec_path, check, seconds, result=result)

@@ -59,7 +59,6 @@ class AttackOutcome:
     """Adversarial inputs for every event (nominal values where not attacked)."""
 
     adversarial: Inputs
-    attacked: torch.Tensor
     seconds: float
 
 
@@ -88,7 +87,7 @@ def run_attack(
     def attack_rows(rows: torch.Tensor, seed: int) -> None:
         nominal = take(inputs, rows, device)
         generator = torch.Generator(device=device)
-        generator.manual_seed(seed)
+        generator.manual_seed(seed % 2**63)
         batch = AttackBatch(
             tagger=tagger,
             nominal=nominal,
@@ -105,7 +104,7 @@ def run_attack(
     with tagger.frozen():
         for number, part in enumerate(batches(len(index), batch_size)):
             split_on_oom(attack_rows, index[part], attack.seed * 1_000_003 + number)
-    return AttackOutcome(adversarial, select.clone(), time.perf_counter() - started)
+    return AttackOutcome(adversarial, time.perf_counter() - started)
 
 
 def default_batch_size(device: torch.device) -> int:
@@ -120,17 +119,19 @@ def split_on_oom(run: Callable[[torch.Tensor, int], None], rows: torch.Tensor, s
     """
     try:
         run(rows, seed)
+        return
     except torch.cuda.OutOfMemoryError:
         if len(rows) <= 1:
             raise
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        warnings.warn(  # one text, so Python shows it once however often batches split
-            "CUDA out of memory: batches are retried in halves (set a smaller batch_size on "
-            "the attack to avoid the retries)",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-        middle = len(rows) // 2
-        split_on_oom(run, rows[:middle], seed * 2 + 1)
-        split_on_oom(run, rows[middle:], seed * 2 + 2)
+    # outside the except block: its traceback would keep the failed batch's tensors alive
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    warnings.warn(  # one text, so Python shows it once however often batches split
+        "CUDA out of memory: batches are retried in halves (set a smaller batch_size on "
+        "the attack to avoid the retries)",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+    middle = len(rows) // 2
+    split_on_oom(run, rows[:middle], seed * 2 + 1)
+    split_on_oom(run, rows[middle:], seed * 2 + 2)

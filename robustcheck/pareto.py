@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,7 @@ def _model_name(path: str) -> str:
 
 def same_data(paths: Sequence[str]) -> None:
     """Refuse specs whose nominal or alternative samples are different files' contents."""
-    from robustcheck.digest import file_digest
+    from robustcheck.digest import file_digest, json_digest
     from robustcheck.errors import SpecError
     from robustcheck.spec import load_spec
 
@@ -109,7 +110,9 @@ def same_data(paths: Sequence[str]) -> None:
         for sample in ("nominal", "alternative"):
             if sample not in spec.data:
                 continue
-            digest = file_digest(spec.data[sample].path)
+            data = spec.data[sample]
+            selection = {k: v for k, v in asdict(data).items() if k not in ("path", "name")}
+            digest = file_digest(data.path) + json_digest(selection)
             if sample in seen and seen[sample][0] != digest:
                 raise SpecError(
                     f"[data.{sample}] is not the same data as in {seen[sample][1]}",
@@ -124,6 +127,12 @@ def pareto_of_specs(
     paths: Sequence[str], device: str | None = None
 ) -> list[tuple[TaggerFigures, ParetoPoint]]:
     """AUC and resilience of each spec's tagger, and which lie on the Pareto frontier."""
+    from robustcheck.errors import SpecError
+
+    resolved = [str(Path(p).resolve()) for p in paths]
+    for path in paths:
+        if resolved.count(str(Path(path).resolve())) > 1:
+            raise SpecError("the spec is given twice", file=path, fix="name each spec once")
     same_data(paths)
     figures = [tagger_figures(path, device) for path in paths]
     names = [f.name for f in figures]

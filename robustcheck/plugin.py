@@ -295,6 +295,7 @@ class RunSummary:
         self.records: dict[str, dict[str, Any]] = {}
         self.report: ReportOutcome | None = None
         self.baseline_written: Path | None = None
+        self.baseline_problem: str | None = None
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         text = getattr(report, RECORD_ATTRIBUTE, None)
@@ -304,7 +305,12 @@ class RunSummary:
             self.records[report.nodeid] = loads(text)
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        self._save_baseline()
+        try:
+            self._write_report()
+        finally:
+            self._save_baseline()
+
+    def _write_report(self) -> None:
         folder = report_dir(self.config)
         if folder is None or is_xdist_worker(self.config) or not self.records:
             return
@@ -331,8 +337,12 @@ class RunSummary:
             if item:
                 baseline.entries.setdefault(item["spec"], {})[item["check"]] = item["entry"]
         if baseline.entries:
-            baseline.save()
-            self.baseline_written = path
+            try:
+                baseline.save()
+            except OSError as exc:  # never turn a run into a crash: say so instead
+                self.baseline_problem = f"cannot write the baseline {path}: {exc}"
+            else:
+                self.baseline_written = path
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if is_xdist_worker(self.config):
@@ -359,6 +369,8 @@ class RunSummary:
         writer.write_line(totals_line(records))
         if self.baseline_written is not None:
             writer.write_line(f"robustcheck baseline: {self.baseline_written}")
+        if self.baseline_problem is not None:
+            writer.write_line(f"robustcheck baseline: {self.baseline_problem}", red=True)
         if self.report is not None:
             if self.report.html is not None:
                 writer.write_line(f"robustcheck report: {self.report.html}")

@@ -44,12 +44,27 @@ class Declaration:
 KINDS = ("attacks", "checks", "tagger_loaders", "data_readers")
 
 
+class _PluginManager(pluggy.PluginManager):
+    """Takes ``robustcheck_*`` functions as hooks even without ``@hookimpl``, as pytest does
+    for ``pytest_*`` in conftest files."""
+
+    def parse_hookimpl_opts(self, plugin: object, name: str) -> Any:
+        opts = super().parse_hookimpl_opts(plugin, name)
+        if (
+            opts is None
+            and name.startswith("robustcheck_")
+            and callable(getattr(plugin, name, None))
+        ):
+            return {}
+        return opts
+
+
 @functools.cache
 def manager() -> pluggy.PluginManager:
     """The plugin manager: built-ins first, then the ``robustcheck`` entry points."""
     from robustcheck import builtin, hookspecs
 
-    plugins = pluggy.PluginManager("robustcheck")
+    plugins = _PluginManager("robustcheck")
     plugins.add_hookspecs(hookspecs)
     plugins.register(builtin, name="robustcheck")
     try:

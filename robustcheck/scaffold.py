@@ -102,8 +102,14 @@ def list_arrays(path: Path, tree: str | None) -> tuple[list[str], str | None]:
                         )
                     tree = trees[0]
                 return list(handle[tree].keys()), tree
-    except (DataError, ImportError):
+    except DataError:
         raise
+    except ImportError as exc:
+        raise DataError(
+            f"reading `{path.suffix}` files needs a package that is not installed ({exc.name})",
+            file=path,
+            fix='pip install "pytest-robustcheck[hdf5,parquet,root]"',
+        ) from None
     except Exception as exc:
         raise DataError(f"cannot list the arrays of the file: {exc}", file=path) from None
     raise DataError(

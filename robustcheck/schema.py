@@ -7,6 +7,7 @@ declarations validate spec files and export a JSON Schema for editors.
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,6 +120,11 @@ def check_value(value: Any, spec: Field, path: str, source: str | Path) -> Any:
             file=source,
             field=path,
             fix=spec.doc or None,
+        )
+    numbers = value if spec.type == "number_list" else [value] if spec.type == "number" else []
+    if any(not math.isfinite(v) for v in numbers):
+        raise SpecError(
+            f"must be a finite number, got {value!r}", file=source, field=path, fix=spec.doc or None
         )
     if spec.choices is not None and value not in spec.choices:
         close = difflib.get_close_matches(str(value), [str(c) for c in spec.choices], n=1)

@@ -167,6 +167,7 @@ def adversarial_batch(
     ``signal_class`` read the model's output as a spec's ``[model]`` table does.
     """
     named = _named_inputs(inputs, envelope)
+    envelope.check_shapes({name: tuple(x.shape) for name, x in named.items()}, SOURCE)
     if seed is None:
         seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
     attack = _attack(method, epsilon, seed, options)

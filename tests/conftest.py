@@ -16,6 +16,19 @@ import tomli_w
 FEATURES = ["jet_pt", "jet_mass", "jet_eta", "n_const"]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """No hypothesis example database in the working tree: tests that want one load their
+    own profile (see test_property.py)."""
+    import tempfile
+
+    from hypothesis import settings
+    from hypothesis.configuration import set_hypothesis_home_dir
+
+    set_hypothesis_home_dir(tempfile.mkdtemp(prefix="robustcheck-hypothesis-"))
+    settings.register_profile("robustcheck-suite", database=None)
+    settings.load_profile("robustcheck-suite")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def one_torch_thread() -> Iterator[None]:
     """One torch thread for the whole session: the test models are tiny, and on a 2-core

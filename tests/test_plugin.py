@@ -33,7 +33,6 @@ def test_items_are_skipped_without_the_flag(project: pytest.Pytester) -> None:
     result = project.runpytest("-rs")
     result.assert_outcomes(skipped=2)
     result.stdout.fnmatch_lines(["*robustness checks run only with --robustcheck*"])
-    assert "torch" not in result.stdout.str().lower().replace("robustcheck", "")
 
 
 def test_flag_runs_checks_with_actionable_messages(project: pytest.Pytester) -> None:

@@ -30,12 +30,18 @@ REGRESSION = {
         "bool", False, doc="fail when worse than the baseline beyond statistical noise"
     ),
     "regression_tolerance": Field(
-        "number", None, doc="allowed worsening before the test (in the figure's units)",
+        "number",
+        None,
+        doc="allowed worsening before the test (in the figure's units)",
         minimum=0.0,
     ),
     "regression_confidence": Field(
-        "number", 0.95, doc="one-sided confidence of the regression test", minimum=0.5,
-        maximum=1.0, exclusive_minimum=True,
+        "number",
+        0.95,
+        doc="one-sided confidence of the regression test",
+        minimum=0.5,
+        maximum=1.0,
+        exclusive_minimum=True,
     ),
 }
 
@@ -261,7 +267,9 @@ CHECKS: dict[str, Declaration] = {
                 "str_list", None, doc="two features for a 2-D grid whose rise counts too"
             ),
             "max_events": Field(
-                "int", None, doc="average over the first N events of the nominal sample",
+                "int",
+                None,
+                doc="average over the first N events of the nominal sample",
                 minimum=1,
             ),
             "batch_size": Field("int", 4096, doc="model evaluations per batch", minimum=1),

@@ -9,6 +9,7 @@ from robustcheck.spec import CheckSpec
 
 if TYPE_CHECKING:
     from robustcheck.core import SpecRun
+    from robustcheck.decision import Decision
 
 
 class Check:
@@ -22,11 +23,11 @@ class Check:
     def evaluate(self) -> CheckResult:
         raise NotImplementedError
 
-    def scan_details(self, attack: str) -> list[str]:
-        """The attack's epsilon scan as a table, when its spec asks for one."""
+    def scan_details(self, attack: str, decision: Decision | None = None) -> list[str]:
+        """The attack's epsilon scan as a table (with the check's decision rule)."""
         from robustcheck.checks.scan import scan_rows, scan_table
 
-        return scan_table(scan_rows(self.run, attack))
+        return scan_table(scan_rows(self.run, attack, decision))
 
     def result(self, passed: bool, summary: str, **kwargs: object) -> CheckResult:
         return CheckResult(

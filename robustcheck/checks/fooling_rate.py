@@ -58,7 +58,7 @@ class FoolingRate(Check):
         if shifts:
             worst = ", ".join(f"{name} {value:.2f} sigma" for name, value in shifts[:3])
             details.append(f"largest mean |shift| of the {k:,} fooled events: {worst}")
-        details += self.scan_details(self.options["attack"])
+        details += self.scan_details(self.options["attack"], decision)
         figures: dict[str, float | int | str] = {
             "fooling_rate": rate,
             "ci_low": low,

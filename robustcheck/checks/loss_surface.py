@@ -17,6 +17,7 @@ class LossSurfaceCheck(Check):
     def evaluate(self) -> CheckResult:
         o = self.options
         where = f"checks[{self.spec.index}]"
+        self.run.log_probs("nominal")  # a model that fails says so clearly, here
         try:
             surface = loss_surface_of_run(
                 self.run,

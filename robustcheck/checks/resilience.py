@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from robustcheck.checks.base import Check
+from robustcheck.errors import DataError
 from robustcheck.result import CheckResult
 from robustcheck.stats import auc, auc_standard_error, background_rejection, effective_count
 
@@ -22,6 +23,14 @@ if TYPE_CHECKING:
 def sample_auc(run: SpecRun, sample: str) -> tuple[float, float]:
     """AUC of the signal-class probability on a sample, and its standard error."""
     labels = run.is_signal(sample)
+    if labels.all() or not labels.any():
+        missing = "background" if labels.all() else "signal"
+        raise DataError(
+            f"the {sample} sample has no {missing} events, so it has no AUC",
+            file=run.spec.data[sample].path,
+            field=f"data.{sample}.labels",
+            fix=f"signal is class {run.spec.model.signal_class}; the sample needs both",
+        )
     scores = run.discriminant(run.log_probs(sample))
     weights = run.weights(sample)
     area = auc(labels, scores, weights)

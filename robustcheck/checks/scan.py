@@ -10,16 +10,19 @@ from robustcheck.stats import clopper_pearson
 
 if TYPE_CHECKING:
     from robustcheck.core import SpecRun
+    from robustcheck.decision import Decision
 
 
-def scan_rows(run: SpecRun, attack: str) -> list[dict[str, float]]:
+def scan_rows(
+    run: SpecRun, attack: str, decision: Decision | None = None
+) -> list[dict[str, float]]:
     """One row per epsilon of the attack's ``scan``: fooling rate, interval, invariance."""
     from robustcheck.checks.invariance import measure
 
     movable = {name: env.movable.numpy() for name, env in run.envelope.inputs.items()}
     rows = []
     for epsilon in run.spec.attacks[attack].options.get("scan") or ():
-        adv = run.adversaries(attack, epsilon=float(epsilon))
+        adv = run.adversaries(attack, decision, epsilon=float(epsilon))
         n, k = int(adv.correct.sum()), int(adv.fooled.sum())
         low, high = clopper_pearson(k, n) if n else (np.nan, np.nan)
         figures = measure(adv, movable)

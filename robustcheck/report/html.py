@@ -81,7 +81,7 @@ def _files(info: dict[str, Any]) -> str:
     for name, data in (info.get("data") or {}).items():
         rows.append(
             f"<tr><th>data.{escape(name)}</th><td><code>{escape(data['path'])}</code></td>"
-            f"<td>{_short_hash(data)}</td><td class='num'>{data['n_events']:,} events</td></tr>"
+            f"<td>{_short_hash(data)}</td><td class='num'>{_events(data)}</td></tr>"
         )
     if not rows:
         return ""
@@ -90,6 +90,11 @@ def _files(info: dict[str, Any]) -> str:
         + "".join(rows)
         + ("</table>")
     )
+
+
+def _events(data: dict[str, Any]) -> str:
+    n = data.get("n_events")
+    return f"{n:,} events" if isinstance(n, int) else ""
 
 
 def _checks(checks: list[dict[str, Any]]) -> str:

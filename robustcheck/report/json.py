@@ -54,8 +54,10 @@ def build(
         spec = specs.setdefault(
             record["spec"], {"path": record["spec"], "info": None, "checks": [], "attacks": {}}
         )
-        if spec["info"] is None and record.get("spec_info"):
-            spec["info"] = record["spec_info"]
+        info = record.get("spec_info")
+        # prefer the info of a check that evaluated the model (an erroring one may not have)
+        if info and (spec["info"] is None or ("roc" in info and "roc" not in spec["info"])):
+            spec["info"] = info
         for name, attack in (record.get("attacks") or {}).items():
             spec["attacks"].setdefault(name, attack)
         for problem in record.get("problems") or ():

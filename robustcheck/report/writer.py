@@ -163,6 +163,8 @@ def write_report(
             outcome.written.append(write())
         except OSError as exc:
             outcome.problems.append(f"cannot write {folder / name}: {_reason(exc)}")
+        except Exception as exc:  # one broken page must not cost the other file
+            outcome.problems.append(f"cannot build {name}: {type(exc).__name__}: {exc}")
     return outcome
 
 

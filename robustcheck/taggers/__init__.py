@@ -52,5 +52,5 @@ def load_tagger(spec: Spec) -> Tagger:
                 "pkg.module:factory",
             )
         tagger = loader.load()(path, **kwargs)
-    tagger.bind(list(spec.data["nominal"].inputs))
+    tagger.bind(list(spec.data["nominal"].inputs), str(spec.path))
     return tagger

@@ -27,7 +27,8 @@ def to_log_probs(scores: torch.Tensor, kind: str) -> torch.Tensor:
             )
         z = z[:, 0]
         if kind == "sigmoid":
-            p = z.clamp(1e-12, 1 - 1e-12)
+            tiny = torch.finfo(z.dtype).eps  # 1 - 1e-12 would round to 1 in float32
+            p = z.clamp(tiny, 1 - tiny)
             return torch.stack((torch.log1p(-p), torch.log(p)), dim=1)
         return torch.stack((F.logsigmoid(-z), F.logsigmoid(z)), dim=1)
     if scores.dim() != 2 or scores.shape[1] < 2:
@@ -101,7 +102,7 @@ class Tagger:
         self.signal_class = signal_class
         self.device = torch.device("cpu")
 
-    def bind(self, spec_inputs: Sequence[str]) -> None:
+    def bind(self, spec_inputs: Sequence[str], spec_file: str | None = None) -> None:
         """Match the spec's input names to the model's, or raise a clear error."""
         spec_inputs = list(spec_inputs)
         if sorted(spec_inputs) == sorted(self.model_inputs):
@@ -111,8 +112,8 @@ class Tagger:
         else:
             raise ModelError(
                 f"the model's inputs are {list(self.model_inputs)}, but the spec maps "
-                f"{spec_inputs}",
-                file=self.source,
+                f"{spec_inputs} (model {self.source})",
+                file=spec_file or self.source,
                 field="data.nominal.inputs",
                 fix="name the inputs as the model does (or set [model] input_names)",
             )
@@ -165,7 +166,7 @@ class TorchTagger(Tagger):
 
     def to(self, device: torch.device) -> TorchTagger:
         """Move to ``device``; a module the caller owns is copied, never moved."""
-        if _module_device(self.module) != device:
+        if not _same_device(_module_device(self.module), device):
             module = self.module if self.owned else copy.deepcopy(self.module)
             self.module = module.to(device)
             self.owned = True
@@ -199,3 +200,15 @@ def _module_device(module: torch.nn.Module) -> torch.device:
     for tensor in module.buffers():
         return tensor.device
     return torch.device("cpu")
+
+
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    """``cuda`` and ``cuda:0`` (the current device) are the same place."""
+    if a.type != b.type:
+        return False
+    if a.type != "cuda":
+        return True
+    current = torch.cuda.current_device() if torch.cuda.is_available() else 0
+    return (a.index if a.index is not None else current) == (
+        b.index if b.index is not None else current
+    )

@@ -85,7 +85,7 @@ class OnnxTagger(Tagger):
             raw = self.session.run(None, feed)
         except Exception as exc:
             shapes = {name: tuple(inputs[name].shape) for name in self.binding}
-            first = str(exc).strip().splitlines()[0]
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(
                 f"onnxruntime failed on inputs {shapes}: {first}",
                 file=self.path,

@@ -21,15 +21,36 @@ def forward_input_names(module: torch.nn.Module) -> list[str]:
     return [p.name for p in params if p.kind in kinds]
 
 
+def _forget_module_from_elsewhere(module_name: str, search_dir: Path) -> None:
+    """A module next to this spec must not be served from another spec's folder's import.
+
+    Two specs in different folders may both use ``model:build``; Python caches modules by
+    name, so the second would silently get the first one's model.
+    """
+    top = module_name.split(".")[0]
+    local = search_dir / top
+    if not (local.with_suffix(".py").is_file() or (local / "__init__.py").is_file()):
+        return
+    cached = sys.modules.get(top)
+    where = getattr(cached, "__file__", None)
+    if cached is not None and (
+        where is None or search_dir.resolve() not in Path(where).resolve().parents
+    ):
+        for name in [n for n in sys.modules if n == top or n.startswith(top + ".")]:
+            del sys.modules[name]
+
+
 def import_factory(target: str, search_dir: Path, source: str) -> Any:
     """Import ``pkg.module:attr``, looking in ``search_dir`` first (the spec's folder)."""
     module_name, _, attr = target.partition(":")
+    _forget_module_from_elsewhere(module_name, search_dir)
     sys.path.insert(0, str(search_dir))
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
+    except Exception as exc:
+        kind = "cannot import" if isinstance(exc, ImportError) else "error while importing"
         raise ModelError(
-            f"cannot import `{module_name}`: {exc}",
+            f"{kind} `{module_name}`: {type(exc).__name__}: {exc}",
             file=source,
             field="model.path",
             fix="put the module next to the spec or install its package",
