@@ -289,3 +289,39 @@ def test_matplotlib_is_imported_only_to_draw() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_pareto_frontier_of_specs_on_the_same_data(model_dir: Path, tmp_path: Path) -> None:
+    import json
+
+    import numpy as np
+
+    from robustcheck.cli import main
+    from tests.conftest import base_spec, make_events, write_spec
+
+    np.savez(model_dir / "pareto_alt.npz", **make_events(3000, seed=21, multiplicity_gap=8.0))
+    paths = []
+    for name, model in (("trained", "tagger.pt"), ("untrained", "mlp:build")):
+        doc = base_spec(model=model)
+        if model == "mlp:build":
+            del doc["model"]["weights"]
+        doc["data"]["alternative"] = {"path": "pareto_alt.npz", "labels": "y",
+                                      "inputs": {"x": "x"}}
+        doc["checks"] = [{"type": "resilience", "max_auc_change_percent": 100.0}]
+        paths.append(str(write_spec(model_dir, doc, f"pareto_{name}.robust.toml")))
+    report = tmp_path / "report"
+    assert main(["run", *paths, "--report", str(report), "--device", "cpu"]) == 0
+    document = json.loads((report / "report.json").read_text())
+    (group,) = document["pareto"]
+    points = {p["name"]: p for p in group["points"]}
+    assert set(points) == {"tagger.pt", "mlp:build"}
+    for p in points.values():  # on the front exactly when no other point dominates it
+        others = [q for q in points.values() if q is not p]
+        dominated = any(q["auc"] >= p["auc"] and q["resilience"] <= p["resilience"]
+                        and (q["auc"] > p["auc"] or q["resilience"] < p["resilience"])
+                        for q in others)
+        assert p["on_front"] == (not dominated)
+    assert (report / group["file"]).is_file()
+    html = (report / "report.html").read_text()
+    assert "AUC / resilience Pareto frontier" in html
+    assert html.count("data:image/png;base64,") >= 1 + 2  # the frontier and each spec's ROC

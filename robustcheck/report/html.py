@@ -164,7 +164,35 @@ def _spec(spec: dict[str, Any], drawn: list[Plot]) -> str:
     return "\n".join(parts)
 
 
-def page(document: dict[str, Any], drawn: dict[str, list[Plot]]) -> str:
+def _pareto(group: dict[str, Any], folder: Path | None) -> str:
+    """The AUC/resilience frontier of taggers evaluated on the same data."""
+    rows = "".join(
+        f"<tr><td>{escape(p['name'])}</td><td class='num'>{p['auc']:.4f}</td>"
+        f"<td class='num'>{p['resilience']:.3g}%</td><td>"
+        + (
+            "on the front"
+            if p["on_front"]
+            else "dominated by " + escape(", ".join(p["dominated_by"]))
+        )
+        + "</td></tr>"
+        for p in sorted(group["points"], key=lambda p: -p["auc"])
+    )
+    image = ""
+    if group.get("file") and folder is not None and (folder / group["file"]).is_file():
+        data = base64.b64encode((folder / group["file"]).read_bytes()).decode()
+        image = (
+            f'<div class="plots"><figure><img src="data:image/png;base64,{data}" '
+            'alt="AUC against resilience"></figure></div>'
+        )
+    return (
+        "<h2>AUC / resilience Pareto frontier</h2><p>Taggers gated on the same nominal and "
+        "alternative samples (arXiv:2509.19431): higher AUC and lower AUC change are better."
+        f"</p>{image}<table><tr><th>tagger</th><th>AUC</th><th>resilience</th><th></th></tr>"
+        f"{rows}</table>"
+    )
+
+
+def page(document: dict[str, Any], drawn: dict[str, list[Plot]], folder: Path | None = None) -> str:
     """The whole page."""
     summary = document["summary"]
     versions = ", ".join(
@@ -174,6 +202,7 @@ def page(document: dict[str, Any], drawn: dict[str, list[Plot]]) -> str:
     )
     problems = "".join(f'<div class="problem">{escape(p)}</div>' for p in document["problems"])
     specs = "\n".join(_spec(spec, drawn.get(spec["path"], [])) for spec in document["specs"])
+    specs += "".join(_pareto(group, folder) for group in document.get("pareto") or [])
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>robustcheck report</title><style>{CSS}</style></head><body>
@@ -191,5 +220,5 @@ def page(document: dict[str, Any], drawn: dict[str, list[Plot]]) -> str:
 
 def write(document: dict[str, Any], drawn: dict[str, list[Plot]], folder: Path) -> Path:
     path = folder / "report.html"
-    path.write_text(page(document, drawn), encoding="utf-8")
+    path.write_text(page(document, drawn, folder), encoding="utf-8")
     return path

@@ -200,3 +200,48 @@ def roc(curves: Sequence[tuple[str, dict[str, Any]]]) -> bytes:
         axes.set_ylabel(r"background rejection $1/\varepsilon_B$")
         axes.legend(loc="lower left", fontsize=8)
         return _png(figure)
+
+
+def pareto(points: Sequence[dict[str, Any]]) -> bytes:
+    """AUC against resilience (percent AUC change between generators), front highlighted."""
+    if len(points) < 2:
+        raise ValueError("a Pareto plot needs two taggers or more")
+    with _style():
+        figure = _figure()
+        axes = figure.subplots()
+        front = sorted((p for p in points if p["on_front"]), key=lambda p: p["resilience"])
+        if len(front) > 1:
+            axes.plot(
+                [p["resilience"] for p in front],
+                [p["auc"] for p in front],
+                color=ADVERSARIAL_COLOR,
+                linewidth=1.0,
+                zorder=1,
+                label="Pareto front",
+            )
+        for p in points:
+            color = ADVERSARIAL_COLOR if p["on_front"] else NOMINAL_COLOR
+            axes.errorbar(
+                p["resilience"],
+                p["auc"],
+                xerr=p.get("resilience_error") or 0.0,
+                yerr=p.get("auc_error") or 0.0,
+                fmt="o" if p["on_front"] else "s",
+                color=color,
+                markersize=5,
+                capsize=2,
+                zorder=2,
+            )
+            axes.annotate(
+                p["name"],
+                (p["resilience"], p["auc"]),
+                textcoords="offset points",
+                xytext=(5, 5),
+                fontsize=8,
+            )
+        axes.set_xlabel("resilience: AUC change between generators (%)")
+        axes.set_ylabel("AUC (nominal sample)")
+        axes.set_xlim(left=0)
+        if len(front) > 1:
+            axes.legend(loc="lower right")
+        return _png(figure)

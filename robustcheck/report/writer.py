@@ -119,6 +119,53 @@ def spec_plots(spec: dict[str, Any]) -> list[Plot]:
     return out
 
 
+def pareto_groups(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Specs with a resilience check over the same nominal and alternative files, two or more
+    per group, with their AUC, resilience and place on the Pareto frontier."""
+    from robustcheck.pareto import pareto_front
+
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for spec in specs:
+        data = spec.get("data") or {}
+        key = tuple((data.get(s) or {}).get("sha256", "") for s in ("nominal", "alternative"))
+        check = next(
+            (
+                c
+                for c in spec["checks"]
+                if c.get("type") == "resilience" and "auc_nominal" in (c.get("figures") or {})
+            ),
+            None,
+        )
+        if check is None or not all(key):
+            continue
+        figures = check["figures"]
+        model = spec.get("model") or {}
+        name = model.get("import") or Path(str(model.get("path") or spec["path"])).name
+        groups.setdefault(key, []).append(
+            {
+                "name": name,
+                "spec": spec["path"],
+                "auc": figures["auc_nominal"],
+                "auc_error": figures.get("auc_nominal_error"),
+                "resilience": figures["auc_change_percent"],
+                "resilience_error": figures.get("auc_change_percent_error"),
+            }
+        )
+    out = []
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        names = [m["name"] for m in members]
+        for m in members:
+            if names.count(m["name"]) > 1:
+                m["name"] = f"{m['name']} ({Path(m['spec']).name})"
+        front = pareto_front([(m["name"], m["auc"], m["resilience"]) for m in members])
+        for m, point in zip(members, front, strict=True):
+            m.update(on_front=point.on_front, dominated_by=point.dominated_by)
+        out.append({"points": members})
+    return out
+
+
 def write_report(
     records: Iterable[dict[str, Any]], folder: str | Path, command: str
 ) -> ReportOutcome:
@@ -154,6 +201,16 @@ def write_report(
                 except OSError as exc:
                     outcome.problems.append(f"cannot write {folder / plot.file}: {_reason(exc)}")
             spec["plots"].append(entry)
+    document["pareto"] = pareto_groups(document["specs"])
+    for number, group in enumerate(document["pareto"]):
+        if why_not:
+            break
+        group["file"] = f"plots/pareto_{number}.png"
+        try:
+            (folder / group["file"]).write_bytes(plots.pareto(group["points"]))
+        except Exception as exc:  # a broken plot must not break the report
+            outcome.problems.append(f"plot {group['file']} failed: {type(exc).__name__}: {exc}")
+            group["file"] = None
     document["problems"] = [*document["problems"], *outcome.problems]
     for name, write in (
         ("report.json", lambda: json_report.write(document, folder)),
