@@ -484,6 +484,14 @@ def _parse_inputs(section: Any, data: dict[str, DataSpec], path: Path) -> dict[s
 GROUPS_KEY = "groups"
 
 
+def feature_envelope(table: Any, where: str, source: str | Path) -> FeatureEnvelope:
+    """One feature's envelope entry, validated (sigma presence is the caller's to check)."""
+    entry = FeatureEnvelope(**validate(table, FEATURE_FIELDS, where, source))
+    if entry.min is not None and entry.max is not None and entry.min > entry.max:
+        raise SpecError(f"min {entry.min} > max {entry.max}", file=source, field=where)
+    return entry
+
+
 def _parse_envelope(
     section: Any, inputs: dict[str, InputSpec], path: Path
 ) -> tuple[dict[str, dict[str, FeatureEnvelope]], dict[str, tuple[EnvelopeGroup, ...]]]:
@@ -533,7 +541,7 @@ def _parse_envelope(
         out[name] = {}
         for feature in features:
             where = f"envelope.{name}.{feature}"
-            entry = FeatureEnvelope(**validate(table[feature], FEATURE_FIELDS, where, path))
+            entry = feature_envelope(table[feature], where, path)
             has_sigma = entry.absolute is not None or entry.relative is not None
             if feature in from_covariance and has_sigma:
                 raise SpecError(
@@ -550,8 +558,6 @@ def _parse_envelope(
                     field=where,
                     fix="set `absolute = ...` or `relative = ...` (or `frozen = true`)",
                 )
-            if entry.min is not None and entry.max is not None and entry.min > entry.max:
-                raise SpecError(f"min {entry.min} > max {entry.max}", file=path, field=where)
             out[name][feature] = entry
         groups[name] = tuple(
             _finish_group(raw, index, name, out[name], path) for index, raw in enumerate(raw_groups)

@@ -34,13 +34,13 @@ from typing import Any
 
 import torch
 
-from robustcheck.attacks import ATTACKS
+from robustcheck import registry
 from robustcheck.attacks.base import AttackBatch
 from robustcheck.decision import Decision
 from robustcheck.envelope import Envelope, InputEnvelope, Inputs
 from robustcheck.errors import SpecError
 from robustcheck.schema import validate
-from robustcheck.spec import FEATURE_FIELDS, AttackSpec, FeatureEnvelope, Spec, load_spec
+from robustcheck.spec import AttackSpec, Spec, feature_envelope, load_spec
 from robustcheck.taggers.torch_module import wrap_module
 
 SOURCE = "robustcheck.training"
@@ -78,7 +78,7 @@ def make_envelope(
         entries = {}
         for feature, entry in table.items():
             where = f"envelope.{name}.{feature}"
-            parsed = FeatureEnvelope(**validate(entry, FEATURE_FIELDS, where, SOURCE))
+            parsed = feature_envelope(entry, where, SOURCE)
             if parsed.movable and parsed.absolute is None and parsed.relative is None:
                 raise SpecError(
                     "no uncertainty given",
@@ -86,8 +86,6 @@ def make_envelope(
                     field=where,
                     fix="set `absolute` or `relative` (or `frozen`: True)",
                 )
-            if parsed.min is not None and parsed.max is not None and parsed.min > parsed.max:
-                raise SpecError(f"min {parsed.min} > max {parsed.max}", file=SOURCE, field=where)
             entries[feature] = parsed
         inputs[name] = InputEnvelope.from_features(name, entries, masks.get(name))
     return Envelope(inputs)
@@ -109,9 +107,9 @@ def _attack(method: str, epsilon: float, seed: int, options: Mapping[str, Any]) 
             fix=f"use one of: {', '.join(TRAINING_METHODS)}",
         )
     table = {"method": method, "epsilon": epsilon, "seed": seed, **options}
-    values = validate(table, ATTACKS[method].options, "adversarial_batch", SOURCE)
+    values = validate(table, registry.attacks()[method].options, "adversarial_batch", SOURCE)
     values.pop("method")
-    return ATTACKS[method].load()(AttackSpec("adversarial_batch", method, values), seed)
+    return registry.attacks()[method].load()(AttackSpec("adversarial_batch", method, values), seed)
 
 
 def _named_inputs(
