@@ -49,6 +49,7 @@ __all__ = [
     "SearchOutcome",
     "database_key",
     "from_spec",
+    "group_shifts",
     "perturb",
     "perturbations",
     "pulls",
@@ -165,6 +166,39 @@ def perturbations(
     return pulls(envelope, shapes).map(build)
 
 
+def group_shifts(
+    envelope: Envelope, nominal: Mapping[str, Array], epsilon: float, *, per_event: bool = False
+) -> st.SearchStrategy[dict[str, Array]]:
+    """Coherent systematic shifts: one variation ``s`` in [-epsilon, epsilon] per coherent
+    envelope group (a jet energy scale, say), shared by every event, or drawn per event with
+    ``per_event``. Each shift shrinks towards 0 (hypothesis prefers simple values such as
+    1 sigma), so a counterexample keeps only the groups it needs, at a readable size.
+    Features outside the groups never move.
+    """
+    envelope, tensors, box = _nominal_box(envelope, nominal, epsilon)
+    names = box.coherent_groups()
+    if not names:
+        raise SpecError(
+            "the envelope has no coherent groups to shift",
+            field="envelope",
+            fix='add groups = [{ features = ["pt"], coherent = true, relative = 0.02 }]',
+        )
+    n = len(next(iter(tensors.values())))
+    shape = (n, len(names)) if per_event else (len(names),)
+    bound = float(np.float32(epsilon))
+    elements = st.floats(-bound, bound, allow_nan=False, width=32)
+
+    def build(drawn: np.ndarray) -> dict[str, Array]:
+        s = torch.as_tensor(drawn, dtype=torch.float32)
+        s = s if per_event else s.expand(n, -1)
+        out = dict(nominal)
+        for name, value in box.shifted(s, names).items():
+            out[name] = value if isinstance(nominal[name], torch.Tensor) else value.numpy()
+        return out
+
+    return arrays(np.float32, shape, elements=elements).map(build)
+
+
 @dataclass(frozen=True)
 class EnvelopeSample:
     """The first events of a spec's sample with its envelope, ready for ``@given`` tests."""
@@ -177,6 +211,10 @@ class EnvelopeSample:
     def perturbations(self, coherent: bool = False) -> st.SearchStrategy[dict[str, np.ndarray]]:
         """Perturbed copies of ``nominal`` within ``epsilon`` sigma (see ``perturbations``)."""
         return perturbations(self.envelope, self.nominal, self.epsilon, coherent=coherent)
+
+    def shifts(self, per_event: bool = False) -> st.SearchStrategy[dict[str, np.ndarray]]:
+        """Coherent shifts of the envelope's groups (see ``group_shifts``)."""
+        return group_shifts(self.envelope, self.nominal, self.epsilon, per_event=per_event)
 
 
 def from_spec(

@@ -274,3 +274,52 @@ def test_correlated_groups_bound_the_draws(tmp_path: Path) -> None:
 
     check()
     assert max(longest) > 0.5  # the draws do reach out towards the ball's surface
+
+
+def _jes_sample(tmp_path: Path, epsilon: float = 2.0):
+    np.savez(tmp_path / "data.npz", **make_events(12, seed=8))
+    (tmp_path / "tagger.pt").write_bytes(b"")
+    doc = base_spec()
+    doc["envelope"]["x"]["groups"] = [
+        {"name": "jes", "features": ["jet_pt", "jet_mass"], "coherent": True, "relative": 0.02}
+    ]
+    return from_spec(write_spec(tmp_path, doc), epsilon=epsilon, max_events=12)
+
+
+def test_group_shifts_move_the_group_by_one_factor(tmp_path: Path) -> None:
+    sample = _jes_sample(tmp_path)
+    nominal = sample.nominal["x"].astype(np.float64)
+
+    @settings(max_examples=40, database=None)
+    @given(sample.shifts(), sample.shifts(per_event=True))
+    def check(shared: dict[str, np.ndarray], per_event: dict[str, np.ndarray]) -> None:
+        for moved, one_factor in ((shared, True), (per_event, False)):
+            ratio = moved["x"][:, :2].astype(np.float64) / nominal[:, :2]
+            assert np.allclose(ratio[:, 0], ratio[:, 1], rtol=1e-6)  # pt and mass together
+            assert (np.abs(ratio - 1) <= 2.0 * 0.02 + 1e-6).all()  # within epsilon sigma
+            if one_factor:
+                assert np.allclose(ratio[:, 0], ratio[0, 0], rtol=1e-6)
+            assert np.array_equal(moved["x"][:, 2:], sample.nominal["x"][:, 2:])
+
+    check()
+
+
+def test_group_shifts_shrink_to_the_smallest_variation(tmp_path: Path) -> None:
+    sample = _jes_sample(tmp_path)
+    nominal = sample.nominal["x"][:, 0].astype(np.float64)
+    found = find(
+        sample.shifts(),
+        lambda m: (m["x"][:, 0] / nominal).min() > 1.01,
+        settings=settings(database=None, max_examples=500),
+    )
+    ratio = float((found["x"][:, 0] / nominal).min())
+    # shrunk from anywhere up to 2 sigma (ratio 1.04) to a simple shift of at most 1 sigma
+    assert 1.01 < ratio <= 1.02 + 1e-6
+
+
+def test_group_shifts_need_a_coherent_group(tmp_path: Path) -> None:
+    np.savez(tmp_path / "data.npz", **make_events(5, seed=9))
+    (tmp_path / "tagger.pt").write_bytes(b"")
+    sample = from_spec(write_spec(tmp_path, base_spec()), epsilon=1.0, max_events=5)
+    with pytest.raises(SpecError, match="no coherent groups"):
+        sample.shifts()
