@@ -73,23 +73,41 @@ def standardize(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x.mean(0), x.std(0)
 
 
-def train_mlp(events: dict[str, np.ndarray]) -> Any:
-    """A small MLP with the standardisation folded into its first layer."""
+def train_mlp(
+    events: dict[str, np.ndarray],
+    seed: int | None = None,
+    use_multiplicity: bool = True,
+    steps: int = 150,
+) -> Any:
+    """A small MLP with the standardisation folded into its first layer.
+
+    ``seed`` re-initialises the weights (another training of the same model); without
+    multiplicity (a frozen feature) the model must lean on the movable features.
+    """
     import torch
 
     namespace: dict[str, Any] = {}
     exec(MLP_SOURCE, namespace)
     model = namespace["build"]()
+    if seed is not None:
+        torch.manual_seed(seed)
+        for layer in model:
+            if isinstance(layer, torch.nn.Linear):
+                layer.reset_parameters()
     mean, std = standardize(events["x"])
     x = torch.from_numpy((events["x"] - mean) / std)
+    if not use_multiplicity:
+        x[:, 3] = 0.0
     y = torch.from_numpy(events["y"])
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(150):
+    for _ in range(steps):
         optimizer.zero_grad()
         torch.nn.functional.cross_entropy(model(x), y).backward()
         optimizer.step()
     with torch.no_grad():
         first = model[0]
+        if not use_multiplicity:
+            first.weight[:, 3] = 0.0
         first.bias -= first.weight @ torch.from_numpy(mean / std)
         first.weight /= torch.from_numpy(std)
     return model.eval()

@@ -15,36 +15,7 @@ from robustcheck.core import SpecRun
 from robustcheck.errors import SpecError
 from robustcheck.result import CheckResult
 from robustcheck.spec import parse_spec
-from tests.conftest import MLP_SOURCE, base_spec, make_events, standardize
-
-
-def train(events: dict[str, np.ndarray], seed: int, use_multiplicity: bool) -> dict[str, Any]:
-    """An MLP state_dict; without multiplicity it must lean on the movable features."""
-    namespace: dict[str, Any] = {}
-    exec(MLP_SOURCE, namespace)
-    torch.manual_seed(seed)
-    model = namespace["build"]()
-    for layer in model:
-        if isinstance(layer, torch.nn.Linear):
-            layer.reset_parameters()
-    mean, std = standardize(events["x"])
-    x = torch.from_numpy((events["x"] - mean) / std)
-    if not use_multiplicity:
-        x[:, 3] = 0.0
-    y = torch.from_numpy(events["y"])
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(200):
-        optimizer.zero_grad()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        optimizer.step()
-    with torch.no_grad():
-        scale = torch.from_numpy(std).clone()
-        shift = torch.from_numpy(mean).clone()
-        if not use_multiplicity:
-            model[0].weight[:, 3] = 0.0
-        model[0].bias -= model[0].weight @ (shift / scale)
-        model[0].weight /= scale
-    return model.state_dict()
+from tests.conftest import base_spec, make_events, train_mlp
 
 
 @pytest.fixture(scope="module")
@@ -54,9 +25,13 @@ def gating(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Path:
     events = make_events(4000, seed=11)
     np.savez(folder / "data.npz", **make_events(4000, seed=12))
     np.savez(folder / "other.npz", **make_events(4000, seed=13))
-    torch.save(train(events, 0, True), folder / "released.pt")
-    torch.save(train(events, 1, True), folder / "retrained.pt")
-    torch.save(train(events, 0, False), folder / "fragile.pt")
+    for name, seed, multiplicity in (
+        ("released", 0, True),
+        ("retrained", 1, True),
+        ("fragile", 0, False),
+    ):
+        model = train_mlp(events, seed=seed, use_multiplicity=multiplicity, steps=200)
+        torch.save(model.state_dict(), folder / f"{name}.pt")
     return folder
 
 
@@ -64,8 +39,15 @@ def run_for(folder: Path, weights: str, data: str = "data.npz", **kwargs: Any) -
     doc = base_spec(model="mlp:build", epsilon=2.0)
     doc["model"]["weights"] = weights
     doc["data"]["nominal"]["path"] = data
-    doc["checks"] = [{"name": "fooling", "type": "fooling_rate", "attack": "pgd", "max": 1.0,
-                      "no_regression": True}]
+    doc["checks"] = [
+        {
+            "name": "fooling",
+            "type": "fooling_rate",
+            "attack": "pgd",
+            "max": 1.0,
+            "no_regression": True,
+        }
+    ]
     return SpecRun(parse_spec(doc, folder / "robustness.toml"), device="cpu", **kwargs)
 
 
@@ -97,15 +79,16 @@ def test_baseline_on_other_data_is_refused(gating: Path) -> None:
     path = save_baseline(gating)
     result = run_for(gating, "released.pt", data="other.npz", baseline=path).run()[0]
     assert not result.passed
-    assert "cannot compare with the baseline: the baseline was made with a different " \
+    assert (
+        "cannot compare with the baseline: the baseline was made with a different "
         "data.nominal" in result.summary
+    )
 
 
 def test_missing_check_and_missing_baseline(gating: Path) -> None:
     path = save_baseline(gating)
     run = run_for(gating, "released.pt", baseline=path)
-    renamed = run.spec.checks[0].__class__(0, "renamed", "fooling_rate",
-                                           run.spec.checks[0].options)
+    renamed = run.spec.checks[0].__class__(0, "renamed", "fooling_rate", run.spec.checks[0].options)
     result = run.run_check(renamed)
     assert "has no check 'renamed'" in result.summary and not result.passed
     with pytest.raises(SpecError, match="no_regression needs a baseline"):
@@ -116,8 +99,14 @@ def test_two_proportion_regression_against_scipy() -> None:
     from scipy.stats import norm
 
     def result(k: int, n: int) -> CheckResult:
-        return CheckResult("s", "c", "fooling_rate", True, "summary",
-                           figures={"fooling_rate": k / n, "n_fooled": k, "n_events": n})
+        return CheckResult(
+            "s",
+            "c",
+            "fooling_rate",
+            True,
+            "summary",
+            figures={"fooling_rate": k / n, "n_fooled": k, "n_events": n},
+        )
 
     old = result(50, 1000).figures
     new = regression(result(80, 1000), old, {})
@@ -137,12 +126,20 @@ def test_pytest_flags_save_and_compare(pytester: pytest.Pytester, gating: Path) 
 
     spec = base_spec(model="mlp:build", epsilon=2.0)
     spec["model"]["weights"] = "released.pt"
-    spec["checks"] = [{"name": "fooling", "type": "fooling_rate", "attack": "pgd", "max": 1.0,
-                       "no_regression": True}]
+    spec["checks"] = [
+        {
+            "name": "fooling",
+            "type": "fooling_rate",
+            "attack": "pgd",
+            "max": 1.0,
+            "no_regression": True,
+        }
+    ]
     spec["baseline"] = "baseline.json"
     write_spec(pytester.path, spec)
-    saved = pytester.runpytest_subprocess("--robustcheck", "--robustcheck-save-baseline",
-                                          "baseline.json", "-v")
+    saved = pytester.runpytest_subprocess(
+        "--robustcheck", "--robustcheck-save-baseline", "baseline.json", "-v"
+    )
     # recording the baseline the spec compares with: no comparison this time
     saved.assert_outcomes(passed=1)
     saved.stdout.fnmatch_lines(["*robustcheck baseline: *baseline.json"])
