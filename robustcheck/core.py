@@ -336,13 +336,7 @@ class SpecRun:
             adv_inputs = {**inputs, **outcome.adversarial}
             adv_log_probs = evaluate(tagger, adv_inputs, EVAL_BATCH)
         fooled = correct & (decision.decide(adv_log_probs) != target)
-        sigma = {name: env.sigma(inputs[name]) for name, env in self.envelope.inputs.items()}
-        real = {
-            name: inputs[env.mask] != 0
-            if env.mask is not None
-            else torch.ones(inputs[name].shape[:-1], dtype=torch.bool)
-            for name, env in self.envelope.inputs.items()
-        }
+        sigma, real = self._sigma_and_real
         result = Adversaries(
             attack=attack_name,
             description=attack.describe() + (" (gradient-free fallback)" if notes else ""),
@@ -361,6 +355,19 @@ class SpecRun:
         )
         self._adversaries[key] = result
         return result
+
+    @cached_property
+    def _sigma_and_real(self) -> tuple[Inputs, Inputs]:
+        """Each nominal entry's sigma, and which entries are real (not padding): per run."""
+        inputs, _ = self.inputs("nominal")
+        sigma = {name: env.sigma(inputs[name]) for name, env in self.envelope.inputs.items()}
+        real = {
+            name: inputs[env.mask] != 0
+            if env.mask is not None
+            else torch.ones(inputs[name].shape[:-1], dtype=torch.bool)
+            for name, env in self.envelope.inputs.items()
+        }
+        return sigma, real
 
     @contextlib.contextmanager
     def _model_errors(self, inputs: Inputs) -> Iterator[None]:

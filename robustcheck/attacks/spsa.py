@@ -85,18 +85,19 @@ class SPSA(Attack):
             loss = event_loss(batch.decision, log_probs, pairs).view(2, -1)
             if batch.early_stop:
                 fools = (batch.decision.decide(log_probs) != pairs).view(2, -1)
-                for side in (0, 1):
+                for side in (0, 1):  # torch.where, not masked assignment: no host sync
                     take = fools[side] & ~found
                     for name in x:
-                        x[name][take] = probes[name][side][take]
+                        keep = take.view(-1, *([1] * (x[name].dim() - 1)))
+                        x[name] = torch.where(keep, probes[name][side], x[name])
                     found |= take
             weight = loss[0] - loss[1]
             for name, direction in directions.items():
                 estimate[name].add_(direction * weight.view(-1, *([1] * (direction.dim() - 1))))
-        moving = ~found
+        moving = (~found).to(next(iter(x.values())).dtype)
         for name, value in x.items():
             step = estimate[name].sign_().mul_(box.unit[name]).mul_(self.step_size)
-            value[moving] += step[moving]
+            value.add_(step.mul_(moving.view(-1, *([1] * (step.dim() - 1)))))
         project(box, nominal, x)
         for name, value in x.items():
             adv[name][rows] = value

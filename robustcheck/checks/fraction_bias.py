@@ -4,7 +4,9 @@ Templates of the discriminant for signal and background come from the nominal sa
 alternative sample, whose true signal fraction is known from its labels, is fitted with
 them by a binned Poisson likelihood. A tagger whose response depends on the generator biases
 the measured fraction (the quark-fraction study of Gambhir, LeBlanc and Zhou).
-Template statistical uncertainties are not included in the fit uncertainty.
+Template statistical uncertainties are not included in the fit uncertainty, and with event
+weights the Poisson likelihood treats the weighted counts as counts, so the fit uncertainty
+(and the pull) is then approximate.
 """
 
 from __future__ import annotations
