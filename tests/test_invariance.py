@@ -109,3 +109,13 @@ def test_invariance_needs_a_threshold(model_dir: Path) -> None:
     doc["checks"] = [{"type": "invariance", "attack": "pgd"}]
     with pytest.raises(SpecError, match="sets no threshold, so it could never fail"):
         parse_spec(doc, model_dir / "robustness.toml")
+
+
+def test_invariance_without_a_movable_feature_does_not_pass_vacuously(model_dir: Path) -> None:
+    doc = base_spec()
+    doc["envelope"]["x"] = {f: {"frozen": True} for f in doc["envelope"]["x"]}
+    doc["checks"] = [{"type": "invariance", "attack": "pgd", "ks_min_pvalue": 0.01}]
+    run = SpecRun(parse_spec(doc, model_dir / "robustness.toml"), device="cpu")
+    result = run.run()[0]
+    assert not result.passed
+    assert "no movable feature to test" in result.summary

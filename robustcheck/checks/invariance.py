@@ -133,6 +133,12 @@ class Invariance(Check):
     def _failures(self, figures: InvarianceFigures) -> list[str]:
         o = self.options
         out = []
+        per_feature = ("ks_min_pvalue", "chi2_min_pvalue", "max_jsd")
+        if not figures.features and any(o[key] is not None for key in per_feature):
+            out.append(
+                "no movable feature to test (every feature is frozen, integer or a "
+                "placeholder), so the per-feature thresholds cannot be checked"
+            )
         if figures.features and o["ks_min_pvalue"] is not None:
             worst = figures.min_ks
             if worst.ks_pvalue < o["ks_min_pvalue"]:
