@@ -38,10 +38,14 @@ class Decision:
             return log_probs.argmax(dim=1)
         return (log_probs[:, self.signal_class] >= math.log(self.threshold)).long()
 
-    def loss(self, log_probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Summed negative log-likelihood of the correct decision (attacks maximise it)."""
+    def event_loss(self, log_probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Per-event negative log-likelihood of the correct decision (attacks maximise it)."""
         if self.threshold is None:
-            return torch.nn.functional.nll_loss(log_probs, target, reduction="sum")
+            return -log_probs.gather(1, target.unsqueeze(1)).squeeze(1)
         log_signal = log_probs[:, self.signal_class]
         log_other = torch.log1p(-log_signal.exp().clamp(max=1 - 1e-7))
-        return -torch.where(target.bool(), log_signal, log_other).sum()
+        return -torch.where(target.bool(), log_signal, log_other)
+
+    def loss(self, log_probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The summed ``event_loss`` of a batch."""
+        return self.event_loss(log_probs, target).sum()

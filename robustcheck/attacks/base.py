@@ -75,6 +75,22 @@ class AttackBatch:
         return self.decision.decide(log_probs) != self.target
 
 
+def step_settings(
+    spec: AttackSpec, epsilon: float, random_start: bool = True
+) -> tuple[int, float, bool]:
+    """``steps``, ``step_size`` (default 2.5 epsilon / steps, Madry et al.) and
+    ``random_start`` of an iterative attack's options."""
+    options = spec.options
+    steps = int(options.get("steps") or 20)
+    step_size = options.get("step_size")
+    start = options.get("random_start")
+    return (
+        steps,
+        float(step_size) if step_size else 2.5 * epsilon / steps,
+        random_start if start is None else bool(start),
+    )
+
+
 class Attack:
     """Base class: configured from an [attacks.NAME] table."""
 

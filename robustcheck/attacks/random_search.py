@@ -23,16 +23,8 @@ FORWARD_ROWS = 16384  # events per forward pass when several candidates per even
 
 
 def event_loss(decision: Decision, log_probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-event attack loss, larger when the correct decision is less likely.
-
-    Its sum over events is ``decision.loss``: the negative log-likelihood of the correct class,
-    or of the correct side of the threshold.
-    """
-    if decision.threshold is None:
-        return -log_probs.gather(1, target.unsqueeze(1)).squeeze(1)
-    log_signal = log_probs[:, decision.signal_class]
-    log_other = torch.log1p(-log_signal.exp().clamp(max=1 - 1e-7))
-    return -torch.where(target.bool(), log_signal, log_other)
+    """Per-event attack loss (``Decision.event_loss``); its sum is ``decision.loss``."""
+    return decision.event_loss(log_probs, target)
 
 
 def forward(tagger: Tagger, nominal: Inputs, candidates: Inputs) -> torch.Tensor:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from robustcheck.attacks.base import Attack, AttackBatch
+from robustcheck.attacks.base import Attack, AttackBatch, step_settings
 from robustcheck.envelope import Inputs
 from robustcheck.errors import SpecError
 from robustcheck.spec import AttackSpec
@@ -29,10 +29,7 @@ class Shift(Attack):
         options = spec.options
         self.mode = str(options.get("mode", "worst"))
         self.groups = tuple(options.get("groups") or ())
-        self.steps = int(options.get("steps", 20))
-        step_size = options.get("step_size")
-        self.step_size = float(step_size) if step_size else 2.5 * self.epsilon / self.steps
-        self.random_start = bool(options.get("random_start", False))
+        self.steps, self.step_size, self.random_start = step_settings(spec, self.epsilon, False)
         self.needs_gradients = self.mode == "worst"
 
     def describe(self) -> str:
@@ -78,7 +75,7 @@ class Shift(Attack):
     def _worst_case(self, batch: AttackBatch, names: list[str]) -> torch.Tensor:
         """The shift variables (events, groups) of the worst case found for each event."""
         epsilon = self.epsilon
-        early_stop = getattr(batch, "early_stop", True)
+        early_stop = batch.early_stop
         s = self._constant(batch, names, 0.0)
         if self.random_start:
             noise = torch.rand(s.shape, generator=batch.generator, device=s.device)
@@ -116,9 +113,4 @@ class Shift(Attack):
         """Each event's attack loss at shift ``s``, and whether it is fooled there."""
         log_probs = batch.tagger.log_probs({**batch.nominal, **batch.box.shifted(s, names)})
         fooled = batch.decision.decide(log_probs) != batch.target
-
-        def event_loss(row: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-            return batch.decision.loss(row.unsqueeze(0), target.unsqueeze(0))
-
-        loss = torch.func.vmap(event_loss)(log_probs, batch.target)
-        return loss, fooled
+        return batch.decision.event_loss(log_probs, batch.target), fooled

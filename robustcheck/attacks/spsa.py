@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from robustcheck.attacks.base import Attack, AttackBatch
+from robustcheck.attacks.base import Attack, AttackBatch, step_settings
 from robustcheck.attacks.random_search import event_loss, forward, project, random_points, subset
 from robustcheck.envelope import Inputs
 from robustcheck.spec import AttackSpec
@@ -23,13 +23,10 @@ class SPSA(Attack):
 
     def __init__(self, spec: AttackSpec, seed: int) -> None:
         super().__init__(spec, seed)
-        self.steps = int(spec.options["steps"])
+        self.steps, self.step_size, self.random_start = step_settings(spec, self.epsilon)
         self.samples = int(spec.options["samples"])
         delta = spec.options.get("delta")
         self.delta = float(delta) if delta else self.epsilon / 4
-        step_size = spec.options.get("step_size")
-        self.step_size = float(step_size) if step_size else 2.5 * self.epsilon / self.steps
-        self.random_start = bool(spec.options.get("random_start", True))
 
     def describe(self) -> str:
         start = ", random start" if self.random_start else ""
