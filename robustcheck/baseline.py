@@ -22,7 +22,7 @@ from robustcheck.result import CheckResult
 
 if TYPE_CHECKING:
     from robustcheck.core import SpecRun
-    from robustcheck.spec import CheckSpec
+    from robustcheck.spec import CheckSpec, DataSpec
 
 FORMAT = 1
 
@@ -59,15 +59,21 @@ def model_digest(run: SpecRun) -> str:
     return file_digest(Path(source)) if source else json_digest(spec.model.path)
 
 
+def _selection(data: DataSpec) -> dict[str, object]:
+    """What a [data.NAME] table selects, but its path; the streaming settings only when the
+    sample is streamed (they change random starts and the kept sample)."""
+    out = {k: v for k, v in asdict(data).items() if k != "path"}
+    if data.chunk_size is None:
+        del out["chunk_size"], out["keep_events"]
+    return out
+
+
 def fingerprints(run: SpecRun, check: CheckSpec) -> dict[str, str]:
     """What must match for two runs of a check to be comparable."""
     spec = run.spec
     out = {f"data.{name}": file_digest(data.path) for name, data in sorted(spec.data.items())}
     out["data selection"] = json_digest(
-        {
-            name: {k: v for k, v in asdict(data).items() if k != "path"}
-            for name, data in spec.data.items()
-        }
+        {name: _selection(data) for name, data in spec.data.items()}
     )
     out["envelope"] = json_digest(
         {

@@ -20,7 +20,7 @@ import torch
 from robustcheck import registry
 from robustcheck.attacks.base import Attack
 from robustcheck.baseline import Baseline
-from robustcheck.data import Dataset, load_dataset
+from robustcheck.data import Dataset, load_dataset, read_chunks
 from robustcheck.decision import Decision
 from robustcheck.engine import (
     default_batch_size,
@@ -36,6 +36,7 @@ from robustcheck.result import CheckResult
 from robustcheck.schema import validate
 from robustcheck.spec import CheckSpec, Spec, load_spec
 from robustcheck.stats import threshold_at_efficiency
+from robustcheck.stream import KEEP_SEED, Chunk, Reservoir, ShiftSums, pick_kept
 from robustcheck.taggers import load_tagger
 from robustcheck.taggers.base import Tagger
 
@@ -48,7 +49,12 @@ SPSA_STANDS_IN_FOR = ("fgsm", "pgd")
 
 @dataclass
 class Adversaries:
-    """An attack's outcome on the nominal sample, with the decisions before and after."""
+    """An attack's outcome on the nominal sample, with the decisions before and after.
+
+    ``log_probs``, ``correct`` and ``fooled`` cover every event. ``nominal``, ``adversarial``,
+    ``sigma`` and ``real`` hold the events kept in memory: all of them, or, for a sample
+    streamed in chunks, the random sample at positions ``kept`` (None: all events).
+    """
 
     attack: str
     description: str
@@ -64,30 +70,45 @@ class Adversaries:
     features: dict[str, tuple[str, ...]]
     seconds: float
     warnings: list[str] = field(default_factory=list)
+    fooled_shifts: list[tuple[str, float]] = field(default_factory=list)
+    kept: np.ndarray | None = None
 
     @property
     def n_events(self) -> int:
         return len(self.correct)
 
     def mean_shift_of_fooled(self) -> list[tuple[str, float]]:
-        """Mean |shift| in sigma per feature over the fooled events, largest first.
+        """Mean |shift| in sigma per feature over all fooled events, largest first.
 
         Padded particle entries are left out of the mean. Features are named as in the spec,
         as ``input.feature`` where two inputs share a feature name.
         """
-        if not bool(self.fooled.any()):
-            return []
-        names = [f for features in self.features.values() for f in features]
-        out = []
-        for name, features in self.features.items():
-            shift = (self.adversarial[name] - self.nominal[name])[self.fooled]
-            sigma = self.sigma[name][self.fooled]
-            pulls = torch.where(sigma > 0, shift.abs() / sigma.clamp_min(1e-30), 0.0)
-            real = self.real[name][self.fooled].reshape(-1, 1).to(pulls.dtype)
-            pulls = (pulls.reshape(-1, len(features)) * real).sum(0) / real.sum().clamp_min(1.0)
-            labels = [f if names.count(f) == 1 else f"{name}.{f}" for f in features]
-            out += [(f, float(v)) for f, v in zip(labels, pulls, strict=False)]
-        return sorted(out, key=lambda item: -item[1])
+        return self.fooled_shifts
+
+    def kept_note(self) -> str:
+        """How the in-memory events were chosen, for messages ("" when they are all events)."""
+        if self.kept is None:
+            return ""
+        return (
+            f"on a random sample of {len(self.kept):,} of the {self.n_events:,} events "
+            f"(keep_events, seed {KEEP_SEED}; the sample is streamed in chunks)"
+        )
+
+
+@dataclass
+class Sample:
+    """What a run keeps of one sample: per-event figures of every event, and the inputs of
+    the events held in memory (all, or the random sample at positions ``kept``)."""
+
+    labels: torch.Tensor
+    weights: np.ndarray | None
+    log_probs: torch.Tensor | None  # evaluated when first asked for, unless streamed
+    inputs: Inputs
+    kept_labels: torch.Tensor
+    kept: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
 
 
 class SpecRun:
@@ -109,6 +130,7 @@ class SpecRun:
         self.baseline_path = baseline or spec.baseline
         self.record_to = record_to
         self._adversaries: dict[tuple[object, ...], Adversaries] = {}
+        self._samples: dict[str, Sample] = {}
 
     @classmethod
     def from_path(cls, path: str | Path, **kwargs: object) -> SpecRun:
@@ -136,30 +158,91 @@ class SpecRun:
     def envelope(self) -> Envelope:
         return Envelope.from_spec(self.spec)
 
-    def dataset(self, name: str) -> Dataset:
-        return self._datasets[name]
+    def _sample(self, name: str) -> Sample:
+        if name not in self._samples:
+            self._samples[name] = self._read_sample(name)
+        return self._samples[name]
 
-    @cached_property
-    def _datasets(self) -> dict[str, Dataset]:
-        out = {}
-        for name, data in self.spec.data.items():
+    def _read_sample(self, name: str) -> Sample:
+        """Read and validate a sample at once, or stream it in chunks: then the model
+        evaluates each chunk as it passes, so that the file is not read twice."""
+        data = self.spec.data[name]
+        if data.chunk_size is None:
             dataset = load_dataset(data, self.spec.path)
-            shapes = {key: value.shape for key, value in dataset.inputs.items()}
-            self.envelope.check_shapes(shapes, str(data.path))
-            out[name] = dataset
-        return out
+            chunk = self._chunk(0, dataset, check=True)
+            return Sample(chunk.labels, dataset.weights, None, chunk.inputs, chunk.labels, None)
+        reservoir = Reservoir(data.keep_events)
+        labels, weights, log_probs = [], [], []
+        for start, dataset in read_chunks(data, self.spec.path, data.chunk_size):
+            chunk = self._chunk(start, dataset, check=True)
+            log_probs.append(self._evaluate(chunk, name))
+            labels.append(chunk.labels)
+            weights.append(dataset.weights)
+            reservoir.offer(chunk)
+        if not labels:
+            raise DataError("the sample has no events", file=data.path, field=f"data.{name}.path")
+        kept, inputs, kept_labels = reservoir.sample()
+        all_weights = None if weights[0] is None else np.concatenate(weights)
+        return Sample(
+            torch.cat(labels), all_weights, torch.cat(log_probs), inputs, kept_labels, kept
+        )
 
-    @cached_property
-    def _inputs(self) -> dict[str, tuple[Inputs, torch.Tensor]]:
-        perturbed = self.spec.perturbed_inputs()
-        return {
-            name: (to_tensors(dataset, perturbed), torch.from_numpy(dataset.labels))
-            for name, dataset in self._datasets.items()
-        }
+    def _chunk(self, start: int, dataset: Dataset, check: bool = False) -> Chunk:
+        if check:
+            shapes = {key: value.shape for key, value in dataset.inputs.items()}
+            self.envelope.check_shapes(shapes, str(dataset.source))
+        inputs = to_tensors(dataset, self.spec.perturbed_inputs())
+        return Chunk(start, inputs, torch.from_numpy(dataset.labels))
+
+    def _chunks(self, name: str) -> Iterator[Chunk]:
+        """The sample's events chunk by chunk: the one in memory, or read again from its file."""
+        data = self.spec.data[name]
+        sample = self._sample(name)
+        if data.chunk_size is None:
+            yield Chunk(0, sample.inputs, sample.labels)
+            return
+        for start, dataset in read_chunks(data, self.spec.path, data.chunk_size):
+            yield self._chunk(start, dataset)
+
+    def _evaluate(self, chunk: Chunk, name: str) -> torch.Tensor:
+        """Class log-probabilities of a chunk, with the model's and labels' errors made clear."""
+        with self._model_errors(chunk.inputs):
+            log_probs = evaluate(self.tagger, chunk.inputs, EVAL_BATCH)
+        classes = log_probs.shape[1]
+        if self.spec.model.signal_class >= classes:
+            raise ModelError(
+                f"signal_class {self.spec.model.signal_class} but the model gives "
+                f"{classes} classes",
+                file=self.spec.path,
+                field="model.signal_class",
+            )
+        labels = chunk.labels
+        if len(labels) and int(labels.max()) >= classes:
+            raise DataError(
+                f"labels go up to {int(labels.max())}, but the model gives {classes} "
+                f"classes (0 to {classes - 1})",
+                file=self.spec.data[name].path,
+                field=f"data.{name}.labels",
+                fix="labels must be class indices of the model's output",
+            )
+        return log_probs
 
     def inputs(self, sample: str = "nominal") -> tuple[Inputs, torch.Tensor]:
-        """CPU tensors of a sample's inputs and its labels."""
-        return self._inputs[sample]
+        """CPU tensors of the inputs and labels of a sample's events held in memory: all of
+        them, or for a sample streamed in chunks its random sample of ``keep_events``."""
+        data = self._sample(sample)
+        return data.inputs, data.kept_labels
+
+    def kept(self, sample: str = "nominal") -> np.ndarray | None:
+        """Positions of the events ``inputs()`` holds, or None when it holds every event."""
+        return self._sample(sample).kept
+
+    def labels(self, sample: str = "nominal") -> torch.Tensor:
+        """The class label of every event of a sample."""
+        return self._sample(sample).labels
+
+    def n_events(self, sample: str = "nominal") -> int:
+        return len(self._sample(sample))
 
     def attacks_computed(self) -> dict[tuple[object, ...], Adversaries]:
         """The attack outcomes computed so far, keyed as ``adversaries()`` caches them.
@@ -169,40 +252,19 @@ class SpecRun:
         return dict(self._adversaries)
 
     def log_probs(self, sample: str = "nominal") -> torch.Tensor:
-        return self._log_probs[sample]
-
-    @cached_property
-    def _log_probs(self) -> dict[str, torch.Tensor]:
-        out = {}
-        for name in self.spec.data:
-            inputs, labels = self.inputs(name)
-            with self._model_errors(inputs):
-                out[name] = evaluate(self.tagger, inputs, EVAL_BATCH)
-            classes = out[name].shape[1]
-            if self.spec.model.signal_class >= classes:
-                raise ModelError(
-                    f"signal_class {self.spec.model.signal_class} but the model gives "
-                    f"{classes} classes",
-                    file=self.spec.path,
-                    field="model.signal_class",
-                )
-            if len(labels) and int(labels.max()) >= classes:
-                raise DataError(
-                    f"labels go up to {int(labels.max())}, but the model gives {classes} "
-                    f"classes (0 to {classes - 1})",
-                    file=self.spec.data[name].path,
-                    field=f"data.{name}.labels",
-                    fix="labels must be class indices of the model's output",
-                )
-        return out
+        """Class log-probabilities of every event of a sample."""
+        data = self._sample(sample)
+        if data.log_probs is None:
+            data.log_probs = self._evaluate(Chunk(0, data.inputs, data.labels), sample)
+        return data.log_probs
 
     def weights(self, sample: str = "nominal") -> np.ndarray | None:
         """Per-event weights of a sample, or None."""
-        return self._datasets[sample].weights
+        return self._sample(sample).weights
 
     def is_signal(self, sample: str = "nominal") -> np.ndarray:
         """1 for signal-class events, 0 for the others."""
-        return (self.inputs(sample)[1].numpy() == self.spec.model.signal_class).astype(np.int64)
+        return (self.labels(sample).numpy() == self.spec.model.signal_class).astype(np.int64)
 
     def discriminant(self, log_probs: torch.Tensor) -> np.ndarray:
         """The signal-class probability of every event."""
@@ -306,11 +368,10 @@ class SpecRun:
         if key in self._adversaries:
             return self._adversaries[key]
         attack = self.make_attack(attack_name, epsilon, method)
-        inputs, labels = self.inputs("nominal")
-        log_probs = self.log_probs("nominal")
+        inputs, _ = self.inputs("nominal")
+        labels, log_probs = self.labels("nominal"), self.log_probs("nominal")
         target = decision.target(labels)
         correct = decision.decide(log_probs) == target
-        tagger = self.tagger
         notes = []
         if attack.needs_gradients:
             note = self._gradient_fallback(attack_name, inputs)
@@ -318,23 +379,40 @@ class SpecRun:
                 notes.append(note)
                 attack = self.make_attack(attack_name, epsilon, "spsa")
         batch_size = self.spec.attacks[attack_name].options.get("batch_size") or (
-            default_batch_size(tagger.device)
+            default_batch_size(self.tagger.device)
         )
-        with self._model_errors(inputs):
-            select = torch.ones_like(correct) if full else correct
-            outcome = run_attack(
-                attack,
-                tagger,
-                self.envelope,
-                inputs,
-                labels,
-                decision,
-                select,
-                batch_size,
-                early_stop=not full,
-            )
-            adv_inputs = {**inputs, **outcome.adversarial}
-            adv_log_probs = evaluate(tagger, adv_inputs, EVAL_BATCH)
+        select = torch.ones_like(correct) if full else correct
+        adv_log_probs = torch.empty_like(log_probs)
+        shifts = ShiftSums(self.envelope)
+        kept = self.kept("nominal")
+        kept_parts: list[Inputs] = []
+        seconds, batch_number = 0.0, 0
+        for chunk in self._chunks("nominal"):
+            rows = chunk.rows
+            with self._model_errors(chunk.inputs):
+                outcome = run_attack(
+                    attack,
+                    self.tagger,
+                    self.envelope,
+                    chunk.inputs,
+                    chunk.labels,
+                    decision,
+                    select[rows],
+                    batch_size,
+                    early_stop=not full,
+                    first_batch=batch_number,
+                )
+                adv_inputs = {**chunk.inputs, **outcome.adversarial}
+                adv_log_probs[rows] = evaluate(self.tagger, adv_inputs, EVAL_BATCH)
+            seconds += outcome.seconds
+            batch_number += outcome.batches
+            fooled = correct[rows] & (decision.decide(adv_log_probs[rows]) != target[rows])
+            shifts.add(chunk.inputs, outcome.adversarial, fooled)
+            kept_parts.append(adv_inputs if kept is None else pick_kept(chunk, kept, adv_inputs))
+        if len(kept_parts) == 1:
+            adversarial = kept_parts[0]
+        else:
+            adversarial = {name: torch.cat([p[name] for p in kept_parts]) for name in inputs}
         fooled = correct & (decision.decide(adv_log_probs) != target)
         sigma, real = self._sigma_and_real
         result = Adversaries(
@@ -343,22 +421,24 @@ class SpecRun:
             epsilon=attack.epsilon,
             seed=attack.seed,
             nominal=inputs,
-            adversarial=adv_inputs,
+            adversarial=adversarial,
             log_probs=adv_log_probs,
             correct=correct,
             fooled=fooled,
             sigma=sigma,
             real=real,
             features={name: env.features for name, env in self.envelope.inputs.items()},
-            seconds=outcome.seconds,
+            seconds=seconds,
             warnings=notes,
+            fooled_shifts=shifts.means(),
+            kept=kept,
         )
         self._adversaries[key] = result
         return result
 
     @cached_property
     def _sigma_and_real(self) -> tuple[Inputs, Inputs]:
-        """Each nominal entry's sigma, and which entries are real (not padding): per run."""
+        """Sigma of each nominal entry held in memory, and which are real (not padding)."""
         inputs, _ = self.inputs("nominal")
         sigma = {name: env.sigma(inputs[name]) for name, env in self.envelope.inputs.items()}
         real = {

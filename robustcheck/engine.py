@@ -60,6 +60,7 @@ class AttackOutcome:
 
     adversarial: Inputs
     seconds: float
+    batches: int = 0
 
 
 def run_attack(
@@ -72,10 +73,13 @@ def run_attack(
     select: torch.Tensor,
     batch_size: int,
     early_stop: bool = True,
+    first_batch: int = 0,
 ) -> AttackOutcome:
     """Attack the events in ``select``; the others keep their nominal values.
 
-    With ``early_stop`` an event stops moving once its decision flips.
+    With ``early_stop`` an event stops moving once its decision flips. Batch ``i`` draws its
+    random numbers from ``seed * 1_000_003 + first_batch + i``: a sample attacked chunk by
+    chunk passes the number of batches so far, so no two batches share a random stream.
     """
     device = tagger.device
     env = envelope.to(device)
@@ -102,9 +106,10 @@ def run_attack(
             adversarial[name][rows] = x.to("cpu")
 
     with tagger.frozen():
-        for number, part in enumerate(batches(len(index), batch_size)):
+        for number, part in enumerate(batches(len(index), batch_size), start=first_batch):
             split_on_oom(attack_rows, index[part], attack.seed * 1_000_003 + number)
-    return AttackOutcome(adversarial, time.perf_counter() - started)
+    count = -(-len(index) // batch_size)
+    return AttackOutcome(adversarial, time.perf_counter() - started, count)
 
 
 def default_batch_size(device: torch.device) -> int:

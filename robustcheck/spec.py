@@ -44,6 +44,9 @@ MODEL_FIELDS: dict[str, Field] = {
     ),
 }
 
+# events a streamed sample keeps in memory for statistics that need the inputs themselves
+KEEP_EVENTS = 50_000
+
 DATA_FIELDS: dict[str, Field] = {
     "path": Field("str", doc="data file (.npz, .npy, .h5/.hdf5, .parquet, .root)"),
     "labels": Field("str", doc="array holding the integer class labels"),
@@ -55,6 +58,19 @@ DATA_FIELDS: dict[str, Field] = {
     "weights": Field("str", None, doc="array of per-event weights (AUC, ROC, efficiencies)"),
     "max_events": Field("int", None, doc="read at most this many events", minimum=1),
     "tree": Field("str", None, doc="tree name in a ROOT file"),
+    "chunk_size": Field(
+        "int",
+        None,
+        doc="stream the file in chunks of this many events (for data larger than memory)",
+        minimum=1,
+    ),
+    "keep_events": Field(
+        "int",
+        KEEP_EVENTS,
+        doc="with chunk_size: events kept in memory (a seeded random sample) for the "
+        "distribution checks, hypothesis searches and plots",
+        minimum=1,
+    ),
     "pad": Field("int", None, doc="length to which jagged branches are padded", minimum=1),
     "truncate": Field(
         "str",
@@ -144,6 +160,8 @@ class DataSpec:
     pad: int | None = None
     truncate: str = "warn"
     weights: str | None = None
+    chunk_size: int | None = None
+    keep_events: int = KEEP_EVENTS
 
     @property
     def masks(self) -> dict[str, str]:
@@ -381,6 +399,13 @@ def _parse_data(section: Any, path: Path) -> dict[str, DataSpec]:
                 file=path,
                 field=f"data.{name}.inputs",
                 fix='inputs = { x = "x" } maps model input -> array',
+            )
+        if values["chunk_size"] is None and "keep_events" in table:
+            raise SpecError(
+                "keep_events applies only to a sample streamed in chunks",
+                file=path,
+                field=f"data.{name}.keep_events",
+                fix="set chunk_size too, or remove keep_events (every event is kept)",
             )
         inputs = _data_inputs(values.pop("inputs"), values.pop("masks") or {}, name, path)
         out[name] = DataSpec(

@@ -1,18 +1,21 @@
 """Data readers: one module per file format, chosen by suffix; shared validation here.
 
-A reader is ``read(path, keys, tree=None, max_events=None) -> dict[str, array]``: it returns
-one entry per key, a numpy array with one row per event or a :class:`Jagged` for a
-variable-length (per event) branch or column, reads at most ``max_events`` events where its
-library allows, and raises :class:`DataError` naming what the file holds when a key is missing.
+A reader is ``read(path, keys, tree=None, max_events=None, start=0) -> dict[str, array]``: it
+returns one entry per key, a numpy array with one row per event or a :class:`Jagged` for a
+variable-length (per event) branch or column, for the events ``start`` to
+``start + max_events`` (fewer at the end of the file), reading no more of the file than its
+library needs, and raises :class:`DataError` naming what the file holds when a key is missing.
 Padding, stacking, masks and validation happen here, the same for every format.
+:func:`read_chunks` streams a sample in chunks of events, for files larger than memory.
 """
 
 from __future__ import annotations
 
 import difflib
+import inspect
 import warnings
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +87,24 @@ class Jagged:
 Array = np.ndarray | Jagged
 
 
+@dataclass(frozen=True)
+class Truncated:
+    """Events cut to the ``pad`` length: how many, of how many, the longest, which arrays."""
+
+    events: int
+    of: int
+    longest: int
+    names: str
+
+    def add(self, other: Truncated) -> Truncated:
+        return Truncated(
+            self.events + other.events,
+            self.of + other.of,
+            max(self.longest, other.longest),
+            other.names,
+        )
+
+
 @dataclass
 class Dataset:
     """Named model inputs and labels of one sample, as numpy arrays."""
@@ -100,25 +121,74 @@ class Dataset:
 
 def load_dataset(spec: DataSpec, spec_file: Path) -> Dataset:
     """Read and validate the arrays a [data.NAME] table names."""
+    read = _reader(spec, spec_file)
+    arrays = read(spec.path, spec.keys(), spec.tree, max_events=spec.max_events)
+    if spec.max_events is not None:
+        arrays = {key: _head(value, spec.max_events) for key, value in arrays.items()}
+    dataset, truncated = _assemble(arrays, spec)
+    if truncated:
+        _warn_truncated(spec, truncated)
+    return dataset
+
+
+def read_chunks(spec: DataSpec, spec_file: Path, size: int) -> Iterator[tuple[int, Dataset]]:
+    """``(first event, dataset)`` for consecutive chunks of at most ``size`` events.
+
+    Only one chunk is in memory at a time. Each chunk is validated as a whole sample is; event
+    numbers in messages count from the start of the file. Events truncated to the ``pad``
+    length are counted over the whole sample and warned about once, at the end.
+    """
+    read = _reader(spec, spec_file)
+    if "start" not in inspect.signature(read).parameters:
+        raise DataError(
+            f"the reader for `{spec.path.suffix}` files cannot read a range of events "
+            "(its read function has no `start` argument)",
+            file=spec_file,
+            field=f"data.{spec.name}.chunk_size",
+            fix="remove chunk_size to read the whole file at once",
+        )
+    start, truncated = 0, Truncated(0, 0, 0, "")
+    while spec.max_events is None or start < spec.max_events:
+        count = size if spec.max_events is None else min(size, spec.max_events - start)
+        arrays = read(spec.path, spec.keys(), spec.tree, max_events=count, start=start)
+        arrays = {key: _head(value, count) for key, value in arrays.items()}
+        n = max((len(value) for value in arrays.values()), default=0)
+        if n == 0:
+            break
+        dataset, over = _assemble(arrays, spec, start)
+        if over:
+            truncated = truncated.add(over)
+        yield start, dataset
+        start += n
+        if n < count:
+            break
+    if truncated.events:
+        _warn_truncated(spec, replace(truncated, of=start))
+
+
+def _reader(spec: DataSpec, spec_file: Path):  # type: ignore[no-untyped-def]
     readers = registry.data_readers()
     reader = readers.get(spec.path.suffix.lower())
-    where = f"data.{spec.name}"
     if reader is None:
         raise DataError(
             f"no reader for `{spec.path.suffix}` files",
             file=spec_file,
-            field=f"{where}.path",
+            field=f"data.{spec.name}.path",
             fix=f"use one of {', '.join(readers)}",
         )
-    arrays: dict[str, Array] = reader.load()(
-        spec.path, spec.keys(), spec.tree, max_events=spec.max_events
-    )
-    if spec.max_events is not None:
-        arrays = {key: _head(value, spec.max_events) for key, value in arrays.items()}
+    return reader.load()
+
+
+def _assemble(
+    arrays: dict[str, Array], spec: DataSpec, start: int = 0
+) -> tuple[Dataset, Truncated | None]:
+    """A validated Dataset from the arrays read, and the events cut to ``pad`` (or None)."""
+    where = f"data.{spec.name}"
     counts = {key: len(value) for key, value in arrays.items()}
     if len(set(counts.values())) > 1:
         raise DataError(
-            f"arrays have different event counts: {counts}",
+            f"arrays have different event counts: {counts}"
+            + (f" in the chunk from event {start}" if start else ""),
             file=spec.path,
             field=f"{where}.inputs",
             fix="every array needs one entry per event",
@@ -130,9 +200,9 @@ def load_dataset(spec: DataSpec, spec_file: Path) -> Dataset:
             field=f"{where}.labels",
             fix="labels must be one integer class index per event",
         )
-    padded = _pad(arrays, spec, where)
+    padded, truncated = _pad(arrays, spec, where, start)
     for key, value in padded.items():
-        _check_finite(value, key, spec.path, where)
+        _check_finite(value, key, spec.path, where, start)
     labels = _labels(padded[spec.labels], spec.path, f"{where}.labels")
     inputs: dict[str, np.ndarray] = {}
     for name, source in spec.inputs.items():
@@ -146,7 +216,17 @@ def load_dataset(spec: DataSpec, spec_file: Path) -> Dataset:
     weights = None
     if spec.weights is not None:
         weights = _weights(padded[spec.weights], spec.path, f"{where}.weights")
-    return Dataset(spec.name, spec.path, inputs, labels, weights)
+    return Dataset(spec.name, spec.path, inputs, labels, weights), truncated
+
+
+def _warn_truncated(spec: DataSpec, truncated: Truncated) -> None:
+    warnings.warn(
+        f"{spec.path}: data.{spec.name}: {truncated.events} of {truncated.of} events have more "
+        f"than pad = {spec.pad} entries in {truncated.names} (largest {truncated.longest}); "
+        f"kept the leading {spec.pad}",
+        UserWarning,
+        stacklevel=3,
+    )
 
 
 def _weights(value: np.ndarray, source: Path, where: str) -> np.ndarray:
@@ -199,8 +279,11 @@ def _head(value: Array, n: int) -> Array:
     return value.head(n) if isinstance(value, Jagged) else value[:n]
 
 
-def _pad(arrays: dict[str, Array], spec: DataSpec, where: str) -> dict[str, np.ndarray]:
-    """Every array as numpy: jagged ones padded to ``spec.pad`` (after the truncation check)."""
+def _pad(
+    arrays: dict[str, Array], spec: DataSpec, where: str, start: int = 0
+) -> tuple[dict[str, np.ndarray], Truncated | None]:
+    """Every array as numpy: jagged ones padded to ``spec.pad`` (after the truncation check),
+    and, when some events were cut to ``pad``, (how many, of how many, the longest)."""
     jagged = {key: value for key, value in arrays.items() if isinstance(value, Jagged)}
     if jagged and spec.pad is None:
         longest = max(int(value.counts.max(initial=0)) for value in jagged.values())
@@ -210,33 +293,31 @@ def _pad(arrays: dict[str, Array], spec: DataSpec, where: str) -> dict[str, np.n
             field=f"{where}.pad",
             fix=f"add `pad = N` to [{where}] (the longest event here has {longest} entries)",
         )
+    truncated = None
     if jagged and spec.pad is not None:
         over = np.zeros(len(next(iter(jagged.values()))), dtype=bool)
         for value in jagged.values():
             over |= value.counts > spec.pad
         if over.any():
             longest = max(int(value.counts.max()) for value in jagged.values())
-            text = (
-                f"{int(over.sum())} of {len(over)} events have more than pad = {spec.pad} "
-                f"entries in {_names(jagged)} (largest {longest})"
-            )
+            truncated = Truncated(int(over.sum()), len(over), longest, _names(jagged))
             if spec.truncate == "error":
+                first = start + int(np.flatnonzero(over)[0])
                 raise DataError(
-                    text,
+                    f"{int(over.sum())} of {len(over)} events "
+                    + (f"(from event {start}) " if start else "")
+                    + f"have more than pad = {spec.pad} entries in {_names(jagged)} (largest "
+                    f"{longest}, first at event {first})",
                     file=spec.path,
                     field=f"{where}.pad",
                     fix=f'raise `pad` to {longest}, or set truncate = "warn" to keep the '
                     f"leading {spec.pad}",
                 )
-            warnings.warn(
-                f"{spec.path}: {where}: {text}; kept the leading {spec.pad}",
-                UserWarning,
-                stacklevel=3,
-            )
-    return {
+    padded = {
         key: value.padded(spec.pad) if isinstance(value, Jagged) else value  # type: ignore[arg-type]
         for key, value in arrays.items()
     }
+    return padded, truncated
 
 
 def _names(arrays: Iterable[str]) -> str:
@@ -305,7 +386,7 @@ def _mask(
     return value.mask(spec.pad)  # type: ignore[arg-type]
 
 
-def _check_finite(value: np.ndarray, key: str, source: Path, where: str) -> None:
+def _check_finite(value: np.ndarray, key: str, source: Path, where: str, start: int = 0) -> None:
     if not np.issubdtype(value.dtype, np.number) and value.dtype != np.bool_:
         raise DataError(
             f"array `{key}` has dtype {value.dtype}, not numbers", file=source, field=where
@@ -314,6 +395,7 @@ def _check_finite(value: np.ndarray, key: str, source: Path, where: str) -> None
         bad = ~np.isfinite(value)
         if bad.any():
             first = np.argwhere(bad)[0]
+            first[0] += start  # events count from the start of the file
             raise DataError(
                 f"array `{key}` holds {int(bad.sum())} NaN/inf value(s), first at index "
                 f"{tuple(int(i) for i in first)}",

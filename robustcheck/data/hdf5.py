@@ -15,7 +15,11 @@ from robustcheck.errors import DataError
 
 
 def read_hdf5(
-    path: Path, keys: list[str], tree: str | None = None, max_events: int | None = None
+    path: Path,
+    keys: list[str],
+    tree: str | None = None,
+    max_events: int | None = None,
+    start: int = 0,
 ) -> dict[str, Array]:
     try:
         import h5py
@@ -46,7 +50,11 @@ def read_hdf5(
                     file=path,
                     fix="store one row per event",
                 )
-            value = dataset[:max_events] if max_events is not None else dataset[()]
+            if start == 0 and max_events is None:
+                value = dataset[()]
+            else:
+                stop = None if max_events is None else start + max_events
+                value = dataset[start:stop]
             base = h5py.check_vlen_dtype(dataset.dtype)
             if base is not None and base not in (str, bytes):
                 value = Jagged.from_lists(value, np.dtype(base))

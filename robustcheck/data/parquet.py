@@ -14,12 +14,15 @@ import numpy as np
 from robustcheck.data import Array, Jagged, missing_error
 from robustcheck.errors import DataError
 
-BATCH = 65536
-
 
 def read_parquet(
-    path: Path, keys: list[str], tree: str | None = None, max_events: int | None = None
+    path: Path,
+    keys: list[str],
+    tree: str | None = None,
+    max_events: int | None = None,
+    start: int = 0,
 ) -> dict[str, Array]:
+    """Columns of events ``start:start+max_events``, reading only the row groups they lie in."""
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -37,18 +40,29 @@ def read_parquet(
         if missing:
             raise missing_error(path, "column(s)", missing, schema.names)
         columns = list(dict.fromkeys(keys))
-        if max_events is None:
+        if start == 0 and max_events is None:
             table = handle.read(columns=columns)
         else:
-            batches, rows = [], 0
-            for batch in handle.iter_batches(batch_size=min(max_events, BATCH), columns=columns):
-                batches.append(batch)
-                rows += batch.num_rows
-                if rows >= max_events:
-                    break
-            selected = pa.schema([schema.field(key) for key in columns])
-            table = pa.Table.from_batches(batches, schema=selected).slice(0, max_events)
+            table = _rows(handle, columns, start, max_events, schema, pa)
     return {key: _column(table.column(key).combine_chunks(), key, path, pa) for key in columns}
+
+
+def _rows(handle: Any, columns: list[str], start: int, count: int | None, schema: Any, pa: Any):  # type: ignore[no-untyped-def]
+    """Rows ``start:start+count`` from the row groups that hold them."""
+    metadata = handle.metadata
+    stop = metadata.num_rows if count is None else min(metadata.num_rows, start + count)
+    groups, first, offset = [], None, 0
+    for group in range(metadata.num_row_groups):
+        rows = metadata.row_group(group).num_rows
+        if offset + rows > start and offset < stop:
+            groups.append(group)
+            first = offset if first is None else first
+        offset += rows
+    selected = pa.schema([schema.field(key) for key in columns])
+    if not groups:
+        return selected.empty_table()
+    table = handle.read_row_groups(groups, columns=columns)
+    return table.slice(start - first, max(0, stop - start))
 
 
 def _column(array: Any, key: str, path: Path, pa: Any, nested: bool = False) -> Array:

@@ -19,7 +19,11 @@ TREES = ["TTree", "ROOT::RNTuple"]
 
 
 def read_root(
-    path: Path, keys: list[str], tree: str | None = None, max_events: int | None = None
+    path: Path,
+    keys: list[str],
+    tree: str | None = None,
+    max_events: int | None = None,
+    start: int = 0,
 ) -> dict[str, Array]:
     try:
         import awkward as ak
@@ -58,12 +62,13 @@ def read_root(
         missing = [key for key in keys if key not in branches]
         if missing:
             raise missing_error(path, "branch(es)", missing, branches, place=f"tree `{tree}`")
-        return {key: _branch(ttree[key], key, path, max_events, ak) for key in dict.fromkeys(keys)}
+        stop = None if max_events is None else start + max_events
+        return {key: _branch(ttree[key], key, path, start, stop, ak) for key in dict.fromkeys(keys)}
 
 
-def _branch(branch: Any, key: str, path: Path, max_events: int | None, ak: Any) -> Array:
+def _branch(branch: Any, key: str, path: Path, start: int, stop: int | None, ak: Any) -> Array:
     try:
-        array = branch.array(entry_stop=max_events, library="ak")
+        array = branch.array(entry_start=start, entry_stop=stop, library="ak")
     except Exception as exc:
         raise DataError(f"cannot read branch `{key}`: {exc}", file=path) from None
     try:

@@ -66,7 +66,7 @@ class SpecReportData:
             info = {**self._files, "device": str(run.device)}
             info["model"] = {**info["model"], "backend": getattr(run.tagger, "backend", None)}
             info["data"] = {
-                name: {**entry, "n_events": len(run.dataset(name))}
+                name: {**entry, "n_events": run.n_events(name)}
                 for name, entry in info["data"].items()
             }
             roc = {}
@@ -156,7 +156,7 @@ class SpecReportData:
 
     def _roc(self, sample: str, log_probs: Any) -> dict[str, Any] | None:
         """ROC of the signal-class probability (weighted when the sample has weights)."""
-        labels = self.run.inputs(sample)[1].numpy() == self.run.spec.model.signal_class
+        labels = self.run.labels(sample).numpy() == self.run.spec.model.signal_class
         if labels.all() or not labels.any():
             return None
         scores = log_probs[:, self.run.spec.model.signal_class].double().exp().numpy()
