@@ -36,7 +36,13 @@ from robustcheck.result import CheckResult
 from robustcheck.schema import validate
 from robustcheck.spec import CheckSpec, Spec, load_spec
 from robustcheck.stats import threshold_at_efficiency
-from robustcheck.stream import KEEP_SEED, Chunk, Reservoir, ShiftSums, pick_kept
+from robustcheck.stream import (
+    KEEP_SEED,
+    Chunk,
+    Reservoir,
+    ShiftSums,
+    pick_kept,
+)
 from robustcheck.taggers import load_tagger
 from robustcheck.taggers.base import Tagger
 
@@ -179,6 +185,7 @@ class SpecRun:
             labels.append(chunk.labels)
             weights.append(dataset.weights)
             reservoir.offer(chunk)
+            del chunk, dataset  # read_chunks frees a chunk only once nothing holds it
         if not labels:
             raise DataError("the sample has no events", file=data.path, field=f"data.{name}.path")
         kept, inputs, kept_labels = reservoir.sample()
@@ -202,7 +209,10 @@ class SpecRun:
             yield Chunk(0, sample.inputs, sample.labels)
             return
         for start, dataset in read_chunks(data, self.spec.path, data.chunk_size):
-            yield self._chunk(start, dataset)
+            chunk = self._chunk(start, dataset)
+            del dataset
+            yield chunk
+            del chunk  # so that read_chunks frees it before it reads the next
 
     def _evaluate(self, chunk: Chunk, name: str) -> torch.Tensor:
         """Class log-probabilities of a chunk, with the model's and labels' errors made clear."""
@@ -409,6 +419,7 @@ class SpecRun:
             fooled = correct[rows] & (decision.decide(adv_log_probs[rows]) != target[rows])
             shifts.add(chunk.inputs, outcome.adversarial, fooled)
             kept_parts.append(adv_inputs if kept is None else pick_kept(chunk, kept, adv_inputs))
+            del chunk, outcome, adv_inputs  # see _chunks
         if len(kept_parts) == 1:
             adversarial = kept_parts[0]
         else:

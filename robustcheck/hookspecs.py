@@ -41,7 +41,8 @@ def robustcheck_tagger_loaders() -> list[Declaration]:
 
 @hookspec
 def robustcheck_data_readers() -> list[Declaration]:
-    """Data readers by file suffix; target ``read(path, keys, tree, max_events=None)``."""
+    """Data readers by file suffix; target ``read(path, keys, tree, max_events=None, start=0)``
+    (a reader without ``start`` works, but cannot stream a file in chunks)."""
     raise NotImplementedError
 
 

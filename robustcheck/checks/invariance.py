@@ -16,6 +16,7 @@ from robustcheck.checks.base import Check
 from robustcheck.core import Adversaries
 from robustcheck.result import CheckResult
 from robustcheck.stats import chi2_homogeneity, correlation_change, js_distance, ks_2samp
+from robustcheck.stream import KEEP_SEED
 
 
 @dataclass
@@ -117,11 +118,20 @@ class Invariance(Check):
             if o[key] is not None:
                 record[f"threshold_{key}"] = o[key]
         head = f"attacked sample ({adv.fooled.sum():,} of {adv.n_events:,} events fooled)"
+        if adv.kept is not None:
+            record["n_events_tested"] = len(adv.kept)
+            record["keep_seed"] = KEEP_SEED
         if failures:
             summary = f"{head} differs from nominal: {'; '.join(failures)} | attack "
         else:
             summary = f"{head} is statistically unchanged | attack "
-        details = [*adv.warnings, *self._table(figures), *self.scan_details(adv.attack)]
+        sampled = [f"distributions compared {adv.kept_note()}"] if adv.kept is not None else []
+        details = [
+            *adv.warnings,
+            *sampled,
+            *self._table(figures),
+            *self.scan_details(adv.attack),
+        ]
         return self.result(
             not failures,
             summary + adv.description,

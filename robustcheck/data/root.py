@@ -35,7 +35,7 @@ def read_root(
             fix="pip install uproot awkward",
         ) from None
     try:
-        handle = uproot.open(path)
+        handle = uproot.open(path, array_cache=None)  # each call reads new entries
     except Exception as exc:
         raise DataError(f"cannot read as ROOT: {exc}", file=path) from None
     with handle:

@@ -100,6 +100,7 @@ class SpecReportData:
                     "n_events": main.n_events,
                     "n_correct": int(main.correct.sum()),
                     "n_fooled": int(main.fooled.sum()),
+                    "histograms_note": main.kept_note(),
                     "histograms": histograms(main, movable, self._bins(name))
                     if name in plotted_attacks(self.run)
                     else [],

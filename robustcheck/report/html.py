@@ -134,6 +134,8 @@ def _attack(name: str, attack: dict[str, Any], drawn: list[Plot]) -> str:
             f'<p class="meta">histograms of the {shown} of {total} features with the smallest KS '
             "p-values; report.json holds all of them</p>"
         )
+    if total and attack.get("histograms_note"):
+        parts.append(f'<p class="meta">histograms {escape(attack["histograms_note"])}</p>')
     figures = [_figure(p) for kind in ("scan", "histogram") for p in mine if p.kind == kind]
     if figures:
         parts.append(f'<div class="plots">{"".join(figures)}</div>')
