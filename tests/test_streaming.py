@@ -341,3 +341,30 @@ def test_a_streamed_alternative_sample_gives_the_same_resilience(
         results[1].figures["auc_alternative_error"], rel=1e-9
     )
     assert results[0].figures["auc_nominal"] != results[0].figures["auc_alternative"]
+
+
+def test_the_command_line_streams_and_the_report_says_which_events_it_plots(
+    particle_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    import tomli_w
+
+    from robustcheck.cli import main
+
+    doc = particle_spec("pfn.pt", attacks=DETERMINISTIC, groups=JES)
+    doc["checks"] = [
+        {"type": "fooling_rate", "attack": "pgd", "max": 1.0},
+        {"type": "invariance", "attack": "pgd", "ks_min_pvalue": 1e-12},
+    ]
+    doc["data"]["nominal"].update(chunk_size=300, keep_events=150)
+    spec = particle_dir / "streamed_cli.robust.toml"
+    spec.write_text(tomli_w.dumps(doc))
+    report = tmp_path / "report"
+    assert main(["run", str(spec), "--device", "cpu", "--report", str(report)]) == 0
+    out = capsys.readouterr().out
+    assert "random sample of 150 of the 800 events" in out
+    data = json.loads((report / "report.json").read_text())
+    attack = data["specs"][0]["attacks"]["pgd"]
+    assert attack["histograms"] and "random sample of 150" in attack["histograms_note"]
+    assert "random sample of 150" in (report / "report.html").read_text()
