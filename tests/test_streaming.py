@@ -368,3 +368,15 @@ def test_the_command_line_streams_and_the_report_says_which_events_it_plots(
     attack = data["specs"][0]["attacks"]["pgd"]
     assert attack["histograms"] and "random sample of 150" in attack["histograms_note"]
     assert "random sample of 150" in (report / "report.html").read_text()
+
+
+def test_a_broken_alternative_sample_fails_only_the_checks_that_read_it(
+    particle_dir: Path,
+) -> None:
+    doc = particle_spec("pfn.pt", attacks=DETERMINISTIC, groups=JES)
+    doc["data"]["alternative"] = dict(doc["data"]["nominal"], labels="label")
+    doc["checks"].append({"type": "resilience", "max_auc_change_percent": 50.0})
+    run = SpecRun(parse_spec(doc, particle_dir / "robustness.toml"), device="cpu")
+    assert run.run_check(run.spec.checks[0]).figures["n_events"] > 0
+    with pytest.raises(DataError, match=r"no array\(s\) \['label'\]"):
+        run.run_check(run.spec.checks[1])

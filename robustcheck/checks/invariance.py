@@ -56,10 +56,9 @@ def measure(adv: Adversaries, movable: dict[str, np.ndarray], bins: int = 20) ->
     features: list[FeatureFigures] = []
     corr_change, corr_pair, frobenius, n_entries = 0.0, ("", ""), 0.0, 0
     for name, names in adv.features.items():
-        nominal = adv.nominal[name].reshape(-1, len(names)).double().numpy()
-        perturbed = adv.adversarial[name].reshape(-1, len(names)).double().numpy()
-        real = adv.real[name].reshape(-1).numpy()
-        nominal, perturbed = nominal[real], perturbed[real]
+        real = adv.real[name].reshape(-1)  # padding left out before the float64 copy
+        nominal = adv.nominal[name].reshape(-1, len(names))[real].double().numpy()
+        perturbed = adv.adversarial[name].reshape(-1, len(names))[real].double().numpy()
         n_entries = max(n_entries, len(nominal))
         cols = np.flatnonzero(movable[name])
         if len(cols):

@@ -184,10 +184,9 @@ def histograms(adv: Adversaries, movable: dict[str, np.ndarray], bins: int) -> l
     stats = iter(measure(adv, movable, bins).features)  # same order as the loops below
     out = []
     for name, features in adv.features.items():
-        nominal = adv.nominal[name].reshape(-1, len(features)).double().numpy()
-        perturbed = adv.adversarial[name].reshape(-1, len(features)).double().numpy()
-        real = adv.real[name].reshape(-1).numpy()
-        nominal, perturbed = nominal[real], perturbed[real]
+        real = adv.real[name].reshape(-1)  # padding left out before the float64 copy
+        nominal = adv.nominal[name].reshape(-1, len(features))[real].double().numpy()
+        perturbed = adv.adversarial[name].reshape(-1, len(features))[real].double().numpy()
         for col in np.flatnonzero(movable[name]):
             feature = features[col]
             a, b = nominal[:, col], perturbed[:, col]
