@@ -393,6 +393,7 @@ class SpecRun:
         )
         select = torch.ones_like(correct) if full else correct
         adv_log_probs = torch.empty_like(log_probs)
+        fooled = torch.zeros_like(correct)
         shifts = ShiftSums(self.envelope)
         kept = self.kept("nominal")
         kept_parts: list[Inputs] = []
@@ -416,15 +417,14 @@ class SpecRun:
                 adv_log_probs[rows] = evaluate(self.tagger, adv_inputs, EVAL_BATCH)
             seconds += outcome.seconds
             batch_number += outcome.batches
-            fooled = correct[rows] & (decision.decide(adv_log_probs[rows]) != target[rows])
-            shifts.add(chunk.inputs, outcome.adversarial, fooled)
+            fooled[rows] = correct[rows] & (decision.decide(adv_log_probs[rows]) != target[rows])
+            shifts.add(chunk.inputs, outcome.adversarial, fooled[rows])
             kept_parts.append(adv_inputs if kept is None else pick_kept(chunk, kept, adv_inputs))
             del chunk, outcome, adv_inputs  # see _chunks
         if len(kept_parts) == 1:
             adversarial = kept_parts[0]
         else:
             adversarial = {name: torch.cat([p[name] for p in kept_parts]) for name in inputs}
-        fooled = correct & (decision.decide(adv_log_probs) != target)
         sigma, real = self._sigma_and_real
         result = Adversaries(
             attack=attack_name,

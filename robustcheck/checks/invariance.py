@@ -51,14 +51,22 @@ class InvarianceFigures:
         return max(self.features, key=lambda f: f.jsd)
 
 
+def real_entries(adv: Adversaries, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(entries, features) float64 arrays of an input, nominal and attacked, padding left out
+    (before the float64 copy)."""
+    features = len(adv.features[name])
+    real = adv.real[name].reshape(-1)
+    nominal = adv.nominal[name].reshape(-1, features)[real].double().numpy()
+    perturbed = adv.adversarial[name].reshape(-1, features)[real].double().numpy()
+    return nominal, perturbed
+
+
 def measure(adv: Adversaries, movable: dict[str, np.ndarray], bins: int = 20) -> InvarianceFigures:
     """Invariance statistics of every perturbed input of an attacked sample."""
     features: list[FeatureFigures] = []
     corr_change, corr_pair, frobenius, n_entries = 0.0, ("", ""), 0.0, 0
     for name, names in adv.features.items():
-        real = adv.real[name].reshape(-1)  # padding left out before the float64 copy
-        nominal = adv.nominal[name].reshape(-1, len(names))[real].double().numpy()
-        perturbed = adv.adversarial[name].reshape(-1, len(names))[real].double().numpy()
+        nominal, perturbed = real_entries(adv, name)
         n_entries = max(n_entries, len(nominal))
         cols = np.flatnonzero(movable[name])
         if len(cols):

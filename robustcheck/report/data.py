@@ -179,14 +179,12 @@ def _full(key: tuple[object, ...]) -> bool:
 
 def histograms(adv: Adversaries, movable: dict[str, np.ndarray], bins: int) -> list[dict]:
     """Nominal and adversarial histograms of every movable feature, with KS and chi2."""
-    from robustcheck.checks.invariance import measure
+    from robustcheck.checks.invariance import measure, real_entries
 
     stats = iter(measure(adv, movable, bins).features)  # same order as the loops below
     out = []
     for name, features in adv.features.items():
-        real = adv.real[name].reshape(-1)  # padding left out before the float64 copy
-        nominal = adv.nominal[name].reshape(-1, len(features))[real].double().numpy()
-        perturbed = adv.adversarial[name].reshape(-1, len(features))[real].double().numpy()
+        nominal, perturbed = real_entries(adv, name)
         for col in np.flatnonzero(movable[name]):
             feature = features[col]
             a, b = nominal[:, col], perturbed[:, col]
