@@ -27,6 +27,9 @@ else:  # pragma: no cover
 SPEC_VERSION = 1
 SPEC_NAME = re.compile(r"^(robustness|.+\.robust)\.(toml|ya?ml)$")
 
+# sanity gates a spec may switch off with [model] skip_gates; finite outputs are never skipped
+SKIPPABLE_GATES = ("scores", "classes", "auc", "accuracy")
+
 MODEL_FIELDS: dict[str, Field] = {
     "path": Field("str", doc='model file (.onnx, TorchScript .pt/.ts, .pt2) or "pkg.mod:factory"'),
     "weights": Field("str", None, doc="state_dict file for a factory that returns an nn.Module"),
@@ -41,6 +44,28 @@ MODEL_FIELDS: dict[str, Field] = {
     "device": Field("str", "auto", doc="auto | cpu | cuda | cuda:N"),
     "input_names": Field(
         "str_list", None, doc="model input names in call order, when they cannot be read"
+    ),
+    "min_auc": Field(
+        "number",
+        None,
+        doc="sanity gate: the nominal AUC must reach this (it must always be significantly "
+        "above 0.5)",
+        minimum=0.0,
+        maximum=1.0,
+    ),
+    "min_accuracy": Field(
+        "number",
+        None,
+        doc="sanity gate: the nominal accuracy of the decision must reach this (it must always "
+        "beat the majority-class rate)",
+        minimum=0.0,
+        maximum=1.0,
+    ),
+    "skip_gates": Field(
+        "str_list",
+        None,
+        doc="sanity gates not to apply: " + ", ".join(f'"{g}"' for g in SKIPPABLE_GATES)
+        + " (every verdict names the gates skipped)",
     ),
 }
 
@@ -80,6 +105,12 @@ DATA_FIELDS: dict[str, Field] = {
     ),
     "masks": Field(
         "str_map", None, doc="model input name -> jagged model input whose padding mask it is"
+    ),
+    "strict_bounds": Field(
+        "bool",
+        False,
+        doc="values outside the envelope's min/max are an error (default: a warning with the "
+        "count)",
     ),
 }
 
@@ -133,6 +164,9 @@ class ModelSpec:
     signal_class: int
     device: str
     input_names: tuple[str, ...] | None
+    min_auc: float | None = None
+    min_accuracy: float | None = None
+    skip_gates: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -162,6 +196,7 @@ class DataSpec:
     weights: str | None = None
     chunk_size: int | None = None
     keep_events: int = KEEP_EVENTS
+    strict_bounds: bool = False
 
     @property
     def masks(self) -> dict[str, str]:
@@ -331,7 +366,9 @@ def parse_spec(doc: Mapping[str, Any], path: Path) -> Spec:
         if section not in doc:
             raise SpecError(f"missing section [{section}]", file=path, fix=_SECTION_FIX[section])
 
-    model = ModelSpec(**_with_tuple(validate(doc["model"], MODEL_FIELDS, "model", path)))
+    model_values = _with_tuple(validate(doc["model"], MODEL_FIELDS, "model", path))
+    model_values["skip_gates"] = _skip_gates(model_values["skip_gates"], path)
+    model = ModelSpec(**model_values)
     if model.signal_class > 1 and model.scores in ("sigmoid", "binary_logit"):
         raise SpecError(
             f"signal_class {model.signal_class} with a single binary output",
@@ -363,6 +400,21 @@ _SECTION_FIX = {
     "data": '[data.nominal] path = "test.npz", labels = "y", inputs = { x = "x" }',
     "checks": '[[checks]] type = "fooling_rate", attack = "...", max = 0.05',
 }
+
+
+def _skip_gates(names: tuple[str, ...] | None, path: Path) -> tuple[str, ...]:
+    for name in names or ():
+        if name not in SKIPPABLE_GATES:
+            hint = difflib.get_close_matches(name, SKIPPABLE_GATES, n=1)
+            raise SpecError(
+                f"unknown sanity gate {name!r}"
+                + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                + (" (finite model outputs are always required)" if name == "finite" else ""),
+                file=path,
+                field="model.skip_gates",
+                fix="choose from " + ", ".join(SKIPPABLE_GATES),
+            )
+    return tuple(dict.fromkeys(names or ()))
 
 
 def _with_tuple(values: dict[str, Any]) -> dict[str, Any]:
