@@ -64,7 +64,8 @@ MODEL_FIELDS: dict[str, Field] = {
     "skip_gates": Field(
         "str_list",
         None,
-        doc="sanity gates not to apply: " + ", ".join(f'"{g}"' for g in SKIPPABLE_GATES)
+        doc="sanity gates not to apply: "
+        + ", ".join(f'"{g}"' for g in SKIPPABLE_GATES)
         + " (every verdict names the gates skipped)",
     ),
 }
