@@ -182,12 +182,18 @@ def _validate_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def validate_command(args: argparse.Namespace) -> int:
-    from robustcheck.spec import load_spec
+    """Check every spec and print every error of each, numbered; exit 2 if any has one."""
+    from robustcheck.spec import check_spec, format_spec_errors
 
+    failed = 0
     for path in args.specs:
-        spec = load_spec(path)
-        print(f"{path}: ok ({len(spec.checks)} checks, {len(spec.attacks)} attacks)")
-    return 0
+        spec, errors = check_spec(path)
+        if errors:
+            failed += 1
+            print(f"spec error: {format_spec_errors(errors, path)}", file=sys.stderr)
+        elif spec is not None:
+            print(f"{path}: ok ({len(spec.checks)} checks, {len(spec.attacks)} attacks)")
+    return 2 if failed else 0
 
 
 def _init_arguments(parser: argparse.ArgumentParser) -> None:

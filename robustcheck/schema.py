@@ -8,12 +8,69 @@ from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from robustcheck.errors import SpecError
+
+
+class SpecErrors(SpecError):
+    """Several independent mistakes in one spec, reported together.
+
+    It reads as its first error (``message``, ``field``, ``fix`` and the start of ``str()`` are
+    the first error's), followed by the others, numbered; ``errors`` holds them all.
+    """
+
+    def __init__(self, errors: Iterable[SpecError]) -> None:
+        self.errors: tuple[SpecError, ...] = tuple(flatten_errors(errors))
+        if not self.errors:
+            raise ValueError("SpecErrors needs at least one error")
+        first = self.errors[0]
+        super().__init__(first.message, file=first.file, field=first.field, fix=first.fix)
+
+    def render(self) -> str:
+        first, rest = self.errors[0], self.errors[1:]
+        text = first.render()
+        if rest:
+            text += f"\nand {len(rest)} more error{'s' if len(rest) > 1 else ''} in the same spec:"
+            text += "\n" + numbered_errors(rest, first.file, start=2)
+        return text
+
+
+def flatten_errors(errors: Iterable[SpecError]) -> list[SpecError]:
+    """The errors with every SpecErrors replaced by the errors it holds."""
+    out: list[SpecError] = []
+    for error in errors:
+        out.extend(error.errors if isinstance(error, SpecErrors) else [error])
+    return out
+
+
+def one_error(errors: Sequence[SpecError]) -> SpecError:
+    """The error to raise for ``errors``: itself when there is one, else a SpecErrors."""
+    found = flatten_errors(errors)
+    return found[0] if len(found) == 1 else SpecErrors(found)
+
+
+def numbered_errors(errors: Sequence[SpecError], file: str | None, start: int = 1) -> str:
+    """The errors as an indented, numbered list; the file is left out where it is ``file``."""
+    blocks = []
+    for number, error in enumerate(errors, start):
+        where = ": ".join(
+            part for part in (None if error.file == file else error.file, error.field) if part
+        )
+        lines = (f"{where}: {error.message}" if where else error.message).split("\n")
+        if error.fix:
+            lines.append(f"fix: {error.fix}")
+        prefix = f"  {number}. "
+        blocks.append(
+            "\n".join(
+                prefix + line if i == 0 else " " * len(prefix) + line
+                for i, line in enumerate(lines)
+            )
+        )
+    return "\n".join(blocks)
 
 
 class _Required:
@@ -89,26 +146,41 @@ def unknown_key_error(key: str, valid: list[str], where: str, source: str | Path
 def validate(
     data: Mapping[str, Any], schema: Mapping[str, Field], where: str, source: str | Path
 ) -> dict[str, Any]:
-    """Check ``data`` against ``schema``; return a copy with defaults filled in."""
+    """Check ``data`` against ``schema``; return a copy with defaults filled in.
+
+    Every unknown key, missing key and bad value of the table is reported: one SpecError, or
+    a SpecErrors holding them all. A required key that an unknown key's did-you-mean names
+    (a misspelt key) is not reported missing as well.
+    """
     if not isinstance(data, Mapping):
         raise SpecError("must be a table", file=source, field=where or None)
+    errors: list[SpecError] = []
+    suggested: set[str] = set()
     for key in data:
         if key not in schema:
-            raise unknown_key_error(key, list(schema), where, source)
+            errors.append(unknown_key_error(key, list(schema), where, source))
+            suggested.update(difflib.get_close_matches(key, list(schema), n=1, cutoff=0.5))
     out: dict[str, Any] = {}
     for name, spec in schema.items():
         path = f"{where}.{name}" if where else name
         if name not in data:
-            if spec.required:
-                raise SpecError(
-                    f"missing required key `{name}`",
-                    file=source,
-                    field=where or None,
-                    fix=f"add `{name} = ...` ({spec.doc or _TYPE_NAMES[spec.type]})",
+            if spec.required and name not in suggested:
+                errors.append(
+                    SpecError(
+                        f"missing required key `{name}`",
+                        file=source,
+                        field=where or None,
+                        fix=f"add `{name} = ...` ({spec.doc or _TYPE_NAMES[spec.type]})",
+                    )
                 )
             out[name] = spec.default
             continue
-        out[name] = check_value(data[name], spec, path, source)
+        try:
+            out[name] = check_value(data[name], spec, path, source)
+        except SpecError as exc:
+            errors.append(exc)
+    if errors:
+        raise one_error(errors)
     return out
 
 

@@ -7,17 +7,26 @@ from __future__ import annotations
 
 import copy
 import difflib
+import functools
 import math
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from robustcheck import registry
 from robustcheck.errors import SpecError
-from robustcheck.schema import Field, unknown_key_error, validate
+from robustcheck.schema import (
+    Field,
+    flatten_errors,
+    numbered_errors,
+    one_error,
+    unknown_key_error,
+    validate,
+)
+from robustcheck.schema import SpecErrors as SpecErrors  # re-exported: load_spec raises it
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -321,7 +330,11 @@ def is_spec_file(path: Path) -> bool:
 
 
 def read_document(path: Path) -> dict[str, Any]:
-    """Parse a TOML or YAML file into a dict, with parse errors as SpecError."""
+    """Parse a TOML or YAML file into a dict, with parse errors as SpecError.
+
+    A key given twice in one table is an error in both formats (tomllib rejects it; the YAML
+    loader here does too, where ``yaml.safe_load`` would silently keep the last value).
+    """
     if not path.is_file():
         raise SpecError("spec file not found", file=path, fix="check the path")
     text = path.read_text(encoding="utf-8")
@@ -331,43 +344,241 @@ def read_document(path: Path) -> dict[str, Any]:
         else:
             import yaml
 
-            doc = yaml.safe_load(text)
+            doc = yaml.load(text, Loader=_unique_key_loader())  # noqa: S506 (a SafeLoader)
+    except _DuplicateKey as exc:
+        raise SpecError(
+            f"duplicate key `{exc.key}`: given on line {exc.first} and again on line {exc.second}",
+            file=path,
+            field=exc.field,
+            fix="keep one of the two (a YAML reader would silently use the last one)",
+        ) from None
     except Exception as exc:  # parser errors carry their own line numbers
-        raise SpecError(f"cannot parse: {exc}", file=path) from None
+        message = str(exc)
+        twice = "Cannot overwrite a value" in message or "Cannot declare" in message
+        raise SpecError(
+            f"cannot parse: {message}",
+            file=path,
+            fix="a key or table is given twice: keep one" if twice else None,
+        ) from None
     if not isinstance(doc, dict):
         raise SpecError("the spec must be a table of sections", file=path)
     return doc
 
 
+class _DuplicateKey(Exception):
+    """A YAML mapping gives one key twice (raised by the loader, turned into a SpecError)."""
+
+    def __init__(self, key: object, field: str, first: int, second: int) -> None:
+        super().__init__(f"duplicate key {key!r} at {field}")
+        self.key = key
+        self.field = field
+        self.first = first
+        self.second = second
+
+
+@functools.cache
+def _unique_key_loader() -> type:
+    """A yaml.SafeLoader whose mappings refuse a key given twice (built when YAML is read)."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        _root: yaml.Node | None = None
+
+        def construct_document(self, node: yaml.Node) -> Any:
+            self._root = node
+            return super().construct_document(node)
+
+        def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> Any:
+            if isinstance(node, yaml.MappingNode):
+                seen: dict[Any, int] = {}
+                for key_node, _ in node.value:
+                    if key_node.tag == "tag:yaml.org,2002:merge":
+                        continue  # `<<: *anchor` entries may be overridden: that is their use
+                    key = self.construct_object(key_node, deep=True)
+                    try:
+                        hash(key)
+                    except TypeError:
+                        continue  # the base constructor reports unhashable keys
+                    line = key_node.start_mark.line + 1
+                    if key in seen:
+                        where = _yaml_node_path(self._root, node)
+                        field = f"{where}.{key}" if where else str(key)
+                        raise _DuplicateKey(key, field, seen[key], line)
+                    seen[key] = line
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
+
+
+def _yaml_node_path(root: Any, target: Any) -> str:
+    """The key path (``model``, ``checks[1]``) from the document root to a YAML node."""
+    import yaml
+
+    stack: list[tuple[Any, str]] = [(root, "")]
+    visited: set[int] = set()
+    while stack:
+        node, where = stack.pop()
+        if node is target:
+            return where
+        if id(node) in visited:  # aliases may make the node graph cyclic
+            continue
+        visited.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                name = key.value if isinstance(key, yaml.ScalarNode) else "?"
+                stack.append((value, f"{where}.{name}" if where else str(name)))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((item, f"{where}[{i}]") for i, item in enumerate(node.value))
+    return ""
+
+
 def load_spec(path: str | Path) -> Spec:
-    """Read and validate a spec file. Raises SpecError with file, field and fix."""
+    """Read and validate a spec file.
+
+    Raises a SpecError with file, field and fix; when the spec holds several independent
+    mistakes, a SpecErrors (a SpecError that reads as the first, then lists the others).
+    """
+    spec, errors = check_spec(path)
+    if errors:
+        raise one_error(errors)
+    assert spec is not None
+    return spec
+
+
+def check_spec(path: str | Path) -> tuple[Spec | None, list[SpecError]]:
+    """Read and validate a spec file: the spec, or None and every error found in it."""
     path = Path(path).resolve()
-    return parse_spec(read_document(path), path)
+    try:
+        doc = read_document(path)
+    except SpecError as exc:
+        return None, [exc]
+    return _parse(doc, path)
+
+
+def spec_errors(path: str | Path) -> list[SpecError]:
+    """Every error of a spec file, in file order ([] for a valid spec).
+
+    Independent parts (top-level keys, [model], each [data.NAME], [inputs], each envelope
+    input, each attack, each check) are validated even when another part has an error; a part
+    that depends on a broken one is skipped rather than reported as broken too.
+    """
+    return check_spec(path)[1]
+
+
+def format_spec_errors(errors: list[SpecError], name: str | Path) -> str:
+    """``3 errors in NAME:`` and the numbered errors, for `robustcheck validate`."""
+    count = f"{len(errors)} error{'s' if len(errors) != 1 else ''}"
+    file = errors[0].file if errors else None
+    return f"{count} in {name}:\n" + numbered_errors(errors, file)
 
 
 def parse_spec(doc: Mapping[str, Any], path: Path) -> Spec:
     """Validate a parsed spec document; ``path`` anchors relative paths and messages.
 
     Plugins may first adjust a copy of the document (hook ``robustcheck_adjust_spec``).
+    Raises like ``load_spec``.
     """
+    spec, errors = _parse(doc, path)
+    if errors:
+        raise one_error(errors)
+    assert spec is not None
+    return spec
+
+
+_T = TypeVar("_T")
+
+
+class _Errors:
+    """The errors of a spec's independent parts, collected instead of raised at the first."""
+
+    def __init__(self) -> None:
+        self.found: list[SpecError] = []
+
+    def __len__(self) -> int:
+        return len(self.found)
+
+    def add(self, error: SpecError) -> None:
+        self.found.extend(flatten_errors([error]))
+
+    def attempt(self, run: Callable[..., _T], *args: Any) -> _T | None:
+        """``run(*args)``; on a SpecError, None with the error recorded."""
+        try:
+            return run(*args)
+        except SpecError as exc:
+            self.add(exc)
+            return None
+
+
+def _parse(doc: Mapping[str, Any], path: Path) -> tuple[Spec | None, list[SpecError]]:
+    """The spec, or None and every error; see ``spec_errors`` for what depends on what."""
+    errors = _Errors()
     doc = copy.deepcopy(dict(doc))
-    registry.adjust_spec(doc, path)
-    for key in doc:
-        if key not in TOP_LEVEL:
-            raise unknown_key_error(key, list(TOP_LEVEL), "", path)
+    errors.attempt(registry.adjust_spec, doc, path)
+    if errors:
+        return None, errors.found
     version = doc.get("version", SPEC_VERSION)
-    if version != SPEC_VERSION:
-        raise SpecError(
+    if version != SPEC_VERSION:  # the rest would be read by the wrong rules
+        error = SpecError(
             f"unsupported spec version {version!r}",
             file=path,
             field="version",
             fix=f"this robustcheck reads version {SPEC_VERSION}",
         )
+        return None, [error]
+    for key in doc:
+        if key not in TOP_LEVEL:
+            errors.add(unknown_key_error(key, list(TOP_LEVEL), "", path))
     for section in ("model", "data", "checks"):
         if section not in doc:
-            raise SpecError(f"missing section [{section}]", file=path, fix=_SECTION_FIX[section])
+            errors.add(
+                SpecError(f"missing section [{section}]", file=path, fix=_SECTION_FIX[section])
+            )
 
-    model_values = _with_tuple(validate(doc["model"], MODEL_FIELDS, "model", path))
+    model = None
+    if "model" in doc:
+        model = errors.attempt(_parse_model, doc["model"], path)
+        _check_model_files(doc["model"], path, errors)
+
+    data = _parse_data(doc["data"], path, errors) if "data" in doc else {}
+    nominal = data.get("nominal")
+    inputs = envelope = groups = None
+    if nominal is not None:  # inputs and envelope are keyed by the nominal sample's inputs
+        parsed_inputs = _parse_inputs(doc.get("inputs", {}), nominal, path, errors)
+        if parsed_inputs is not None:
+            inputs, unparsed = parsed_inputs
+            before = len(errors)
+            parsed_envelope = _parse_envelope(
+                doc.get("envelope", {}), inputs, unparsed, path, errors
+            )
+            if parsed_envelope is not None and len(errors) == before and not unparsed:
+                envelope, groups = parsed_envelope
+
+    raw_attacks = doc.get("attacks", {})
+    attacks = _parse_attacks(raw_attacks, path, errors)
+    declared_attacks = set(raw_attacks) if isinstance(raw_attacks, Mapping) else set()
+    checks: tuple[CheckSpec, ...] = ()
+    if "checks" in doc:
+        raw_data = doc.get("data")
+        data_names = set(raw_data) if isinstance(raw_data, Mapping) else set()
+        checks = _parse_checks(doc["checks"], attacks, declared_attacks, data_names, path, errors)
+    if groups is not None:  # shift attacks name coherent groups of a whole envelope
+        _check_shift_attacks(attacks, groups, path, errors)
+    baseline = doc.get("baseline")
+    if baseline is not None and not isinstance(baseline, str):
+        errors.add(SpecError(f"must be a file path, got {baseline!r}", file=path, field="baseline"))
+    if errors:
+        return None, errors.found
+    assert model is not None and inputs is not None and envelope is not None
+    assert groups is not None
+    baseline_path = path.parent / baseline if baseline else None
+    spec = Spec(
+        path, version, model, data, inputs, envelope, attacks, checks, groups, baseline_path
+    )
+    return spec, []
+
+
+def _parse_model(table: Any, path: Path) -> ModelSpec:
+    model_values = _with_tuple(validate(table, MODEL_FIELDS, "model", path))
     model_values["skip_gates"] = _skip_gates(model_values["skip_gates"], path)
     model = ModelSpec(**model_values)
     if model.signal_class > 1 and model.scores in ("sigmoid", "binary_logit"):
@@ -377,23 +588,17 @@ def parse_spec(doc: Mapping[str, Any], path: Path) -> Spec:
             field="model.signal_class",
             fix="use signal_class = 1 (or 0)",
         )
-    _check_file(path, "model.path", model.path, allow_import=True)
-    if model.weights is not None:
-        _check_file(path, "model.weights", model.weights)
+    return model
 
-    data = _parse_data(doc["data"], path)
-    inputs = _parse_inputs(doc.get("inputs", {}), data, path)
-    envelope, groups = _parse_envelope(doc.get("envelope", {}), inputs, path)
-    attacks = _parse_attacks(doc.get("attacks", {}), path)
-    checks = _parse_checks(doc["checks"], attacks, data, path)
-    _check_shift_attacks(attacks, groups, path)
-    baseline = doc.get("baseline")
-    if baseline is not None and not isinstance(baseline, str):
-        raise SpecError(f"must be a file path, got {baseline!r}", file=path, field="baseline")
-    baseline_path = path.parent / baseline if baseline else None
-    return Spec(
-        path, version, model, data, inputs, envelope, attacks, checks, groups, baseline_path
-    )
+
+def _check_model_files(table: Any, path: Path, errors: _Errors) -> None:
+    """The model and weights files exist (checked even when another model key is wrong)."""
+    if not isinstance(table, Mapping):
+        return
+    if isinstance(table.get("path"), str):
+        errors.attempt(_check_file, path, "model.path", table["path"], True)
+    if isinstance(table.get("weights"), str):
+        errors.attempt(_check_file, path, "model.weights", table["weights"])
 
 
 _SECTION_FIX = {
@@ -435,46 +640,78 @@ def _check_file(spec_path: Path, field: str, value: str, allow_import: bool = Fa
         )
 
 
-def _parse_data(section: Any, path: Path) -> dict[str, DataSpec]:
+def _parse_data(section: Any, path: Path, errors: _Errors) -> dict[str, DataSpec]:
+    """Every [data.NAME] table that validates; the errors of the others are recorded."""
     if not isinstance(section, Mapping) or not section:
-        raise SpecError(
-            "must hold at least [data.nominal]", file=path, field="data", fix=_SECTION_FIX["data"]
+        errors.add(
+            SpecError(
+                "must hold at least [data.nominal]",
+                file=path,
+                field="data",
+                fix=_SECTION_FIX["data"],
+            )
         )
+        return {}
     if "nominal" not in section:
-        raise SpecError("missing [data.nominal]", file=path, field="data", fix=_SECTION_FIX["data"])
+        errors.add(
+            SpecError("missing [data.nominal]", file=path, field="data", fix=_SECTION_FIX["data"])
+        )
     out = {}
     for name, table in section.items():
-        values = validate(table, DATA_FIELDS, f"data.{name}", path)
-        _check_file(path, f"data.{name}.path", values["path"])
-        if not values["inputs"]:
-            raise SpecError(
+        found = _data_table(name, table, path, errors)
+        if found is not None:
+            out[name] = found
+    nominal = out.get("nominal")
+    if nominal is None:
+        return out
+    nominal_inputs = set(nominal.inputs)
+    for name, data in out.items():
+        if set(data.inputs) != nominal_inputs:
+            errors.add(
+                SpecError(
+                    f"inputs {sorted(data.inputs)} differ from [data.nominal]'s "
+                    f"{sorted(nominal_inputs)}",
+                    file=path,
+                    field=f"data.{name}.inputs",
+                    fix="every sample must map the same model inputs",
+                )
+            )
+    return out
+
+
+def _data_table(name: str, table: Any, path: Path, errors: _Errors) -> DataSpec | None:
+    """One [data.NAME] table, or None with its errors recorded (a missing file is recorded
+    but still gives the table: nothing else depends on the file being there)."""
+    values = errors.attempt(validate, table, DATA_FIELDS, f"data.{name}", path)
+    if isinstance(table, Mapping) and isinstance(table.get("path"), str):
+        errors.attempt(_check_file, path, f"data.{name}.path", table["path"])
+    if values is None:
+        return None
+    before = len(errors)
+    if not values["inputs"]:
+        errors.add(
+            SpecError(
                 "needs at least one input",
                 file=path,
                 field=f"data.{name}.inputs",
                 fix='inputs = { x = "x" } maps model input -> array',
             )
-        if values["chunk_size"] is None and "keep_events" in table:
-            raise SpecError(
+        )
+    if values["chunk_size"] is None and "keep_events" in table:
+        errors.add(
+            SpecError(
                 "keep_events applies only to a sample streamed in chunks",
                 file=path,
                 field=f"data.{name}.keep_events",
                 fix="set chunk_size too, or remove keep_events (every event is kept)",
             )
-        inputs = _data_inputs(values.pop("inputs"), values.pop("masks") or {}, name, path)
-        out[name] = DataSpec(
-            name=name, **{**values, "inputs": inputs, "path": path.parent / values["path"]}
         )
-    nominal_inputs = set(out["nominal"].inputs)
-    for name, data in out.items():
-        if set(data.inputs) != nominal_inputs:
-            raise SpecError(
-                f"inputs {sorted(data.inputs)} differ from [data.nominal]'s "
-                f"{sorted(nominal_inputs)}",
-                file=path,
-                field=f"data.{name}.inputs",
-                fix="every sample must map the same model inputs",
-            )
-    return out
+    inputs = errors.attempt(
+        _data_inputs, values.pop("inputs"), values.pop("masks") or {}, name, path
+    )
+    if inputs is None or len(errors) > before:
+        return None
+    return DataSpec(name=name, **{**values, "inputs": inputs, "path": path.parent / values["path"]})
 
 
 def _data_inputs(
@@ -519,44 +756,58 @@ def _data_inputs(
     return out
 
 
-def _parse_inputs(section: Any, data: dict[str, DataSpec], path: Path) -> dict[str, InputSpec]:
+def _parse_inputs(
+    section: Any, nominal: DataSpec, path: Path, errors: _Errors
+) -> tuple[dict[str, InputSpec], set[str]] | None:
+    """The [inputs.NAME] of every model input that validates, and the names of those that do
+    not; None when the section itself is unusable."""
     if not isinstance(section, Mapping):
-        raise SpecError("must be a table", file=path, field="inputs")
-    model_inputs = list(data["nominal"].inputs)
+        errors.add(SpecError("must be a table", file=path, field="inputs"))
+        return None
+    model_inputs = list(nominal.inputs)
     for name in section:
         if name not in model_inputs:
-            raise unknown_key_error(name, model_inputs, "inputs", path)
+            errors.add(unknown_key_error(name, model_inputs, "inputs", path))
     masks = {table.get("mask") for table in section.values() if isinstance(table, Mapping)} - {None}
     out: dict[str, InputSpec] = {}
+    unparsed: set[str] = set()
     for name in model_inputs:
-        where = f"inputs.{name}"
-        values = validate(section.get(name, {}), INPUT_FIELDS, where, path)
-        if name in masks and name not in section:
-            values["perturb"] = False
-        if values["perturb"] and values["features"] is None:
-            raise SpecError(
-                "a perturbed input needs its feature names",
-                file=path,
-                field=where,
-                fix=f'[{where}] features = ["...", ...] (or perturb = false)',
-            )
-        if values["mask"] is not None and (
-            values["mask"] not in model_inputs or values["mask"] == name
-        ):
-            raise SpecError(
-                f"mask `{values['mask']}` is not another model input",
-                file=path,
-                field=f"{where}.mask",
-                fix=f"one of: {', '.join(model_inputs)}",
-            )
-        features = tuple(values["features"] or ())
-        dupes = sorted({f for f in features if features.count(f) > 1})
-        if dupes:
-            raise SpecError(
-                f"duplicate feature names {dupes}", file=path, field=f"{where}.features"
-            )
-        out[name] = InputSpec(name, features, values["mask"], values["perturb"])
-    return out
+        found = errors.attempt(_input_spec, section, name, model_inputs, masks, path)
+        if found is None:
+            unparsed.add(name)
+        else:
+            out[name] = found
+    return out, unparsed
+
+
+def _input_spec(
+    section: Mapping[str, Any], name: str, model_inputs: list[str], masks: set[Any], path: Path
+) -> InputSpec:
+    where = f"inputs.{name}"
+    values = validate(section.get(name, {}), INPUT_FIELDS, where, path)
+    if name in masks and name not in section:
+        values["perturb"] = False
+    if values["perturb"] and values["features"] is None:
+        raise SpecError(
+            "a perturbed input needs its feature names",
+            file=path,
+            field=where,
+            fix=f'[{where}] features = ["...", ...] (or perturb = false)',
+        )
+    if values["mask"] is not None and (
+        values["mask"] not in model_inputs or values["mask"] == name
+    ):
+        raise SpecError(
+            f"mask `{values['mask']}` is not another model input",
+            file=path,
+            field=f"{where}.mask",
+            fix=f"one of: {', '.join(model_inputs)}",
+        )
+    features = tuple(values["features"] or ())
+    dupes = sorted({f for f in features if features.count(f) > 1})
+    if dupes:
+        raise SpecError(f"duplicate feature names {dupes}", file=path, field=f"{where}.features")
+    return InputSpec(name, features, values["mask"], values["perturb"])
 
 
 GROUPS_KEY = "groups"
@@ -571,78 +822,129 @@ def feature_envelope(table: Any, where: str, source: str | Path) -> FeatureEnvel
 
 
 def _parse_envelope(
-    section: Any, inputs: dict[str, InputSpec], path: Path
-) -> tuple[dict[str, dict[str, FeatureEnvelope]], dict[str, tuple[EnvelopeGroup, ...]]]:
-    """Per-feature envelopes of every perturbed input, and their ``groups``."""
+    section: Any, inputs: dict[str, InputSpec], unparsed: set[str], path: Path, errors: _Errors
+) -> tuple[dict[str, dict[str, FeatureEnvelope]], dict[str, tuple[EnvelopeGroup, ...]]] | None:
+    """Per-feature envelopes of every perturbed input, and their ``groups``.
+
+    Each input's envelope is checked on its own (an input whose [inputs] table is broken is
+    skipped: its features are not known); None when the section itself is unusable.
+    """
     if not isinstance(section, Mapping):
-        raise SpecError("must be a table", file=path, field="envelope")
+        errors.add(SpecError("must be a table", file=path, field="envelope"))
+        return None
     perturbed = [name for name, spec in inputs.items() if spec.perturb]
     for name in section:
-        if name not in perturbed:
-            raise unknown_key_error(name, perturbed, "envelope", path)
+        if name not in perturbed and name not in unparsed:
+            errors.add(unknown_key_error(name, perturbed, "envelope", path))
     out: dict[str, dict[str, FeatureEnvelope]] = {}
     groups: dict[str, tuple[EnvelopeGroup, ...]] = {}
     for name in perturbed:
-        table = section.get(name, {})
-        if not isinstance(table, Mapping):
-            raise SpecError("must be a table of features", file=path, field=f"envelope.{name}")
-        features = inputs[name].features
-        if GROUPS_KEY in features:
-            raise SpecError(
+        found = _input_envelope(section.get(name, {}), name, inputs[name].features, path, errors)
+        if found is not None:
+            out[name], groups[name] = found
+    errors.attempt(_check_group_names, groups, path)
+    return out, {name: found for name, found in groups.items() if found}
+
+
+def _input_envelope(
+    table: Any, name: str, features: tuple[str, ...], path: Path, errors: _Errors
+) -> tuple[dict[str, FeatureEnvelope], tuple[EnvelopeGroup, ...]] | None:
+    """One [envelope.NAME] table: every feature's entry and the groups; None on an error."""
+    if not isinstance(table, Mapping):
+        errors.add(SpecError("must be a table of features", file=path, field=f"envelope.{name}"))
+        return None
+    if GROUPS_KEY in features:
+        errors.add(
+            SpecError(
                 f"the feature name `{GROUPS_KEY}` is reserved: [envelope.{name}] {GROUPS_KEY} "
                 "lists the feature groups",
                 file=path,
                 field=f"inputs.{name}.features",
                 fix="rename that feature",
             )
-        raw_groups = [
-            _group_table(entry, f"envelope.{name}.{GROUPS_KEY}[{index}]", features, path)
-            for index, entry in enumerate(_group_list(table.get(GROUPS_KEY), name, path))
-        ]
-        from_covariance = {
-            feature
-            for group in raw_groups
-            if group["covariance"] is not None
-            for feature in group["features"]
-        }
-        for feature in table:
-            if feature != GROUPS_KEY and feature not in features:
-                raise unknown_key_error(feature, [*features, GROUPS_KEY], f"envelope.{name}", path)
-        missing = [f for f in features if f not in table]
-        if missing:
-            raise SpecError(
+        )
+        return None
+    before = len(errors)
+    raw_groups = []
+    # features of a group that does not validate may take their sigma from its covariance:
+    # whether they lack a sigma (or give one twice) is not known
+    unknown_sigma: set[str] = set()
+    for index, entry in enumerate(
+        errors.attempt(_group_list, table.get(GROUPS_KEY), name, path) or []
+    ):
+        raw = errors.attempt(
+            _group_table, entry, f"envelope.{name}.{GROUPS_KEY}[{index}]", features, path
+        )
+        if raw is not None:
+            raw_groups.append(raw)
+        elif isinstance(entry, Mapping) and isinstance(entry.get("features"), list):
+            unknown_sigma.update(f for f in entry["features"] if isinstance(f, str))
+    from_covariance = {
+        feature
+        for group in raw_groups
+        if group["covariance"] is not None
+        for feature in group["features"]
+    }
+    for feature in table:
+        if feature != GROUPS_KEY and feature not in features:
+            errors.add(
+                unknown_key_error(feature, [*features, GROUPS_KEY], f"envelope.{name}", path)
+            )
+    missing = [f for f in features if f not in table]
+    if missing:
+        errors.add(
+            SpecError(
                 f"no envelope for {len(missing)} feature(s): {', '.join(missing)}",
                 file=path,
                 field=f"envelope.{name}",
                 fix="give each an `absolute` or `relative` sigma, or `frozen = true`",
             )
-        out[name] = {}
-        for feature in features:
-            where = f"envelope.{name}.{feature}"
-            entry = feature_envelope(table[feature], where, path)
-            has_sigma = entry.absolute is not None or entry.relative is not None
-            if feature in from_covariance and has_sigma:
-                raise SpecError(
-                    "sigma given twice: the feature is in a group with a `covariance`",
-                    file=path,
-                    field=where,
-                    fix="drop `absolute`/`relative` here: the covariance's diagonal is its "
-                    "variance",
-                )
-            if feature not in from_covariance and entry.movable and not has_sigma:
-                raise SpecError(
-                    "no uncertainty given",
-                    file=path,
-                    field=where,
-                    fix="set `absolute = ...` or `relative = ...` (or `frozen = true`)",
-                )
-            out[name][feature] = entry
-        groups[name] = tuple(
-            _finish_group(raw, index, name, out[name], path) for index, raw in enumerate(raw_groups)
         )
-        _check_overlaps(groups[name], name, path)
-    _check_group_names(groups, path)
-    return out, {name: found for name, found in groups.items() if found}
+    entries: dict[str, FeatureEnvelope] = {}
+    for feature in features:
+        if feature in table:
+            sigma_from = None if feature in unknown_sigma else feature in from_covariance
+            entry = errors.attempt(
+                _feature_entry, table[feature], f"envelope.{name}.{feature}", sigma_from, path
+            )
+            if entry is not None:
+                entries[feature] = entry
+    if len(errors) > before:
+        return None
+    found = []
+    for index, raw in enumerate(raw_groups):
+        group = errors.attempt(_finish_group, raw, index, name, entries, path)
+        if group is not None:
+            found.append(group)
+    if len(errors) > before:
+        return None
+    groups = tuple(found)
+    errors.attempt(_check_overlaps, groups, name, path)
+    return entries, groups
+
+
+def _feature_entry(
+    table: Any, where: str, from_covariance: bool | None, path: Path
+) -> FeatureEnvelope:
+    """One feature's entry with its sigma: its own, or (``from_covariance``) its group's;
+    ``from_covariance`` None: not known (its group is broken), so not checked."""
+    entry = feature_envelope(table, where, path)
+    has_sigma = entry.absolute is not None or entry.relative is not None
+    if from_covariance and has_sigma:
+        raise SpecError(
+            "sigma given twice: the feature is in a group with a `covariance`",
+            file=path,
+            field=where,
+            fix="drop `absolute`/`relative` here: the covariance's diagonal is its variance",
+        )
+    if from_covariance is False and entry.movable and not has_sigma:
+        raise SpecError(
+            "no uncertainty given",
+            file=path,
+            field=where,
+            fix="set `absolute = ...` or `relative = ...` (or `frozen = true`)",
+        )
+    return entry
 
 
 _GROUP_FIX = (
@@ -921,114 +1223,160 @@ def coherent_group_names(groups: Mapping[str, tuple[EnvelopeGroup, ...]]) -> lis
 
 
 def _check_shift_attacks(
-    attacks: dict[str, AttackSpec], groups: dict[str, tuple[EnvelopeGroup, ...]], path: Path
+    attacks: dict[str, AttackSpec],
+    groups: dict[str, tuple[EnvelopeGroup, ...]],
+    path: Path,
+    errors: _Errors,
 ) -> None:
     """A `shift` attack needs coherent groups, and names only groups that exist."""
-    coherent = coherent_group_names(groups)
     for name, attack in attacks.items():
-        if attack.method != "shift":
-            continue
-        if not coherent:
+        if attack.method == "shift":
+            errors.attempt(_check_shift_attack, name, attack, groups, path)
+
+
+def _check_shift_attack(
+    name: str, attack: AttackSpec, groups: dict[str, tuple[EnvelopeGroup, ...]], path: Path
+) -> None:
+    coherent = coherent_group_names(groups)
+    if not coherent:
+        raise SpecError(
+            "method `shift` moves coherent groups, but no [envelope.*] table has one",
+            file=path,
+            field=f"attacks.{name}.method",
+            fix=f"add to an [envelope.NAME] table: {_GROUP_FIX.split(' (one')[0]}",
+        )
+    for group in attack.options.get("groups") or ():
+        if group not in coherent:
+            close = difflib.get_close_matches(group, coherent, n=1, cutoff=0.5)
+            hint = f"did you mean `{close[0]}`?" if close else f"one of: {', '.join(coherent)}"
             raise SpecError(
-                "method `shift` moves coherent groups, but no [envelope.*] table has one",
+                f"no coherent group named `{group}`",
                 file=path,
-                field=f"attacks.{name}.method",
-                fix=f"add to an [envelope.NAME] table: {_GROUP_FIX.split(' (one')[0]}",
+                field=f"attacks.{name}.groups",
+                fix=hint,
             )
-        for group in attack.options.get("groups") or ():
-            if group not in coherent:
-                close = difflib.get_close_matches(group, coherent, n=1, cutoff=0.5)
-                hint = f"did you mean `{close[0]}`?" if close else f"one of: {', '.join(coherent)}"
-                raise SpecError(
-                    f"no coherent group named `{group}`",
-                    file=path,
-                    field=f"attacks.{name}.groups",
-                    fix=hint,
-                )
 
 
-def _parse_attacks(section: Any, path: Path) -> dict[str, AttackSpec]:
+def _parse_attacks(section: Any, path: Path, errors: _Errors) -> dict[str, AttackSpec]:
+    """Every attack that validates; the errors of the others are recorded."""
     if not isinstance(section, Mapping):
-        raise SpecError("must be a table of named attacks", file=path, field="attacks")
+        errors.add(SpecError("must be a table of named attacks", file=path, field="attacks"))
+        return {}
     out = {}
     for name, table in section.items():
-        where = f"attacks.{name}"
-        if not isinstance(table, Mapping) or "method" not in table:
-            raise SpecError(
-                "needs a `method`",
-                file=path,
-                field=where,
-                fix=f"method = one of {', '.join(registry.attacks())}",
-            )
-        method = table["method"]
-        if method not in registry.attacks():
-            raise unknown_key_error(str(method), list(registry.attacks()), f"{where}.method", path)
-        options = validate(table, registry.attacks()[method].options, where, path)
-        options.pop("method")
-        out[name] = AttackSpec(name, method, options)
+        attack = errors.attempt(_attack_spec, name, table, path)
+        if attack is not None:
+            out[name] = attack
     return out
 
 
-def _parse_checks(
-    section: Any, attacks: dict[str, AttackSpec], data: dict[str, DataSpec], path: Path
-) -> tuple[CheckSpec, ...]:
-    if not isinstance(section, list) or not section:
+def _attack_spec(name: str, table: Any, path: Path) -> AttackSpec:
+    where = f"attacks.{name}"
+    if not isinstance(table, Mapping) or "method" not in table:
         raise SpecError(
-            "must be a non-empty list of [[checks]] tables",
+            "needs a `method`",
             file=path,
-            field="checks",
-            fix=_SECTION_FIX["checks"],
+            field=where,
+            fix=f"method = one of {', '.join(registry.attacks())}",
         )
+    method = table["method"]
+    if method not in registry.attacks():
+        raise unknown_key_error(str(method), list(registry.attacks()), f"{where}.method", path)
+    options = validate(table, registry.attacks()[method].options, where, path)
+    options.pop("method")
+    return AttackSpec(name, method, options)
+
+
+def _parse_checks(
+    section: Any,
+    attacks: dict[str, AttackSpec],
+    declared_attacks: set[str],
+    data_names: set[str],
+    path: Path,
+    errors: _Errors,
+) -> tuple[CheckSpec, ...]:
+    """Every check that validates; the errors of the others are recorded.
+
+    ``declared_attacks`` and ``data_names`` are the names the spec gives, valid or not: a
+    check that uses a broken attack or sample is not reported for it a second time.
+    """
+    if not isinstance(section, list) or not section:
+        errors.add(
+            SpecError(
+                "must be a non-empty list of [[checks]] tables",
+                file=path,
+                field="checks",
+                fix=_SECTION_FIX["checks"],
+            )
+        )
+        return ()
     out = []
     names: set[str] = set()
     for index, table in enumerate(section):
-        where = f"checks[{index}]"
-        if not isinstance(table, Mapping) or "type" not in table:
-            raise SpecError(
-                "needs a `type`",
-                file=path,
-                field=where,
-                fix=f"type = one of {', '.join(registry.checks())}",
-            )
-        type_ = table["type"]
-        if type_ not in registry.checks():
-            raise unknown_key_error(str(type_), list(registry.checks()), f"{where}.type", path)
-        options = validate(table, registry.checks()[type_].options, where, path)
-        name = options.pop("name") or f"{type_}[{index}]"
-        options.pop("type")
-        if name in names:
-            raise SpecError(
-                f"duplicate check name {name!r}",
-                file=path,
-                field=f"{where}.name",
-                fix="give each check a distinct name",
-            )
-        names.add(name)
-        attack = options.get("attack")
-        if attack is not None and attack not in attacks:
-            known = list(attacks)
-            if not known:
-                raise SpecError(
-                    f"attack {attack!r} is not defined",
-                    file=path,
-                    field=f"{where}.attack",
-                    fix=f'add [attacks.{attack}] with method = "pgd", epsilon = 1.0',
-                )
-            raise unknown_key_error(attack, known, f"{where}.attack", path)
-        declared = registry.checks()[type_].requires_one_of
-        if declared and all(options.get(key) is None for key in declared):
-            raise SpecError(
-                "sets no threshold, so it could never fail",
-                file=path,
-                field=where,
-                fix=f"set at least one of: {', '.join(declared)}",
-            )
-        if registry.checks()[type_].needs_alternative and "alternative" not in data:
-            raise SpecError(
-                f"check type {type_!r} compares two samples but there is no [data.alternative]",
-                file=path,
-                field=where,
-                fix='add [data.alternative] path = "...", like nominal',
-            )
-        out.append(CheckSpec(index, name, type_, options))
+        check = errors.attempt(
+            _check_spec, index, table, attacks, declared_attacks, data_names, names, path
+        )
+        if check is not None:
+            out.append(check)
     return tuple(out)
+
+
+def _check_spec(
+    index: int,
+    table: Any,
+    attacks: dict[str, AttackSpec],
+    declared_attacks: set[str],
+    data_names: set[str],
+    names: set[str],
+    path: Path,
+) -> CheckSpec:
+    """One [[checks]] table; adds its name to ``names``."""
+    where = f"checks[{index}]"
+    if not isinstance(table, Mapping) or "type" not in table:
+        raise SpecError(
+            "needs a `type`",
+            file=path,
+            field=where,
+            fix=f"type = one of {', '.join(registry.checks())}",
+        )
+    type_ = table["type"]
+    if type_ not in registry.checks():
+        raise unknown_key_error(str(type_), list(registry.checks()), f"{where}.type", path)
+    options = validate(table, registry.checks()[type_].options, where, path)
+    name = options.pop("name") or f"{type_}[{index}]"
+    options.pop("type")
+    if name in names:
+        raise SpecError(
+            f"duplicate check name {name!r}",
+            file=path,
+            field=f"{where}.name",
+            fix="give each check a distinct name",
+        )
+    names.add(name)
+    attack = options.get("attack")
+    if attack is not None and attack not in attacks and attack not in declared_attacks:
+        known = sorted(declared_attacks)
+        if not known:
+            raise SpecError(
+                f"attack {attack!r} is not defined",
+                file=path,
+                field=f"{where}.attack",
+                fix=f'add [attacks.{attack}] with method = "pgd", epsilon = 1.0',
+            )
+        raise unknown_key_error(attack, known, f"{where}.attack", path)
+    declared = registry.checks()[type_].requires_one_of
+    if declared and all(options.get(key) is None for key in declared):
+        raise SpecError(
+            "sets no threshold, so it could never fail",
+            file=path,
+            field=where,
+            fix=f"set at least one of: {', '.join(declared)}",
+        )
+    if registry.checks()[type_].needs_alternative and "alternative" not in data_names:
+        raise SpecError(
+            f"check type {type_!r} compares two samples but there is no [data.alternative]",
+            file=path,
+            field=where,
+            fix='add [data.alternative] path = "...", like nominal',
+        )
+    return CheckSpec(index, name, type_, options)
