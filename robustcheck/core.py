@@ -31,8 +31,23 @@ from robustcheck.engine import (
     to_tensors,
 )
 from robustcheck.envelope import Envelope, Inputs
-from robustcheck.errors import DataError, ModelError, RobustcheckError, SpecError
+from robustcheck.errors import (
+    DataError,
+    ModelError,
+    RobustcheckError,
+    SanityError,
+    SpecError,
+    exception_text,
+)
 from robustcheck.result import CheckResult
+from robustcheck.sanity import (
+    SCORE_EVENTS,
+    Nominal,
+    assess,
+    bounds_message,
+    merge_bounds,
+    out_of_bounds,
+)
 from robustcheck.schema import validate
 from robustcheck.spec import CheckSpec, Spec, load_spec
 from robustcheck.stats import threshold_at_efficiency
@@ -112,6 +127,7 @@ class Sample:
     inputs: Inputs
     kept_labels: torch.Tensor
     kept: np.ndarray | None = None
+    out_of_bounds: dict[tuple[str, str], tuple[int, float]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -158,7 +174,15 @@ class SpecRun:
 
     @cached_property
     def tagger(self) -> Tagger:
-        return load_tagger(self.spec).to(self.device)
+        try:
+            return load_tagger(self.spec).to(self.device)
+        except SystemExit as exc:
+            raise ModelError(
+                f"the model's code called sys.exit({exc.code!r}) while loading",
+                file=self.spec.path,
+                field="model.path",
+                fix="remove the exit from the model's module or factory",
+            ) from None
 
     @cached_property
     def envelope(self) -> Envelope:
@@ -173,26 +197,66 @@ class SpecRun:
         """Read and validate a sample at once, or stream it in chunks: then the model
         evaluates each chunk as it passes, so that the file is not read twice."""
         data = self.spec.data[name]
+        bounds: dict[tuple[str, str], tuple[int, float]] = {}
         if data.chunk_size is None:
             dataset = load_dataset(data, self.spec.path)
+            if not len(dataset):
+                raise self._no_events(name)
             chunk = self._chunk(0, dataset, check=True)
-            return Sample(chunk.labels, dataset.weights, None, chunk.inputs, chunk.labels, None)
-        reservoir = Reservoir(data.keep_events)
-        labels, weights, log_probs = [], [], []
-        for start, dataset in read_chunks(data, self.spec.path, data.chunk_size):
-            chunk = self._chunk(start, dataset, check=True)
-            log_probs.append(self._evaluate(chunk, name))
-            labels.append(chunk.labels)
-            weights.append(dataset.weights)
-            reservoir.offer(chunk)
-            del chunk, dataset  # read_chunks frees a chunk only once nothing holds it
-        if not labels:
-            raise DataError("the sample has no events", file=data.path, field=f"data.{name}.path")
-        kept, inputs, kept_labels = reservoir.sample()
-        all_weights = None if weights[0] is None else np.concatenate(weights)
-        return Sample(
-            torch.cat(labels), all_weights, torch.cat(log_probs), inputs, kept_labels, kept
+            merge_bounds(bounds, self._bounds(chunk, name))
+            sample = Sample(chunk.labels, dataset.weights, None, chunk.inputs, chunk.labels, None)
+        else:
+            reservoir = Reservoir(data.keep_events)
+            labels, weights, log_probs = [], [], []
+            for start, dataset in read_chunks(data, self.spec.path, data.chunk_size):
+                chunk = self._chunk(start, dataset, check=True)
+                merge_bounds(bounds, self._bounds(chunk, name))
+                log_probs.append(self._evaluate(chunk, name))
+                labels.append(chunk.labels)
+                weights.append(dataset.weights)
+                reservoir.offer(chunk)
+                del chunk, dataset  # read_chunks frees a chunk only once nothing holds it
+            if not labels:
+                raise self._no_events(name)
+            kept, inputs, kept_labels = reservoir.sample()
+            all_weights = None if weights[0] is None else np.concatenate(weights)
+            sample = Sample(
+                torch.cat(labels), all_weights, torch.cat(log_probs), inputs, kept_labels, kept
+            )
+        sample.out_of_bounds = bounds
+        if bounds and name != "nominal":
+            warnings.warn(
+                f"robustcheck: [data.{name}] {self._bounds_text(bounds)}", UserWarning, stacklevel=2
+            )
+        return sample
+
+    def _no_events(self, name: str) -> DataError:
+        data = self.spec.data[name]
+        return DataError(
+            "the sample has no events",
+            file=data.path,
+            field=f"data.{name}.path",
+            fix="point the spec at a file with events (and check max_events)",
         )
+
+    def _bounds(self, chunk: Chunk, name: str) -> dict[tuple[str, str], tuple[int, float]]:
+        """Entries of a chunk outside the envelope's min/max: a DataError with
+        ``strict_bounds``, else counted for a warning."""
+        found = out_of_bounds(self.envelope, chunk.inputs)
+        data = self.spec.data[name]
+        if found and data.strict_bounds:
+            raise DataError(
+                self._bounds_text(found)
+                + (f" (in the chunk from event {chunk.start})" if chunk.start else ""),
+                file=data.path,
+                field=f"data.{name}.strict_bounds",
+                fix="correct the data or the envelope's min/max, or set strict_bounds = false "
+                "to only warn",
+            )
+        return found
+
+    def _bounds_text(self, bounds: dict[tuple[str, str], tuple[int, float]]) -> str:
+        return bounds_message(bounds, self.envelope, len(self.envelope.inputs) == 1)
 
     def _chunk(self, start: int, dataset: Dataset, check: bool = False) -> Chunk:
         if check:
@@ -467,21 +531,65 @@ class SpecRun:
             yield
         except RobustcheckError:
             raise
+        except SystemExit as exc:
+            raise ModelError(
+                f"the model's code called sys.exit({exc.code!r}) while evaluating",
+                file=self.spec.path,
+                field="model.path",
+                fix="remove the exit from the model's forward (or the code it calls)",
+            ) from None
         except Exception as exc:
             shapes = {name: tuple(x.shape) for name, x in inputs.items()}
-            text = str(exc).strip().splitlines()
-            first = text[0] if text else type(exc).__name__
+            first = exception_text(exc)
             raise ModelError(
-                f"the model failed on inputs of shapes {shapes}: {type(exc).__name__}: {first}",
+                f"the model failed on inputs of shapes {shapes}: {first}",
                 file=self.spec.path,
                 field="model.path",
                 fix="check that [inputs.*] features and the data match what the model expects",
             ) from None
 
+    @cached_property
+    def nominal(self) -> Nominal:
+        """The tagger's nominal performance and the sanity gates' outcome (see sanity.py)."""
+        inputs, _ = self.inputs("nominal")
+        log_probs = self.log_probs("nominal")
+        head = take(inputs, slice(0, SCORE_EVENTS), self.tagger.device)
+        with self._model_errors(head), self.tagger.frozen():
+            raw = self.tagger.raw_scores(head)
+        notes = []
+        bounds = self._sample("nominal").out_of_bounds
+        if bounds:
+            notes.append(
+                f"[data.nominal] {self._bounds_text(bounds)}; attacks never move an entry "
+                "further outside (strict_bounds = true makes this an error)"
+            )
+            warnings.warn(f"robustcheck: {notes[-1]}", UserWarning, stacklevel=2)
+        return assess(
+            self.spec.model,
+            log_probs,
+            self.labels("nominal"),
+            self.weights("nominal"),
+            raw,
+            notes,
+        )
+
+    def sanity(self) -> Nominal:
+        """The sanity gates' outcome; raises SanityError when one fails."""
+        nominal = self.nominal
+        if not nominal.passed:
+            raise SanityError.of(nominal, self.spec.path)
+        return nominal
+
     def run_check(self, check: CheckSpec) -> CheckResult:
-        """Run one check of this spec, and its regression test when it asks for one."""
+        """Run one check of this spec, and its regression test when it asks for one.
+
+        The spec's sanity gates run first: a gate that fails raises SanityError.
+        """
+        nominal = self.sanity()
         implementation = registry.checks()[check.type].load()
         result = implementation(check, self).evaluate()
+        result.details.extend(nominal.details())
+        result.nominal = nominal.to_dict()
         if self.record_to is not None:
             self.record_to.add(self, check, copy.deepcopy(result))
         if check.options.get("no_regression"):

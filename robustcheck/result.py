@@ -19,6 +19,7 @@ class CheckResult:
     figures: dict[str, float | int | str] = field(default_factory=dict)
     details: list[str] = field(default_factory=list)
     attack: str | None = None
+    nominal: dict[str, Any] | None = None  # the spec's nominal performance (sanity gates)
 
     def message(self) -> str:
         """The failure (or success) text shown to the user."""

@@ -24,8 +24,13 @@ def check_record(
     seconds: float,
     result: CheckResult | None = None,
     error: str | None = None,
+    nominal: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The record of one check: its result, or the error that kept it from running."""
+    """The record of one check: its result, or the error that kept it from running.
+
+    ``nominal`` is the spec's nominal performance (sanity gates), taken from ``result`` when
+    it carries one.
+    """
     record: dict[str, Any] = {
         "spec": spec_path,
         "index": check.index,
@@ -43,6 +48,7 @@ def check_record(
         "details": [],
         "figures": {},
         "attack": None,
+        "nominal": nominal,
     }
     if result is not None:
         figure, threshold = result.headline()
@@ -56,6 +62,7 @@ def check_record(
             details=list(result.details),
             figures=dict(result.figures),
             attack=result.attack,
+            nominal=result.nominal or nominal,
         )
     return clean(record)
 

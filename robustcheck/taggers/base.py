@@ -64,6 +64,12 @@ def select_output(raw: Any, output: str | int, names: Sequence[str] | None = Non
         if isinstance(output, str):
             if names and output in names:
                 return raw[list(names).index(output)]
+            if names:
+                raise ModelError(
+                    f"the model has no output named {output!r}; its outputs are {list(names)}",
+                    field="model.output",
+                    fix=f"use output = {names[0]!r} (or an index from 0 to {len(raw) - 1})",
+                )
             raise ModelError(
                 f"output {output!r} is a name, but the model returns {len(raw)} unnamed outputs",
                 field="model.output",
@@ -139,6 +145,11 @@ class Tagger:
         with torch.no_grad():
             return self.log_probs(inputs)
 
+    def raw_scores(self, inputs: Inputs) -> torch.Tensor | None:
+        """The model's selected output before it becomes probabilities (for the sanity
+        gate on ``scores``), or None when a backend cannot give it."""
+        return None
+
     @contextlib.contextmanager
     def frozen(self) -> Iterator[None]:
         """Eval mode and frozen parameters for the duration; restored exactly afterwards."""
@@ -174,8 +185,15 @@ class TorchTagger(Tagger):
         return self
 
     def log_probs(self, inputs: Inputs) -> torch.Tensor:
+        return to_log_probs(self._output(inputs), self.scores)
+
+    def raw_scores(self, inputs: Inputs) -> torch.Tensor:
+        with torch.no_grad():
+            return self._output(inputs)
+
+    def _output(self, inputs: Inputs) -> torch.Tensor:
         raw = self.module(*(inputs[name] for name in self.binding))
-        return to_log_probs(select_output(raw, self.output), self.scores)
+        return select_output(raw, self.output)
 
     @contextlib.contextmanager
     def frozen(self) -> Iterator[None]:

@@ -75,6 +75,10 @@ class OnnxTagger(Tagger):
         self.bridge_max_diff: float | None = None
 
     def evaluate(self, inputs: Inputs) -> torch.Tensor:
+        return to_log_probs(self.raw_scores(inputs).float(), self.scores).to(self.device)
+
+    def raw_scores(self, inputs: Inputs) -> torch.Tensor:
+        """The selected output as onnxruntime computes it, on the CPU."""
         feed = {
             node.name: inputs[name].detach().cpu().numpy().astype(dtype, copy=False)
             for node, name, dtype in zip(
@@ -92,8 +96,7 @@ class OnnxTagger(Tagger):
                 field="inputs",
                 fix="check the feature count and the input order",
             ) from None
-        scores = select_output([torch.from_numpy(r) for r in raw], self.output, self.output_names)
-        return to_log_probs(scores.float(), self.scores).to(self.device)
+        return select_output([torch.from_numpy(r) for r in raw], self.output, self.output_names)
 
     @property
     def differentiable(self) -> bool:

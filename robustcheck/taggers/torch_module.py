@@ -10,12 +10,16 @@ from typing import Any
 
 import torch
 
-from robustcheck.errors import ModelError
+from robustcheck.errors import ModelError, exception_text
 from robustcheck.taggers.base import TorchTagger
 
 
 def forward_input_names(module: torch.nn.Module) -> list[str]:
-    """Positional parameter names of ``module.forward``."""
+    """Positional parameter names of ``module.forward`` (from the schema for TorchScript)."""
+    if isinstance(module, torch.jit.ScriptModule):
+        from robustcheck.taggers.torchscript import script_input_names
+
+        return script_input_names(module)
     params = inspect.signature(module.forward).parameters.values()
     kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
     return [p.name for p in params if p.kind in kinds]
@@ -50,7 +54,7 @@ def import_factory(target: str, search_dir: Path, source: str) -> Any:
     except Exception as exc:
         kind = "cannot import" if isinstance(exc, ImportError) else "error while importing"
         raise ModelError(
-            f"{kind} `{module_name}`: {type(exc).__name__}: {exc}",
+            f"{kind} `{module_name}`: {exception_text(exc)}",
             file=source,
             field="model.path",
             fix="put the module next to the spec or install its package",
@@ -74,7 +78,7 @@ def load_module(
         module = factory()
     except Exception as exc:
         raise ModelError(
-            f"factory `{target}` failed: {exc}", file=source, field="model.path"
+            f"factory `{target}` failed: {exception_text(exc)}", file=source, field="model.path"
         ) from None
     if not isinstance(module, torch.nn.Module):
         raise ModelError(

@@ -31,5 +31,10 @@ def load_torchscript(
             field="model.path",
             fix=hint,
         ) from None
-    names = input_names or [a.name for a in module.forward.schema.arguments[1:]]
+    names = input_names or script_input_names(module)
     return TorchTagger(module, str(path), names, owned=True, **kwargs)
+
+
+def script_input_names(module: torch.jit.ScriptModule) -> list[str]:
+    """Input names of a TorchScript module's ``forward``, read from its schema."""
+    return [a.name for a in module.forward.schema.arguments[1:]]
