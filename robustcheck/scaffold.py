@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -147,8 +148,22 @@ def inspect_data(path: Path, tree: str | None = None) -> tuple[list[ArrayInfo], 
     return out, tree
 
 
+@dataclass
+class LabelsPick:
+    """The labels array, and why it was picked when it was guessed ("" when given)."""
+
+    array: ArrayInfo
+    guess: str = ""
+
+
 def pick_labels(arrays: list[ArrayInfo], labels: str | None, path: Path) -> ArrayInfo:
     """The labels array: as given, else a 1-D array of a few integer classes."""
+    return choose_labels(arrays, labels, path).array
+
+
+def choose_labels(arrays: list[ArrayInfo], labels: str | None, path: Path) -> LabelsPick:
+    """The labels array, as given, else guessed: a 1-D array of a few integer classes, one
+    named like labels first."""
     by_name = {a.name: a for a in arrays}
     if labels is not None:
         if labels not in by_name:
@@ -157,7 +172,7 @@ def pick_labels(arrays: list[ArrayInfo], labels: str | None, path: Path) -> Arra
                 file=path,
                 fix="pass --labels with one of those names",
             )
-        return by_name[labels]
+        return LabelsPick(by_name[labels])
     candidates = [
         a
         for a in arrays
@@ -174,7 +189,14 @@ def pick_labels(arrays: list[ArrayInfo], labels: str | None, path: Path) -> Arra
             fix="pass --labels NAME",
         )
     known = [a for a in candidates if a.name.rsplit("/", 1)[-1].lower() in LABEL_NAMES]
-    return (known or candidates)[0]
+    chosen = (known or candidates)[0]
+    classes = len(np.unique(chosen.values))
+    why = "named like labels: a " if known else "no array is named like labels; the first "
+    others = [a.name for a in candidates if a is not chosen]
+    also = f" (other candidates: {', '.join(others)})" if others else ""
+    return LabelsPick(
+        chosen, f"{why}1-D array of {classes} integer classes{also}; check, or pass --labels"
+    )
 
 
 @dataclass
@@ -228,18 +250,44 @@ def inspect_model(path: str, base: Path) -> ModelInfo:
 
 @dataclass
 class InputPlan:
-    """One model input of the starting spec."""
+    """One model input of the starting spec, and what of it is guessed."""
 
     name: str
     source: str | list[str]
     features: list[str]
     stats: list[dict[str, Any]]
     jagged_longest: int = 0
+    # how the model input was matched to the file's arrays, when that is a guess ("" when
+    # the model names an input and the file holds an array of that name)
+    guess: str = ""
+    per_event_shape: tuple[int, ...] = ()
+    mask: str | None = None  # the model input that marks this one's real entries (guessed)
+    mask_guess: str = ""
+    perturb: bool = True
+
+    @property
+    def stacked(self) -> bool:
+        """Several arrays stacked along a new last axis, in the file's order."""
+        return isinstance(self.source, list)
+
+    @property
+    def binary(self) -> bool:
+        """Every value 0 or 1 (a padding mask, perhaps)."""
+        return all(s["integer"] and s["min"] >= 0 and s["max"] <= 1 for s in self.stats)
+
+
+def _describe(plan: InputPlan) -> str:
+    if isinstance(plan.source, list):
+        one, many = ("branch", "branches") if plan.jagged_longest else ("column", "columns")
+        if len(plan.source) == 1:
+            return f"the {one} `{plan.source[0]}`"
+        return f"the {len(plan.source)} {many} {', '.join(plan.source)} stacked in file order"
+    return f"array `{plan.source}`"
 
 
 def plan_inputs(arrays: list[ArrayInfo], labels: ArrayInfo, model: ModelInfo) -> list[InputPlan]:
     """Map model inputs to arrays: by name, else the multi-feature arrays, else one input
-    stacking every per-event column."""
+    stacking every per-event column. Each plan says what of its mapping is a guess."""
     n_events = len(labels.values)
     usable = [a for a in arrays if a is not labels and len(a.values) == n_events]
     by_name = {a.name: a for a in usable}
@@ -250,7 +298,13 @@ def plan_inputs(arrays: list[ArrayInfo], labels: ArrayInfo, model: ModelInfo) ->
     def whole(name: str, array: ArrayInfo) -> InputPlan:
         n = array.values.shape[-1]
         short = array.name.rsplit("/", 1)[-1]
-        return InputPlan(name, array.name, [f"{short}_{i}" for i in range(n)], array.column_stats())
+        return InputPlan(
+            name,
+            array.name,
+            [f"{short}_{i}" for i in range(n)],
+            array.column_stats(),
+            per_event_shape=array.per_event_shape,
+        )
 
     def stacked(name: str, group: list[ArrayInfo]) -> InputPlan:
         values = np.stack([a.values for a in group], axis=-1)
@@ -262,12 +316,15 @@ def plan_inputs(arrays: list[ArrayInfo], labels: ArrayInfo, model: ModelInfo) ->
             [a.name.rsplit("/", 1)[-1] for a in group],
             info.column_stats(),
             longest,
+            per_event_shape=info.per_event_shape,
         )
 
     names = model.inputs
     if names and all(n in by_name and by_name[n].values.ndim >= 2 for n in names):
-        return [whole(n, by_name[n]) for n in names]
-    plans: list[InputPlan] = []
+        plans = [whole(n, by_name[n]) for n in names]
+        _guess_masks(plans)
+        return plans
+    plans = []
     if wide:
         plans = [whole(a.name.rsplit("/", 1)[-1], a) for a in wide]
     elif columns or jagged:
@@ -281,25 +338,220 @@ def plan_inputs(arrays: list[ArrayInfo], labels: ArrayInfo, model: ModelInfo) ->
             file=None,
             fix="write the spec by hand: see `robustcheck schema`",
         )
-    if names and len(names) == len(plans):
-        for plan, name in zip(plans, names, strict=True):
+    free = list(names or [])
+    jagged_plans = [p for p in plans if p.jagged_longest]
+    mask_names = [n for n in free if "mask" in n.lower() and n not in by_name]
+    if jagged_plans and len(mask_names) == 1:  # the model takes a padding mask we compute
+        jagged_plans[0].mask = mask_names[0]
+        free.remove(mask_names[0])
+    if names and len(free) == len(plans):
+        for plan, name in zip(plans, free, strict=True):
             plan.name = name
+        for plan in plans:
+            plan.guess = f"model input `{plan.name}` takes {_describe(plan)}" + (
+                ", matched to the model's inputs by position" if len(free) > 1 else ""
+            )
+    elif names:
+        for plan in plans:
+            plan.guess = (
+                f"model input `{plan.name}` takes {_describe(plan)}, but the model's inputs "
+                f"are {', '.join(names)}: rename it to the model's own"
+            )
+    else:
+        for plan in plans:
+            plan.guess = (
+                f"model input `{plan.name}` takes {_describe(plan)}; the model's input names "
+                f"are not known ({model.note or 'the format does not record them'})"
+            )
+    for plan in jagged_plans:
+        if plan.mask:
+            plan.mask_guess = (
+                f"the model input `{plan.mask}` is the padding mask of `{plan.name}`'s jagged "
+                "branches (it is named like a mask and the file has no array of that name)"
+            )
+    _guess_masks(plans)
     return plans
+
+
+def _guess_masks(plans: list[InputPlan]) -> None:
+    """An input of 0/1 values shaped like another's entries (N, P) vs (N, P, F) is guessed
+    to be that input's padding mask: not perturbed, and named as its ``mask``."""
+    for plan in plans:
+        if len(plan.per_event_shape) != 1 or not plan.binary or plan.jagged_longest:
+            continue
+        owners = [
+            other
+            for other in plans
+            if other is not plan
+            and len(other.per_event_shape) == 2
+            and other.per_event_shape[0] == plan.per_event_shape[0]
+            and other.mask is None
+        ]
+        if len(owners) == 1:
+            owner = owners[0]
+            owner.mask = plan.name
+            owner.mask_guess = (
+                f"`{plan.name}` (values 0 and 1, one per entry of `{owner.name}`) marks the "
+                f"real entries of `{owner.name}`"
+            )
+            plan.perturb = False
+
+
+@dataclass
+class WiringCheck:
+    """The model on the first events of the data, wired as the starting spec says."""
+
+    auc: float | None = None
+    n_events: int = 0
+    n_signal: int = 0
+    accuracy: float | None = None
+    majority: float | None = None
+    z: float = 0.0  # (AUC - 0.5) in standard errors of an AUC at chance
+    problem: str = ""  # why the model could not be evaluated
+
+    @property
+    def reversed(self) -> bool:
+        """The discriminant ranks background above signal, significantly."""
+        return self.auc is not None and self.z <= -CHANCE_Z
+
+    @property
+    def at_chance(self) -> bool:
+        """AUC not significantly above 0.5, or an accuracy no better than the majority
+        class's rate (and not reversed, which says something else)."""
+        if self.auc is None or self.reversed:
+            return False
+        return self.z < CHANCE_Z or (self.accuracy or 0.0) <= (self.majority or 0.0)
+
+    def figures(self) -> str:
+        return (
+            f"AUC {self.auc:.3f} on {self.n_events:,} events ({self.n_signal:,} signal), "
+            f"accuracy {self.accuracy:.3f} (majority class {self.majority:.3f})"
+        )
+
+    def verdict(self, wiring: str) -> str:
+        """One sentence on what ``wiring`` gives, naming the figure that decides."""
+        if self.reversed:
+            return f"{wiring} ranks background above signal: {self.figures()}"
+        if not self.at_chance:
+            return f"{wiring} gives {self.figures()}"
+        if self.z < CHANCE_Z:
+            why = (
+                f"its AUC {self.auc:.3f} is not significantly above 0.5 ({self.z:.1f} standard "
+                f"errors on {self.n_events:,} events)"
+            )
+        else:
+            why = (
+                f"its accuracy {self.accuracy:.3f} is not above the majority class's rate "
+                f"{self.majority:.3f} (AUC {self.auc:.3f} on {self.n_events:,} events)"
+            )
+        return f"{wiring} gives a tagger at chance: {why}"
+
+
+# an AUC is "significantly above 0.5" when it exceeds it by this many standard errors
+CHANCE_Z = 3.0
+
+
+def check_wiring(spec_path: Path) -> WiringCheck:
+    """Evaluate the model on the first events of [data.nominal] as the spec wires it: the AUC
+    of the signal-class probability against the labels, and the accuracy of the argmax."""
+    import torch
+
+    from robustcheck.data import load_dataset
+    from robustcheck.engine import evaluate, to_tensors
+    from robustcheck.errors import RobustcheckError
+    from robustcheck.spec import load_spec
+    from robustcheck.stats import auc, auc_standard_error
+    from robustcheck.taggers import load_tagger
+
+    spec = load_spec(spec_path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # truncation, deprecations: the spec's TODOs say it
+            data = replace(spec.data["nominal"], max_events=SAMPLE_EVENTS, chunk_size=None)
+            dataset = load_dataset(data, spec.path)
+            tagger = load_tagger(spec).to(torch.device("cpu"))
+            inputs = to_tensors(dataset, spec.perturbed_inputs())
+            log_probs = evaluate(tagger, inputs, 8192)
+    except RobustcheckError as exc:
+        return WiringCheck(problem=_one_line(f"{exc.kind}: {exc.message}"))
+    except Exception as exc:  # a model fed the wrong shapes may fail in its own way
+        return WiringCheck(problem=_one_line(f"{type(exc).__name__}: {exc}"))
+    labels = np.asarray(dataset.labels).astype(np.int64)
+    classes = log_probs.shape[1]
+    signal = spec.model.signal_class
+    if len(labels) == 0:
+        return WiringCheck(problem="the data holds no events")
+    if int(labels.max()) >= classes or signal >= classes:
+        return WiringCheck(
+            problem=f"the model gives {classes} classes, but the labels go up to "
+            f"{int(labels.max())} (signal_class {signal})"
+        )
+    bad = int((~torch.isfinite(log_probs).all(dim=1)).sum())
+    if bad:
+        return WiringCheck(problem=f"the model gives NaN or infinite scores for {bad:,} events")
+    is_signal = labels == signal
+    n_signal = int(is_signal.sum())
+    if n_signal in (0, len(labels)):
+        return WiringCheck(problem=f"the first {len(labels):,} events hold only one class")
+    scores = log_probs[:, signal].double().exp().numpy()
+    area = auc(is_signal.astype(np.int64), scores)
+    error = auc_standard_error(0.5, n_signal, len(labels) - n_signal)
+    accuracy = float((log_probs.argmax(1).numpy() == labels).mean())
+    majority = float(np.bincount(labels).max() / len(labels))
+    return WiringCheck(
+        area, len(labels), n_signal, accuracy, majority, (area - 0.5) / error if error else 0.0
+    )
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    """The line of an error message that says what failed: the last ``SomeError: ...`` line
+    of a traceback-like message (TorchScript's), else the first line."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    named = [line for line in lines if re.match(r"^[A-Za-z_.]*(Error|Exception): ", line)]
+    line = named[-1] if len(named) > 1 else lines[0] if lines else text
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _wiring_lines(check: WiringCheck, wiring: str) -> list[str]:
+    """Comment lines for the spec saying what the model does with the guessed wiring."""
+    if check.problem:
+        return [
+            f"# TODO: the model could not be evaluated with this wiring ({check.problem}); "
+            "check the inputs, their features and their order"
+        ]
+    if check.reversed:
+        return [f"# TODO: {check.verdict(wiring)}; check signal_class (and the labels)"]
+    if check.at_chance:
+        return [
+            f"# TODO: {check.verdict(wiring)}; check the order of the inputs and of their features"
+        ]
+    return [f"# {check.verdict(wiring)}"]
+
+
+def _wiring_name(plans: list[InputPlan]) -> str:
+    return "the guessed feature order" if any(p.guess for p in plans) else "this wiring"
 
 
 def _envelope_line(feature: str, stats: dict[str, Any], width: int) -> str:
     key = _key(feature).ljust(width)
     if stats["constant"]:
-        return f"{key} = {{ frozen = true }}  # constant in the data"
+        return (
+            f"{key} = {{ frozen = true }}  # TODO: guessed: constant in the first events, so "
+            "frozen; check"
+        )
     if stats["integer"]:
-        return f"{key} = {{ integer = true }}  # integer-valued in the data: never moved"
+        return (
+            f"{key} = {{ integer = true }}  # TODO: guessed: integer-valued in the first "
+            "events, so never moved; check"
+        )
     relative = f"relative = {PLACEHOLDER_RELATIVE:g}"
-    if stats["min"] >= 0:
-        return f"{key} = {{ {relative}, min = 0.0 }}  # TODO: this feature's uncertainty"
-    return (
-        f"{key} = {{ {relative} }}  # TODO: this feature's uncertainty "
-        "(signed: `absolute = ...` may suit it better)"
+    placeholder = (
+        f"# TODO: guessed: a placeholder sigma ({PLACEHOLDER_RELATIVE:.0%} of the value); "
+        "check: set this feature's uncertainty"
     )
+    if stats["min"] >= 0:
+        return f"{key} = {{ {relative}, min = 0.0 }}  {placeholder}"
+    return f"{key} = {{ {relative} }}  {placeholder} (signed: `absolute = ...` may suit it better)"
 
 
 def render_spec(
@@ -310,8 +562,15 @@ def render_spec(
     plans: list[InputPlan],
     model: ModelInfo,
     spec_name: str = "robustness.toml",
+    *,
+    labels_guess: str = "",
+    wiring: WiringCheck | None = None,
 ) -> str:
-    """The starting spec as commented TOML."""
+    """The starting spec as commented TOML; every guess carries a `# TODO: guessed` line.
+
+    ``labels_guess`` says why the labels array was picked (when it was guessed); ``wiring``
+    is what the model gives with this wiring, written into [data.nominal].
+    """
     classes = sorted({int(v) for v in np.unique(labels.values)})
     lines = [
         "# Starting robustness spec written by `robustcheck init`.",
@@ -321,25 +580,42 @@ def render_spec(
         "[model]",
         f"path = {_string(model_path)}",
     ]
-    if model.outputs:
-        others = f" (outputs: {', '.join(model.outputs)})" if len(model.outputs) > 1 else ""
+    if len(model.outputs) > 1:
         lines.append(
-            f"output = {_string(model.outputs[0])}  # the output holding the class scores{others}"
+            f"output = {_string(model.outputs[0])}  # TODO: guessed: the first output; check it "
+            f"holds the class scores (outputs: {', '.join(model.outputs)})"
         )
+    elif model.outputs:
+        lines.append(f"output = {_string(model.outputs[0])}  # the output holding the scores")
     lines += [
-        'scores = "logits"  # TODO: what the output holds: logits | probabilities | sigmoid'
-        " | binary_logit",
-        f"signal_class = {max(classes)}  # the class whose score is the discriminant; labels "
-        f"in the data: {', '.join(map(str, classes))}",
+        'scores = "logits"  # TODO: guessed; check what the output holds: logits | '
+        "probabilities | sigmoid | binary_logit",
+        f"signal_class = {max(classes)}  # TODO: guessed: the highest label (labels in the "
+        f"data: {', '.join(map(str, classes))}); check it is the class whose score is the "
+        "discriminant",
     ]
     if model.note:
         lines.append(f"# note: {model.note}")
     lines += ["", "[data.nominal]", f"path = {_string(data_path)}"]
     if tree:
         lines.append(f"tree = {_string(tree)}")
-    lines.append(f"labels = {_string(labels.name)}")
+    label_todo = f"  # TODO: guessed: {labels_guess}" if labels_guess else ""
+    lines.append(f"labels = {_string(labels.name)}{label_todo}")
+    lines += [f"# TODO: guessed: {plan.guess}; check" for plan in plans if plan.guess]
     sources = ", ".join(f"{_key(p.name)} = {json.dumps(p.source)}" for p in plans)
     lines.append(f"inputs = {{ {sources} }}  # model input name -> array(s) in the file")
+    jagged_masks = [p for p in plans if p.jagged_longest and p.mask]
+    if jagged_masks:
+        masks = ", ".join(f"{_key(p.mask or '')} = {_string(p.name)}" for p in jagged_masks)
+        lines.append(f"masks = {{ {masks} }}  # mask input -> the jagged input it masks")
+    elif any(p.jagged_longest for p in plans):
+        name = next(p.name for p in plans if p.jagged_longest)
+        lines.append(
+            f'# masks = {{ mask = "{name}" }}  # if the model takes the padding mask of '
+            f'`{name}` (then mask = "mask" in [inputs.{_key(name)}])'
+        )
+    if wiring is not None:
+        lines += _wiring_lines(wiring, _wiring_name(plans))
     longest = max((p.jagged_longest for p in plans), default=0)
     if longest:
         lines.append(f"pad = {longest}  # TODO: entries kept per event (longest in the data)")
@@ -351,12 +627,33 @@ def render_spec(
     ]
     for plan in plans:
         lines += ["", f"[inputs.{_key(plan.name)}]"]
+        if not plan.perturb:
+            lines.append(
+                "perturb = false  # TODO: guessed: a padding mask, which no attack may change; "
+                "check"
+            )
+            continue
         names = ", ".join(_string(f) for f in plan.features)
-        todo = "  # TODO: name the features" if plan.features[0].endswith("_0") else ""
+        if plan.stacked:
+            todo = (
+                "  # TODO: guessed order: the file's order; check the model takes its features "
+                "in this order"
+            )
+        elif plan.features[0].endswith("_0"):
+            todo = (
+                "  # TODO: guessed: placeholder names in the array's column order; check: name "
+                "the features"
+            )
+        else:
+            todo = ""
         lines.append(f"features = [{names}]{todo}")
-        if plan.jagged_longest:
+        if plan.mask:
+            lines.append(f"mask = {_string(plan.mask)}  # TODO: guessed: {plan.mask_guess}; check")
+        elif plan.jagged_longest:
             lines.append('# mask = "..."  # the model input that marks real (non-padding) entries')
     for plan in plans:
+        if not plan.perturb:
+            continue
         width = max(len(_key(f)) for f in plan.features)
         lines += [
             "",
@@ -398,11 +695,23 @@ def write_starting_spec(
     labels: str | None = None,
     tree: str | None = None,
     force: bool = False,
+    check: bool = True,
 ) -> Path:
-    """Inspect the model and data, write the starting spec and check that it validates."""
+    """Inspect the model and data, write the starting spec and check that it validates.
+
+    With ``check``, the model is then evaluated on the first events as the spec wires it: the
+    spec records the AUC, and a wiring that gives a tagger at chance (or a reversed one) is
+    marked TODO and warned about on stderr.
+    """
     from robustcheck.spec import load_spec
 
     output = Path(output).resolve()
+    if output.suffix != ".toml":
+        raise SpecError(
+            "robustcheck init writes TOML",
+            file=output,
+            fix="name the output NAME.toml or NAME.robust.toml",
+        )
     if output.exists() and not force:
         raise SpecError(
             "the file exists already",
@@ -414,17 +723,49 @@ def write_starting_spec(
         raise DataError("data file not found", file=data_file, fix="check the path")
     model_info = inspect_model(model, Path.cwd())
     arrays, tree = inspect_data(data_file, tree)
-    label_array = pick_labels(arrays, labels, data_file)
-    plans = plan_inputs(arrays, label_array, model_info)
+    pick = choose_labels(arrays, labels, data_file)
+    plans = plan_inputs(arrays, pick.array, model_info)
     folder = output.parent
     model_path = model if is_import_path(model) else _relative(Path(model).resolve(), folder)
-    text = render_spec(
-        model_path, _relative(data_file, folder), tree, label_array, plans, model_info, output.name
-    )
+
+    def render(wiring: WiringCheck | None) -> str:
+        return render_spec(
+            model_path,
+            _relative(data_file, folder),
+            tree,
+            pick.array,
+            plans,
+            model_info,
+            output.name,
+            labels_guess=pick.guess,
+            wiring=wiring,
+        )
+
     folder.mkdir(parents=True, exist_ok=True)
-    output.write_text(text, encoding="utf-8")
+    output.write_text(render(None), encoding="utf-8")
     load_spec(output)
+    if check:
+        wiring = check_wiring(output)
+        output.write_text(render(wiring), encoding="utf-8")
+        _report_wiring(wiring, _wiring_name(plans), output)
     return output
+
+
+def _report_wiring(check: WiringCheck, wiring: str, output: Path) -> None:
+    if check.problem:
+        print(
+            f"robustcheck init: warning: the model could not be evaluated as {output.name} "
+            f"wires it: {check.problem}",
+            file=sys.stderr,
+        )
+    elif check.reversed or check.at_chance:
+        what = "signal_class" if check.reversed else "the order of the inputs and features"
+        print(
+            f"robustcheck init: warning: {check.verdict(wiring)}; check {what} in {output.name}",
+            file=sys.stderr,
+        )
+    else:
+        print(f"robustcheck init: {check.verdict(wiring)}")
 
 
 def _relative(path: Path, folder: Path) -> str:

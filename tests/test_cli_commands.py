@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 import sys
 import time
@@ -39,8 +40,9 @@ def test_run_writes_the_report(folder: Path, capsys: pytest.CaptureFixture[str])
     doc = base_spec()
     doc["data"]["nominal"]["max_events"] = 800
     doc["checks"][0]["max"] = 1.0
-    doc["checks"].append({"name": "no shift", "type": "invariance", "attack": "pgd",
-                          "ks_min_pvalue": 0.0})
+    doc["checks"].append(
+        {"name": "no shift", "type": "invariance", "attack": "pgd", "ks_min_pvalue": 0.0}
+    )
     spec = write_spec(folder, doc, "cli.robust.toml")
     assert main(["run", str(spec), "--report", str(folder / "rep"), "--seed", "5"]) == 0
     out = capsys.readouterr().out
@@ -81,16 +83,26 @@ def test_init_writes_a_spec_that_validates(
     folder: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     target = folder / "specs" / "robustness.toml"
-    assert main(["init", str(folder / "tagger.onnx"), str(folder / "data.npz"),
-                 "-o", str(target)]) == 0
-    assert "TODO" in capsys.readouterr().out
+    assert (
+        main(["init", str(folder / "tagger.onnx"), str(folder / "data.npz"), "-o", str(target)])
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "TODO" in out
     text = target.read_text()
+    # the model is evaluated as the spec wires it, and the figure written down
+    assert re.search(r"^# this wiring gives AUC 0\.9\d\d on 3,000 events \(", text, re.M)
+    assert "robustcheck init: this wiring gives AUC 0.9" in out
     doc = tomllib.loads(text)
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(folder / "tagger.onnx"))
-    assert doc["model"] == {"path": "../tagger.onnx", "output": session.get_outputs()[0].name,
-                            "scores": "logits", "signal_class": 1}
+    assert doc["model"] == {
+        "path": "../tagger.onnx",
+        "output": session.get_outputs()[0].name,
+        "scores": "logits",
+        "signal_class": 1,
+    }
     assert doc["data"]["nominal"] == {"path": "../data.npz", "labels": "y", "inputs": {"x": "x"}}
     features = doc["inputs"]["x"]["features"]
     assert features == ["x_0", "x_1", "x_2", "x_3"]
@@ -102,12 +114,25 @@ def test_init_writes_a_spec_that_validates(
     assert text.count("# TODO") >= 5
     assert main(["validate", str(target)]) == 0
     assert "ok (2 checks, 1 attacks)" in capsys.readouterr().out
-    assert main(["init", str(folder / "tagger.onnx"), str(folder / "data.npz"),
-                 "-o", str(target)]) == 2
+    assert (
+        main(["init", str(folder / "tagger.onnx"), str(folder / "data.npz"), "-o", str(target)])
+        == 2
+    )
     err = capsys.readouterr().err
     assert "robustness.toml: the file exists already" in err and "--force" in err
-    assert main(["init", str(folder / "tagger.onnx"), str(folder / "data.npz"),
-                 "-o", str(target), "--force"]) == 0
+    assert (
+        main(
+            [
+                "init",
+                str(folder / "tagger.onnx"),
+                str(folder / "data.npz"),
+                "-o",
+                str(target),
+                "--force",
+            ]
+        )
+        == 0
+    )
 
 
 def test_init_stacks_the_columns_of_a_table(folder: Path) -> None:
@@ -115,12 +140,19 @@ def test_init_stacks_the_columns_of_a_table(folder: Path) -> None:
     import pyarrow.parquet as pq
 
     rng = np.random.default_rng(0)
-    table = pyarrow.table({"pt": rng.uniform(500, 550, 50), "eta": rng.normal(size=50),
-                           "is_signal": rng.integers(0, 2, 50)})
+    table = pyarrow.table(
+        {
+            "pt": rng.uniform(500, 550, 50),
+            "eta": rng.normal(size=50),
+            "is_signal": rng.integers(0, 2, 50),
+        }
+    )
     pq.write_table(table, folder / "jets.parquet")
     target = folder / "jets.robust.toml"
-    assert main(["init", str(folder / "tagger.pt"), str(folder / "jets.parquet"),
-                 "-o", str(target)]) == 0
+    assert (
+        main(["init", str(folder / "tagger.pt"), str(folder / "jets.parquet"), "-o", str(target)])
+        == 0
+    )
     import torch
 
     with warnings.catch_warnings():
@@ -137,8 +169,18 @@ def test_init_without_labels_says_how_to_name_them(
     folder: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     np.savez(folder / "nolabels.npz", x=np.ones((10, 3), dtype=np.float32))
-    assert main(["init", str(folder / "tagger.pt"), str(folder / "nolabels.npz"),
-                 "-o", str(folder / "x.robust.toml")]) == 2
+    assert (
+        main(
+            [
+                "init",
+                str(folder / "tagger.pt"),
+                str(folder / "nolabels.npz"),
+                "-o",
+                str(folder / "x.robust.toml"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "nolabels.npz: found no labels array" in err and "fix: pass --labels NAME" in err
 
