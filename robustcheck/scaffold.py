@@ -12,7 +12,7 @@ import os
 import re
 import sys
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -399,32 +399,42 @@ def _guess_masks(plans: list[InputPlan]) -> None:
 
 @dataclass
 class WiringCheck:
-    """The model on the first events of the data, wired as the starting spec says."""
+    """The model on the first events of the data, wired as the starting spec says, and the
+    sanity gates that `robustcheck run` applies before any check (robustcheck.sanity)."""
 
     auc: float | None = None
+    auc_error: float | None = None
     n_events: int = 0
     n_signal: int = 0
-    accuracy: float | None = None
-    majority: float | None = None
-    z: float = 0.0  # (AUC - 0.5) in standard errors of an AUC at chance
+    accuracy: float = 0.0
+    majority: float = 0.0
+    # failed sanity gates: (gate, message, fix)
+    failures: list[tuple[str, str, str]] = field(default_factory=list)
     problem: str = ""  # why the model could not be evaluated
 
     @property
     def reversed(self) -> bool:
         """The discriminant ranks background above signal, significantly."""
-        return self.auc is not None and self.z <= -CHANCE_Z
+        from robustcheck.sanity import GATE_Z
+
+        if self.auc is None or self.auc_error is None:
+            return False
+        return self.auc < 0.5 - GATE_Z * self.auc_error
 
     @property
     def at_chance(self) -> bool:
-        """AUC not significantly above 0.5, or an accuracy no better than the majority
-        class's rate (and not reversed, which says something else)."""
-        if self.auc is None or self.reversed:
-            return False
-        return self.z < CHANCE_Z or (self.accuracy or 0.0) <= (self.majority or 0.0)
+        """The AUC or the decision is not significantly better than chance (the `auc` or
+        `accuracy` gate fails), and the discriminant is not simply reversed."""
+        return not self.reversed and any(g in CHANCE_GATES for g, _, _ in self.failures)
+
+    def other_failures(self) -> list[tuple[str, str, str]]:
+        """Failed gates that say something else than chance (finite, scores, classes)."""
+        return [f for f in self.failures if f[0] not in CHANCE_GATES]
 
     def figures(self) -> str:
+        error = f" ± {self.auc_error:.3f}" if self.auc_error is not None else ""
         return (
-            f"AUC {self.auc:.3f} on {self.n_events:,} events ({self.n_signal:,} signal), "
+            f"AUC {self.auc:.3f}{error} on {self.n_events:,} events ({self.n_signal:,} signal), "
             f"accuracy {self.accuracy:.3f} (majority class {self.majority:.3f})"
         )
 
@@ -432,35 +442,31 @@ class WiringCheck:
         """One sentence on what ``wiring`` gives, naming the figure that decides."""
         if self.reversed:
             return f"{wiring} ranks background above signal: {self.figures()}"
-        if not self.at_chance:
-            return f"{wiring} gives {self.figures()}"
-        if self.z < CHANCE_Z:
-            why = (
-                f"its AUC {self.auc:.3f} is not significantly above 0.5 ({self.z:.1f} standard "
-                f"errors on {self.n_events:,} events)"
-            )
-        else:
-            why = (
-                f"its accuracy {self.accuracy:.3f} is not above the majority class's rate "
-                f"{self.majority:.3f} (AUC {self.auc:.3f} on {self.n_events:,} events)"
-            )
-        return f"{wiring} gives a tagger at chance: {why}"
+        if self.at_chance:
+            failed = {g for g, _, _ in self.failures}
+            why = " and ".join(reason for g, reason in CHANCE_GATES.items() if g in failed)
+            return f"{wiring} gives a tagger at chance ({why}): {self.figures()}"
+        return f"{wiring} gives {self.figures()}"
 
 
-# an AUC is "significantly above 0.5" when it exceeds it by this many standard errors
-CHANCE_Z = 3.0
+# the sanity gates that fail for a tagger at chance, and what their failure says
+CHANCE_GATES = {
+    "auc": "its AUC is not significantly above 0.5",
+    "accuracy": "its decision is not significantly better than one that ignores the inputs",
+}
 
 
 def check_wiring(spec_path: Path) -> WiringCheck:
     """Evaluate the model on the first events of [data.nominal] as the spec wires it: the AUC
-    of the signal-class probability against the labels, and the accuracy of the argmax."""
+    of the signal-class probability against the labels, the accuracy of the argmax, and the
+    sanity gates of ``robustcheck.sanity`` (the same that `robustcheck run` applies)."""
     import torch
 
     from robustcheck.data import load_dataset
     from robustcheck.engine import evaluate, to_tensors
     from robustcheck.errors import RobustcheckError
+    from robustcheck.sanity import assess
     from robustcheck.spec import load_spec
-    from robustcheck.stats import auc, auc_standard_error
     from robustcheck.taggers import load_tagger
 
     spec = load_spec(spec_path)
@@ -486,20 +492,15 @@ def check_wiring(spec_path: Path) -> WiringCheck:
             problem=f"the model gives {classes} classes, but the labels go up to "
             f"{int(labels.max())} (signal_class {signal})"
         )
-    bad = int((~torch.isfinite(log_probs).all(dim=1)).sum())
-    if bad:
-        return WiringCheck(problem=f"the model gives NaN or infinite scores for {bad:,} events")
-    is_signal = labels == signal
-    n_signal = int(is_signal.sum())
-    if n_signal in (0, len(labels)):
-        return WiringCheck(problem=f"the first {len(labels):,} events hold only one class")
-    scores = log_probs[:, signal].double().exp().numpy()
-    area = auc(is_signal.astype(np.int64), scores)
-    error = auc_standard_error(0.5, n_signal, len(labels) - n_signal)
-    accuracy = float((log_probs.argmax(1).numpy() == labels).mean())
-    majority = float(np.bincount(labels).max() / len(labels))
+    nominal = assess(spec.model, log_probs, torch.from_numpy(labels), None, None)
     return WiringCheck(
-        area, len(labels), n_signal, accuracy, majority, (area - 0.5) / error if error else 0.0
+        auc=nominal.auc,
+        auc_error=nominal.auc_error,
+        n_events=len(labels),
+        n_signal=int((labels == signal).sum()),
+        accuracy=nominal.accuracy,
+        majority=nominal.majority_rate,
+        failures=list(nominal.failures),
     )
 
 
@@ -519,13 +520,18 @@ def _wiring_lines(check: WiringCheck, wiring: str) -> list[str]:
             f"# TODO: the model could not be evaluated with this wiring ({check.problem}); "
             "check the inputs, their features and their order"
         ]
+    lines = [
+        f"# TODO: with this wiring the sanity gate `{gate}` fails: {message}; {fix}"
+        for gate, message, fix in check.other_failures()
+    ]
     if check.reversed:
-        return [f"# TODO: {check.verdict(wiring)}; check signal_class (and the labels)"]
+        return [*lines, f"# TODO: {check.verdict(wiring)}; check signal_class (and the labels)"]
     if check.at_chance:
         return [
-            f"# TODO: {check.verdict(wiring)}; check the order of the inputs and of their features"
+            *lines,
+            f"# TODO: {check.verdict(wiring)}; check the order of the inputs and of their features",
         ]
-    return [f"# {check.verdict(wiring)}"]
+    return [*lines, f"# {check.verdict(wiring)}"]
 
 
 def _wiring_name(plans: list[InputPlan]) -> str:
@@ -758,7 +764,14 @@ def _report_wiring(check: WiringCheck, wiring: str, output: Path) -> None:
             f"wires it: {check.problem}",
             file=sys.stderr,
         )
-    elif check.reversed or check.at_chance:
+        return
+    for gate, message, _ in check.other_failures():
+        print(
+            f"robustcheck init: warning: with the wiring of {output.name} the sanity gate "
+            f"`{gate}` fails: {message}",
+            file=sys.stderr,
+        )
+    if check.reversed or check.at_chance:
         what = "signal_class" if check.reversed else "the order of the inputs and features"
         print(
             f"robustcheck init: warning: {check.verdict(wiring)}; check {what} in {output.name}",

@@ -105,19 +105,24 @@ def test_every_guess_is_a_todo_and_a_misordered_file_is_a_tagger_at_chance(
     # the model reads `noise` where it wants `signal`: the spec and stderr say so
     wired = tomllib.loads(text)["data"]["nominal"]
     assert wired["tree"] == "Events"
-    chance = [line for line in text.splitlines() if "tagger at chance" in line]
-    assert len(chance) == 1 and chance[0].startswith(
-        "# TODO: the guessed feature order gives a tagger at chance: its "
+    (chance,) = [line for line in text.splitlines() if "tagger at chance" in line]
+    assert chance.startswith(
+        "# TODO: the guessed feature order gives a tagger at chance (its AUC is not "
+        "significantly above 0.5 and its decision is not significantly better than one that "
+        "ignores the inputs): AUC "
     )
-    figure = re.search(r"AUC (0\.\d{3})", chance[0])
+    assert chance.endswith("; check the order of the inputs and of their features")
+    figure = re.search(r"AUC (0\.\d{3}) ± 0\.\d{3} on 2,000 events", chance)
     assert figure is not None
     expected = auc(events["y"], 1 / (1 + np.exp(-2 * (events["noise"] - 5))))
     assert float(figure.group(1)) == pytest.approx(expected, abs=5e-4)
-    assert "on 2,000 events" in chance[0]
     assert err.startswith("robustcheck init: warning: the guessed feature order gives a tagger")
     assert f"check the order of the inputs and features in {target.name}" in err
     assert "wrote" in out and "gives AUC" not in out
     load_spec(target)  # the spec is valid: only its wiring is wrong
+    # and `robustcheck run` fails on the same sanity gates that init warned about
+    assert main(["run", str(target)]) == 2
+    assert "auc: the nominal AUC is" in capsys.readouterr().err
 
 
 def test_the_right_order_reports_its_auc(
@@ -132,8 +137,9 @@ def test_the_right_order_reports_its_auc(
     )
     text = target.read_text()
     expected = auc(events["y"], events["signal"])  # the model's score is monotonic in it
-    line = f"the guessed feature order gives AUC {expected:.3f} on 2,000 events"
-    assert f"\n# {line} (" in text
+    line = f"the guessed feature order gives AUC {expected:.3f} ± 0.00"
+    assert f"\n# {line}" in text
+    assert "on 2,000 events (" in text
     assert f"robustcheck init: {line}" in out and err == ""
     assert "tagger at chance" not in text
     assert 'labels = "y"\n' in text  # given, not guessed: no TODO
@@ -179,8 +185,9 @@ def test_a_padding_mask_is_guessed_and_the_model_checked(
     spec = load_spec(target)
     assert spec.inputs["parts"].mask == "mask" and not spec.inputs["mask"].perturb
     scores = (pt * mask).sum(1)
-    line = f"this wiring gives AUC {auc(y, scores):.3f} on 1,000 events"
+    line = f"this wiring gives AUC {auc(y, scores):.3f} ± 0.0"
     assert f"# {line}" in text and line in out
+    assert "on 1,000 events (" in out
 
 
 def test_a_model_that_cannot_run_the_guessed_wiring(
