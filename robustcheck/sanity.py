@@ -6,7 +6,9 @@ the spec with one message (never a pass):
 
 - ``finite``: every class score of every nominal event is finite (never skipped);
 - ``scores``: declared ``probabilities`` are non-negative and sum to 1 per event, ``sigmoid``
-  outputs lie in [0, 1] (``logits`` that look like probabilities get a warning);
+  outputs lie in [0, 1] (``logits`` that look like probabilities get a warning), and the
+  scores of most events are not saturated (a class probability that underflows to 0 in
+  float32 gives no gradient: inputs in the wrong units do this);
 - ``classes``: every class the model gives occurs among the nominal labels;
 - ``auc``: the nominal AUC (signal class against the rest) is significantly above 0.5, and
   reaches ``[model] min_auc`` when set;
@@ -35,6 +37,11 @@ GATE_Z = 3.0  # one-sided: a tagger at chance passes the AUC gate with probabili
 SUM_TOLERANCE = 1e-3  # how far probabilities may sum from 1 (float32 softmax: ~1e-6)
 SCORE_EVENTS = 10_000  # nominal events whose raw outputs the scores gate reads
 EXAMPLES = 3  # events or features named in a message
+# a class log-probability below this underflows to probability 0 in float32 (smallest normal
+# 1.2e-38): the softmax is saturated and gives no gradient
+SATURATED_LOG_PROB = -87.3
+SATURATED_FAIL = 0.5  # fraction of saturated events that fails the scores gate
+SATURATED_WARN = 0.01  # ... and that gets a warning
 
 
 @dataclass
@@ -106,7 +113,7 @@ def assess(
     ``raw_scores`` are the model's selected outputs (before they are turned into
     probabilities) for some of the events, or None when the backend cannot give them.
     """
-    skip = set(model.skip_gates)
+    skip = set(model.skip_gates)  # grows when a failed gate makes the later ones moot
     lp = log_probs.detach().double().cpu()
     y = labels.cpu().numpy().astype(np.int64)
     n, classes = lp.shape
@@ -126,6 +133,7 @@ def assess(
             )
         )
         lp = torch.nan_to_num(lp, nan=-math.inf)
+        skip |= {"scores", "classes", "auc", "accuracy"}  # figures of NaN say nothing more
     decisions = lp.argmax(dim=1).numpy()
     counts = np.bincount(y, minlength=classes)
     majority = float(counts.max() / n) if n else 0.0
@@ -138,6 +146,23 @@ def assess(
             failures.append(("scores", *problem))
         if note:
             notes.append(note)
+    if "scores" not in skip and n:
+        saturated = int((lp.min(dim=1).values < SATURATED_LOG_PROB).sum())
+        text = (
+            f"the scores of {saturated:,} of {n:,} nominal events are saturated (a class "
+            "probability below 1e-38 underflows to 0 in float32, and no gradient moves them)"
+        )
+        if saturated > SATURATED_FAIL * n:
+            failures.append(
+                (
+                    "scores",
+                    text,
+                    "check the inputs' units and scale (the model's own normalisation "
+                    "expects what it was trained on)",
+                )
+            )
+        elif saturated > SATURATED_WARN * n:
+            notes.append(text)
     if "classes" not in skip:
         missing = [k for k in range(classes) if counts[k] == 0]
         if missing:
@@ -154,8 +179,11 @@ def assess(
 
     area = error = None
     is_signal = (y == model.signal_class).astype(np.int64)
-    if 0 < is_signal.sum() < n:
-        scores = lp[:, model.signal_class].exp().numpy()
+    if 0 < is_signal.sum() < n and bool(finite.all()):
+        # log odds of the signal class: the order of its probability without the rounding
+        # of probabilities near 1
+        others = torch.cat([lp[:, : model.signal_class], lp[:, model.signal_class + 1 :]], 1)
+        scores = (lp[:, model.signal_class] - torch.logsumexp(others, dim=1)).numpy()
         area = auc(is_signal, scores, weights)
         sig = is_signal == 1
         n_signal = effective_count(None if weights is None else weights[sig], int(sig.sum()))

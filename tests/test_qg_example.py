@@ -47,7 +47,7 @@ def built(train: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> Path:
         EXAMPLE / "data",
         out,
         dnn_epochs=4,
-        pfn_epochs=2,
+        pfn_epochs=16,  # fewer leave the PFN deciding one class for every jet (sanity gate)
         check=False,
         loss_events=100,
         verbose=False,
