@@ -91,7 +91,7 @@ def test_init_writes_a_spec_that_validates(
     assert "TODO" in out
     text = target.read_text()
     # the model is evaluated as the spec wires it, and the figure written down
-    assert re.search(r"^# this wiring gives AUC 0\.9\d\d on 3,000 events \(", text, re.M)
+    assert re.search(r"^# this wiring gives AUC 0\.9\d\d ± 0\.0\d\d on 3,000 events \(", text, re.M)
     assert "robustcheck init: this wiring gives AUC 0.9" in out
     doc = tomllib.loads(text)
     import onnxruntime
