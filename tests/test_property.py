@@ -177,7 +177,10 @@ def test_failures_go_to_the_example_database(folder: Path) -> None:
     assert "replayed from its example database" in first.summary
     again = run_property(folder, "step.pt", max_score_change=0.05)
     assert again.summary == first.summary  # the saved counterexample, replayed
-    assert again.details[:-1] == first.details[:-1]
+    def search(result: CheckResult) -> list[str]:  # but the count of examples evaluated
+        return [line for line in result.details if "perturbations evaluated" not in line]
+
+    assert search(again) == search(first)
     assert again.figures["examples"] < first.figures["examples"]
     database.data.clear()
     run_property(folder, "step.pt", max_score_change=0.05, seed=1)
