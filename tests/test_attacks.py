@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from robustcheck.attacks.base import seed_figures
 from robustcheck.core import SpecRun
 from robustcheck.spec import parse_spec
 from tests.conftest import base_spec
@@ -155,3 +156,42 @@ def test_default_batch_size_follows_the_device() -> None:
 
     assert default_batch_size(torch.device("cpu")) == 4096
     assert default_batch_size(torch.device("cuda")) > 4096
+
+
+def test_constrained_pgd_without_random_start_claims_no_seed(model_dir: Path) -> None:
+    """Its default has no random start, so no random number is drawn and the seed changes
+    nothing: neither the description nor the figures (junit properties) may claim one."""
+    run = make_run(model_dir, 2.0, "constrained_pgd", steps=10)
+    attack = run.make_attack("pgd")
+    assert not attack.uses_seed
+    description = attack.describe()
+    assert description.endswith(", no random start") and "seed" not in description
+    (result,) = run.run()
+    assert result.attack == description and "seed" not in result.summary
+    assert "seed" not in result.figures
+    assert "seed" not in dict(result.properties())
+    # the claim is true: another seed gives the same adversaries, bit for bit
+    other = make_run(model_dir, 2.0, "constrained_pgd", steps=10)
+    other.seed_override = 8
+    assert torch.equal(
+        run.adversaries("pgd").adversarial["x"], other.adversaries("pgd").adversarial["x"]
+    )
+    # a stand-in that computed the outcome instead (a fallback) keeps the seed it used
+    assert seed_figures(attack, description, 7) == {}
+    assert seed_figures(attack, description + " (gradient-free fallback)", 7) == {"seed": 7}
+
+
+def test_attacks_with_a_random_start_report_their_seed(model_dir: Path) -> None:
+    for method, options in (("constrained_pgd", {"random_start": True}), ("pgd", {})):
+        run = make_run(model_dir, 2.0, method, steps=10, **options)
+        run.seed_override = 8
+        attack = run.make_attack("pgd")
+        assert attack.uses_seed
+        assert attack.describe().endswith("random start, seed 8")
+        (result,) = run.run()
+        assert result.figures["seed"] == 8 == dict(result.properties())["seed"]
+        assert "seed 8" in result.summary
+        # and the seed matters
+        first = run.adversaries("pgd").adversarial["x"]
+        run = make_run(model_dir, 2.0, method, steps=10, **options)
+        assert not torch.equal(first, run.adversaries("pgd").adversarial["x"])

@@ -101,9 +101,34 @@ class Attack:
         self.epsilon = spec.epsilon
         self.seed = seed
 
+    @property
+    def uses_seed(self) -> bool:
+        """Whether the attack draws random numbers, so whether its seed changes its outcome.
+
+        An attack that draws none (no random start, no random directions) says False, and
+        then neither its description nor a check's figures claim a seed.
+        """
+        return True
+
+    def seed_note(self) -> str:
+        """The seed as a description names it: ``seed N``, or ``no random start``."""
+        return f"seed {self.seed}" if self.uses_seed else "no random start"
+
     def describe(self) -> str:
-        return f"{self.spec.method} eps={self.epsilon:g} sigma, seed {self.seed}"
+        return f"{self.spec.method} eps={self.epsilon:g} sigma, {self.seed_note()}"
 
     def perturb(self, batch: AttackBatch) -> Inputs:
         """Adversarial values of the perturbed inputs for this batch."""
         raise NotImplementedError
+
+
+def seed_figures(attack: Attack, description: str, seed: int) -> dict[str, int]:
+    """``{"seed": seed}`` for a check's figures when the seed shaped the outcome, else ``{}``.
+
+    ``attack`` is the named attack as configured and ``description`` the outcome's. An outcome
+    the attack did not compute itself (a gradient-free fallback: the descriptions differ)
+    keeps its seed, which the stand-in uses.
+    """
+    if attack.uses_seed or attack.describe() != description:
+        return {"seed": seed}
+    return {}

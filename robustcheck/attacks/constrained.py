@@ -57,11 +57,17 @@ class ConstrainedPGD(PGD):
         self.lambda_chi2 = float(spec.options["lambda_chi2"])
         self.lambda_dist = float(spec.options["lambda_dist"])
 
+    @property
+    def uses_seed(self) -> bool:
+        """Only a random start draws random numbers (off by default)."""
+        return self.random_start
+
     def describe(self) -> str:
+        start = ", random start" if self.random_start else ""
         return (
             f"constrained_pgd eps={self.epsilon:g} sigma, {self.steps} steps of "
             f"{self.step_size:.3g}, lambda_chi2={self.lambda_chi2:g}, "
-            f"lambda_dist={self.lambda_dist:g}, seed {self.seed}"
+            f"lambda_dist={self.lambda_dist:g}{start}, {self.seed_note()}"
         )
 
     def penalty(self, batch: AttackBatch) -> Callable[[Inputs], torch.Tensor]:

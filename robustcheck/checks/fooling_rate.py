@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from typing import TYPE_CHECKING
 
+from robustcheck.attacks.base import seed_figures
 from robustcheck.checks.base import Check
 from robustcheck.result import CheckResult
 from robustcheck.stats import clopper_pearson
@@ -68,7 +69,7 @@ class FoolingRate(Check):
             "threshold": limit,
             "confidence": confidence,
             "epsilon": outcome.epsilon,
-            "seed": outcome.seed,
+            **seed_figures(self.run.make_attack(self.options["attack"]), attack, outcome.seed),
         }
         if decision.threshold is not None:
             figures["decision_threshold"] = decision.threshold
