@@ -80,16 +80,26 @@ CHECKS: dict[str, Declaration] = {
             "ks_min_pvalue": Field(
                 "number",
                 None,
-                doc="smallest allowed per-feature KS p-value",
+                doc="smallest allowed per-feature KS p-value after the correction: with "
+                "holm, the most often an unchanged sample may fail the whole check",
                 minimum=0.0,
                 maximum=1.0,
             ),
             "chi2_min_pvalue": Field(
                 "number",
                 None,
-                doc="smallest allowed per-feature chi-squared p-value",
+                doc="smallest allowed per-feature chi-squared p-value after the correction: "
+                "with holm, the most often an unchanged sample may fail the whole check",
                 minimum=0.0,
                 maximum=1.0,
+            ),
+            "correction": Field(
+                "str",
+                "holm",
+                doc="multiple-testing correction of the p-values: holm (Holm-Bonferroni over "
+                "every KS and chi-squared test of the check together) or none (each test held "
+                "at its threshold on its own)",
+                choices=("holm", "none"),
             ),
             "max_jsd": Field(
                 "number",
