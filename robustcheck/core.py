@@ -93,6 +93,11 @@ class Adversaries:
     warnings: list[str] = field(default_factory=list)
     fooled_shifts: list[tuple[str, float]] = field(default_factory=list)
     kept: np.ndarray | None = None
+    uses_seed: bool = True  # whether the attack that ran drew random numbers
+
+    def seed_figures(self) -> dict[str, int]:
+        """``{"seed": seed}`` for a check's figures when the seed shaped the outcome."""
+        return {"seed": self.seed} if self.uses_seed else {}
 
     @property
     def n_events(self) -> int:
@@ -507,6 +512,7 @@ class SpecRun:
             warnings=notes,
             fooled_shifts=shifts.means(),
             kept=kept,
+            uses_seed=attack.uses_seed,
         )
         self._adversaries[key] = result
         return result

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from robustcheck.attacks.base import seed_figures
 from robustcheck.core import SpecRun
 from robustcheck.spec import parse_spec
 from tests.conftest import base_spec
@@ -82,8 +81,7 @@ def test_attack_is_cached_per_spec_run(model_dir: Path) -> None:
 def test_user_model_is_left_unchanged(model_dir: Path, tmp_path: Path) -> None:
     """A factory returning the user's own module in training mode, with trainable weights."""
     source = (model_dir / "mlp.py").read_text() + (
-        "\nMODEL = build()\nMODEL.train()\nMODEL[2].eval()\n\n"
-        "def shared():\n    return MODEL\n"
+        "\nMODEL = build()\nMODEL.train()\nMODEL[2].eval()\n\ndef shared():\n    return MODEL\n"
     )
     (tmp_path / "user_tagger.py").write_text(source)
     for name in ("data.npz",):
@@ -176,9 +174,25 @@ def test_constrained_pgd_without_random_start_claims_no_seed(model_dir: Path) ->
     assert torch.equal(
         run.adversaries("pgd").adversarial["x"], other.adversaries("pgd").adversarial["x"]
     )
-    # a stand-in that computed the outcome instead (a fallback) keeps the seed it used
-    assert seed_figures(attack, description, 7) == {}
-    assert seed_figures(attack, description + " (gradient-free fallback)", 7) == {"seed": 7}
+    assert run.adversaries("pgd").seed_figures() == {}
+
+
+@pytest.mark.parametrize(
+    ("method", "options", "note"),
+    [
+        ("fgsm", {}, "(deterministic)"),
+        ("pgd", {"random_start": False}, ", no random start"),
+        ("pgd", {}, ", seed 7"),
+    ],
+)
+def test_only_attacks_that_draw_random_numbers_claim_a_seed(
+    model_dir: Path, method: str, options: dict, note: str
+) -> None:
+    run = make_run(model_dir, 1.0, method, **options)
+    attack = run.make_attack("pgd")
+    assert attack.describe().endswith(note)
+    (result,) = run.run()
+    assert ("seed" in result.figures) == attack.uses_seed == (note == ", seed 7")
 
 
 def test_attacks_with_a_random_start_report_their_seed(model_dir: Path) -> None:

@@ -130,6 +130,7 @@ def test_unconvertible_onnx_falls_back_to_spsa(folder: Path) -> None:
     assert result.details[0].startswith("WARNING: gradients unavailable (onnx2torch cannot")
     assert "(gradient-free fallback)" in result.summary
     assert result.figures["n_fooled"] > 0 and result.figures["epsilon"] == 2.0
+    assert result.figures["seed"] == 7  # spsa draws random directions: its seed counts
     # the fallback is spsa with the same epsilon, seed, batch size and steps, computed here
     spsa = make_run(folder, "asinh.onnx", {"method": "spsa", "steps": 6})
     assert torch.equal(

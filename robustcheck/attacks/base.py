@@ -120,15 +120,3 @@ class Attack:
     def perturb(self, batch: AttackBatch) -> Inputs:
         """Adversarial values of the perturbed inputs for this batch."""
         raise NotImplementedError
-
-
-def seed_figures(attack: Attack, description: str, seed: int) -> dict[str, int]:
-    """``{"seed": seed}`` for a check's figures when the seed shaped the outcome, else ``{}``.
-
-    ``attack`` is the named attack as configured and ``description`` the outcome's. An outcome
-    the attack did not compute itself (a gradient-free fallback: the descriptions differ)
-    keeps its seed, which the stand-in uses.
-    """
-    if attack.uses_seed or attack.describe() != description:
-        return {"seed": seed}
-    return {}

@@ -57,11 +57,6 @@ class ConstrainedPGD(PGD):
         self.lambda_chi2 = float(spec.options["lambda_chi2"])
         self.lambda_dist = float(spec.options["lambda_dist"])
 
-    @property
-    def uses_seed(self) -> bool:
-        """Only a random start draws random numbers (off by default)."""
-        return self.random_start
-
     def describe(self) -> str:
         start = ", random start" if self.random_start else ""
         return (

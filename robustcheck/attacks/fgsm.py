@@ -7,6 +7,11 @@ from robustcheck.envelope import Inputs
 
 
 class FGSM(Attack):
+    @property
+    def uses_seed(self) -> bool:
+        """One step from the nominal point: nothing random."""
+        return False
+
     def describe(self) -> str:
         return f"fgsm eps={self.epsilon:g} sigma (deterministic)"
 

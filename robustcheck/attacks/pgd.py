@@ -25,11 +25,16 @@ class PGD(Attack):
         super().__init__(spec, seed)
         self.steps, self.step_size, self.random_start = step_settings(spec, self.epsilon)
 
+    @property
+    def uses_seed(self) -> bool:
+        """Only a random start draws random numbers."""
+        return self.random_start
+
     def describe(self) -> str:
         start = ", random start" if self.random_start else ""
         return (
             f"pgd eps={self.epsilon:g} sigma, {self.steps} steps of {self.step_size:.3g}"
-            f"{start}, seed {self.seed}"
+            f"{start}, {self.seed_note()}"
         )
 
     def perturb(self, batch: AttackBatch) -> Inputs:

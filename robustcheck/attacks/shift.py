@@ -32,13 +32,18 @@ class Shift(Attack):
         self.steps, self.step_size, self.random_start = step_settings(spec, self.epsilon, False)
         self.needs_gradients = self.mode == "worst"
 
+    @property
+    def uses_seed(self) -> bool:
+        """Only the worst-case search from a random start draws random numbers."""
+        return self.mode == "worst" and self.random_start
+
     def describe(self) -> str:
         groups = ", ".join(self.groups) if self.groups else "every coherent group"
         if self.mode == "worst":
             start = ", random start" if self.random_start else ""
             return (
                 f"shift worst case within +-{self.epsilon:g} sigma of {groups}, {self.steps} "
-                f"steps of {self.step_size:.3g}{start}, seed {self.seed}"
+                f"steps of {self.step_size:.3g}{start}, {self.seed_note()}"
             )
         sign = "+" if self.mode == "up" else "-"
         return f"shift {sign}{self.epsilon:g} sigma of {groups} (fixed variation)"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import warnings
 from typing import TYPE_CHECKING
 
-from robustcheck.attacks.base import seed_figures
 from robustcheck.checks.base import Check
 from robustcheck.result import CheckResult
 from robustcheck.stats import clopper_pearson
@@ -69,7 +68,7 @@ class FoolingRate(Check):
             "threshold": limit,
             "confidence": confidence,
             "epsilon": outcome.epsilon,
-            **seed_figures(self.run.make_attack(self.options["attack"]), attack, outcome.seed),
+            **outcome.seed_figures(),
         }
         if decision.threshold is not None:
             figures["decision_threshold"] = decision.threshold

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from robustcheck.attacks.base import seed_figures
 from robustcheck.checks.base import Check
 from robustcheck.core import Adversaries
 from robustcheck.result import CheckResult
@@ -183,7 +182,7 @@ class Invariance(Check):
             "n_entries": figures.n_entries,
             "correlation_change": figures.correlation_change,
             "correlation_frobenius": figures.correlation_frobenius,
-            **seed_figures(self.run.make_attack(adv.attack), adv.description, adv.seed),
+            **adv.seed_figures(),
             "epsilon": adv.epsilon,
         }
         if figures.features:

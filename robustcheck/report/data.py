@@ -95,7 +95,7 @@ class SpecReportData:
                     "options": {k: v for k, v in spec.options.items() if v is not None},
                     "description": main.description,
                     "epsilon": main.epsilon,
-                    "seed": main.seed,
+                    "seed": main.seed if main.uses_seed else None,
                     "seconds": main.seconds,
                     "n_events": main.n_events,
                     "n_correct": int(main.correct.sum()),
