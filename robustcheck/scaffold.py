@@ -687,7 +687,7 @@ def render_spec(
         'name = "inputs look nominal after the attack"',
         'type = "invariance"',
         'attack = "pgd_1sigma"',
-        "ks_min_pvalue = 0.01  # TODO: false-alarm rate of the whole check (Holm-corrected KS p-values)",
+        "ks_min_pvalue = 0.01  # TODO: false-alarm rate of the whole check (Holm-corrected)",
         "max_correlation_change = 0.02  # TODO: largest allowed change of a correlation",
         "",
     ]
