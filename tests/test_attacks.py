@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import math
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from robustcheck.attacks.base import AttackBatch
 from robustcheck.core import SpecRun
 from robustcheck.spec import parse_spec
-from tests.conftest import base_spec
+from tests.conftest import base_spec, make_events
 
 METHODS = [
     ("pgd", {"steps": 10}),
@@ -149,11 +152,61 @@ def test_out_of_memory_splits_the_batch_and_retries(model_dir: Path, monkeypatch
     assert max(sizes) == 1000 and 125 in sizes  # 1000 -> 500 -> 250 -> 125
 
 
-def test_default_batch_size_follows_the_device() -> None:
+def test_default_batch_size_follows_the_device(
+    tmp_path: Path, model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a batch_size, a run attacks its events in batches of its device's default: on
+    more events than that, ceil(N / size) batches, the same as the size given explicitly."""
+    from robustcheck import core
+    from robustcheck.attacks.pgd import PGD
     from robustcheck.engine import default_batch_size
 
-    assert default_batch_size(torch.device("cpu")) == 4096
-    assert default_batch_size(torch.device("cuda")) > 4096
+    n = 9000
+    shutil.copy(model_dir / "tagger.pt", tmp_path / "tagger.pt")
+    np.savez(tmp_path / "data.npz", **make_events(n, seed=9))
+
+    def attacked(**options: object) -> tuple[SpecRun, torch.Tensor]:
+        doc = base_spec()
+        doc["attacks"]["pgd"] = {"method": "pgd", "epsilon": 1.0, "steps": 3, "seed": 7, **options}
+        run = SpecRun(parse_spec(doc, tmp_path / "robustness.toml"), device="cpu")
+        return run, run.adversaries("pgd", full=True).adversarial["x"]  # full: every event
+
+    sizes: list[int] = []
+    perturb = PGD.perturb
+
+    def counted(self: PGD, batch: AttackBatch) -> dict[str, torch.Tensor]:
+        sizes.append(len(batch.target))
+        return perturb(self, batch)
+
+    monkeypatch.setattr(PGD, "perturb", counted)
+    size = default_batch_size(torch.device("cpu"))
+    assert size < n < 3 * size  # more than one batch, or the count proves nothing
+    _, default = attacked()
+    assert len(sizes) == math.ceil(n / size) == 3
+    assert sizes == [size, size, n - 2 * size]
+    # each batch draws its own random start: the default run is the explicit one of that size
+    # and differs from one batch of every event
+    sizes.clear()
+    assert torch.equal(default, attacked(batch_size=size)[1]) and len(sizes) == 3
+    sizes.clear()
+    assert not torch.equal(default, attacked(batch_size=n)[1]) and sizes == [n]
+    # without a random start the split changes nothing
+    _, split = attacked(random_start=False)
+    assert torch.equal(split, attacked(random_start=False, batch_size=n)[1])
+    # the run asks for the default of its tagger's device, and uses what it gets
+    devices: list[torch.device] = []
+
+    def recorded(device: torch.device) -> int:
+        devices.append(device)
+        return 2000
+
+    monkeypatch.setattr(core, "default_batch_size", recorded)
+    sizes.clear()
+    run, _ = attacked()
+    assert devices == [run.tagger.device] == [torch.device("cpu")]
+    assert sizes == [2000] * 4 + [1000]
+    # CUDA starts larger (and halves on out-of-memory, test above)
+    assert default_batch_size(torch.device("cuda")) > size
 
 
 def test_constrained_pgd_without_random_start_claims_no_seed(model_dir: Path) -> None:
