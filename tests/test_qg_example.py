@@ -14,9 +14,15 @@ from types import ModuleType
 
 import numpy as np
 import pytest
+from scipy import stats as scipy_stats
 from sklearn.metrics import roc_auc_score
 
 from robustcheck.core import SpecRun
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "qg_jets"
 
@@ -138,44 +144,108 @@ def test_feature_envelope_is_the_propagated_constituent_envelope(train: ModuleTy
         assert median <= relative <= median * 1.1 + 1e-3, name  # rounded up, 2 digits
 
 
+def clopper_pearson(k: int, n: int, confidence: float) -> tuple[float, float]:
+    """The exact binomial interval from the beta quantiles (scipy), ends pinned at 0 and 1."""
+    tail = (1 - confidence) / 2
+    low = 0.0 if k == 0 else float(scipy_stats.beta.ppf(tail, k, n - k + 1))
+    high = 1.0 if k == n else float(scipy_stats.beta.ppf(1 - tail, k + 1, n - k))
+    return low, high
+
+
+def real_rows(array: np.ndarray, mask: np.ndarray | None, features: int) -> np.ndarray:
+    """(entries, features) float64, padding left out where the input has a mask."""
+    rows = array.reshape(-1, features).astype(np.float64)
+    return rows if mask is None else rows[mask.reshape(-1) > 0]
+
+
 def test_specs_run_and_agree_with_independent_figures(built: Path) -> None:
+    """Every figure recomputed outside robustcheck: AUCs with scikit-learn, decisions with
+    onnxruntime, the Clopper-Pearson interval and the KS p-values with scipy."""
     import onnxruntime
 
-    for name, data in (("dnn", "dnn"), ("dnn_adv", "dnn"), ("pfn", "pfn")):
+    for name in ("dnn", "dnn_adv", "pfn"):
         for suffix in (".pt", ".onnx", ".robust.toml"):
             assert (built / f"{name}{suffix}").is_file()
+        doc = tomllib.loads((built / f"{name}.robust.toml").read_text())
         run = SpecRun.from_path(built / f"{name}.robust.toml", device="cpu")
-        results = {r.type + ":" + r.name: r for r in run.run()}
+        results = {r.name: r for r in run.run()}
         assert len(results) == 6
         session = onnxruntime.InferenceSession(
             str(built / f"{name}.onnx"), providers=["CPUExecutionProvider"]
         )
+        inputs = [i.name for i in session.get_inputs()]
         aucs = []
         for sample in ("nominal", "alternative"):
-            with np.load(built / f"{data}_{sample}.npz") as arrays:
-                feed = {
-                    i.name: arrays["features" if data == "dnn" else i.name]
-                    for i in session.get_inputs()
-                }
-                logits = session.run(None, feed)[0]
-                labels = arrays["label"]
+            table = doc["data"][sample]
+            with np.load(built / table["path"]) as arrays:
+                feed = {i: arrays[table["inputs"][i]] for i in inputs}
+                labels = arrays[table["labels"]]
+            logits = session.run(None, feed)[0]
             aucs.append(roc_auc_score(labels, logits[:, 1] - logits[:, 0]))
             if sample == "nominal":
-                n_correct = int((logits.argmax(1) == labels).sum())
-                n_nominal = len(labels)
-        resilience = next(r for k, r in results.items() if k.startswith("resilience"))
+                nominal, nominal_labels = feed, labels
+                correct = logits.argmax(1) == labels
+        resilience = next(r for r in results.values() if r.type == "resilience")
         assert resilience.figures["auc_nominal"] == pytest.approx(aucs[0], abs=1e-6)
         assert resilience.figures["auc_alternative"] == pytest.approx(aucs[1], abs=1e-6)
         change = 100 * abs(aucs[0] - aucs[1]) / aucs[0]
         assert resilience.figures["auc_change_percent"] == pytest.approx(change, rel=1e-5)
-        for key, result in results.items():
-            if key.startswith("fooling_rate"):
-                assert result.figures["n_events"] == n_correct
-                assert 0 <= result.figures["fooling_rate"] <= result.figures["ci_high"] <= 1
-            if key.startswith("invariance"):
-                assert 0 <= result.figures["min_ks_pvalue"] <= 1
-            if key.startswith("loss_surface"):
-                assert result.figures["n_events"] == (100 if name == "pfn" else n_nominal)
+        for check in doc["checks"]:
+            result = results[check["name"]]
+            figures = result.figures
+            if check["type"] == "loss_surface":
+                # the fixture caps the PFN's loss scan at 100 jets (loss_events)
+                expected = 100 if name == "pfn" else len(nominal_labels)
+                assert figures["n_events"] == check.get("max_events", len(nominal_labels))
+                assert figures["n_events"] == expected
+            if check["type"] not in ("fooling_rate", "invariance"):
+                continue
+            attacked = {
+                i: x.numpy() for i, x in run.adversaries(check["attack"]).adversarial.items()
+            }
+            if check["type"] == "fooling_rate":
+                # fooled: right at nominal, wrong on the attacked inputs, by onnxruntime
+                flipped = session.run(None, {i: attacked[i] for i in inputs})[0].argmax(1)
+                n, k = int(correct.sum()), int((correct & (flipped != nominal_labels)).sum())
+                assert (figures["n_events"], figures["n_fooled"]) == (n, k)
+                assert figures["fooling_rate"] == k / n
+                low, high = clopper_pearson(k, n, 0.95)
+                assert figures["ci_low"] == pytest.approx(low, rel=1e-12, abs=1e-15)
+                assert figures["ci_high"] == pytest.approx(high, rel=1e-12)
+                assert result.passed == (high <= check["max"])
+                continue
+            # invariance: each movable feature's KS test, attacked against nominal, over the
+            # real (unpadded) entries; the threshold holds after a Holm correction over the
+            # KS and chi-squared tests of every movable feature
+            pvalues: dict[str, float] = {}
+            n_entries = 0
+            for input_name, table in doc["inputs"].items():
+                features = table["features"]
+                mask = nominal[table["mask"]] if "mask" in table else None
+                before = real_rows(nominal[input_name], mask, len(features))
+                after = real_rows(attacked[input_name], mask, len(features))
+                n_entries = max(n_entries, len(before))
+                for j, feature in enumerate(features):
+                    entry = doc["envelope"][input_name][feature]
+                    if entry.get("frozen") or entry.get("integer"):
+                        continue
+                    test = scipy_stats.ks_2samp(before[:, j], after[:, j], method="asymp")
+                    pvalues[feature] = float(test.pvalue)
+            assert figures["n_entries"] == n_entries
+            n_tests = 2 * len(pvalues)  # KS and chi-squared per movable feature
+            assert figures["n_pvalue_tests"] == n_tests
+            raw = min(pvalues.values())
+            assert figures["min_ks_pvalue_raw"] == pytest.approx(raw, rel=1e-9)
+            assert pvalues[figures["min_ks_feature"]] == pytest.approx(raw, rel=1e-9)
+            # Holm: the smallest KS p-value ranks at most behind every chi-squared one, so its
+            # adjusted value lies between (tests of one kind) x raw and (all tests) x raw
+            adjusted = figures["min_ks_pvalue"]
+            assert min(1.0, len(pvalues) * raw) - 1e-9 <= adjusted <= min(1.0, n_tests * raw) + 1e-9
+            threshold = check["ks_min_pvalue"]
+            # adjusted p-values keep the order of the raw ones: any KS test fails iff this one
+            assert (figures["n_ks_failing"] > 0) == (adjusted < threshold)
+            if adjusted < threshold:
+                assert not result.passed
 
 
 def test_adversarial_dnn_uses_the_spec_envelope(built: Path, train: ModuleType) -> None:
