@@ -17,8 +17,9 @@ import pytest
 from scipy import stats as scipy_stats
 
 from robustcheck.cli import main
+from robustcheck.errors import SpecError
 from robustcheck.report.progress import progress
-from robustcheck.spec import load_spec
+from robustcheck.spec import load_spec, parse_spec
 from tests.conftest import base_spec, write_spec
 
 if sys.version_info >= (3, 11):
@@ -190,7 +191,9 @@ def schema_from_cli(capsys: pytest.CaptureFixture[str]) -> dict:
     return json.loads(capsys.readouterr().out)
 
 
-def test_schema_accepts_real_specs_and_rejects_typos(capsys: pytest.CaptureFixture[str]) -> None:
+def test_schema_accepts_real_specs_and_rejects_typos(
+    folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     schema = schema_from_cli(capsys)
     jsonschema.Draft202012Validator.check_schema(schema)
     validator = jsonschema.Draft202012Validator(schema)
@@ -199,31 +202,57 @@ def test_schema_accepts_real_specs_and_rejects_typos(capsys: pytest.CaptureFixtu
     for doc in specs:
         assert list(validator.iter_errors(doc)) == []
 
-    def errors(doc: dict) -> list[str]:
-        return [e.message for e in validator.iter_errors(doc)]
+    def errors(doc: dict) -> list[tuple[str, str]]:
+        """Each schema error as (the offending key's JSON path, the message)."""
+        return [(e.json_path, e.message) for e in validator.iter_errors(doc)]
 
+    unexpected = "Additional properties are not allowed ({!r} was unexpected)"
     doc = base_spec()
     doc["checks"][0]["maxx"] = 0.1
-    assert any("'maxx' was unexpected" in m for m in errors(doc))
+    assert errors(doc) == [("$.checks[0]", unexpected.format("maxx"))]
     doc = base_spec()
     doc["attacks"]["pgd"]["stepz"] = 3
-    assert any("'stepz' was unexpected" in m for m in errors(doc))
-    doc = base_spec()
-    doc["attacks"]["pgd"]["method"] = "pgdd"
-    assert any("'pgdd' is not one of" in m for m in errors(doc))
+    assert errors(doc) == [("$.attacks.pgd", unexpected.format("stepz"))]
     doc = base_spec()
     doc["envelope"]["x"]["jet_pt"]["relativ"] = 0.1
-    assert any("'relativ' was unexpected" in m for m in errors(doc))
-    doc = base_spec()
-    doc["checks"][0]["max"] = 1.5
-    assert errors(doc)
-    doc = base_spec()
-    doc["checks"] = [{"type": "invariance", "attack": "pgd"}]  # no threshold: never fails
-    assert errors(doc)
+    assert errors(doc) == [("$.envelope.x.jet_pt", unexpected.format("relativ"))]
     doc = base_spec()
     doc["attacks"]["pgd"]["steps"] = 3  # a pgd option that fgsm lacks
     doc["attacks"]["pgd"]["method"] = "fgsm"
-    assert any("'steps' was unexpected" in m for m in errors(doc))
+    assert errors(doc) == [("$.attacks.pgd", unexpected.format("steps"))]
+    doc = base_spec()
+    doc["attacks"]["pgd"]["method"] = "pgdd"
+    ((path, message),) = errors(doc)
+    assert path == "$.attacks.pgd.method" and message.startswith("'pgdd' is not one of [")
+    for method in ("fgsm", "pgd", "constrained_pgd", "random", "shift"):  # the known ones
+        assert f"'{method}'" in message
+    doc = base_spec()
+    doc["checks"][0]["max"] = 1.5  # a fooling rate above 1
+    assert errors(doc) == [("$.checks[0].max", "1.5 is greater than the maximum of 1.0")]
+    doc = base_spec()
+    doc["checks"] = [{"type": "invariance", "attack": "pgd"}]  # no threshold: never fails
+    (error,) = validator.iter_errors(doc)
+    assert (error.json_path, error.validator) == ("$.checks[0]", "anyOf")
+    assert error.message.endswith("is not valid under any of the given schemas")
+    # the alternatives: at least one threshold of the invariance check
+    thresholds = [
+        "ks_min_pvalue",
+        "chi2_min_pvalue",
+        "max_jsd",
+        "max_correlation_change",
+        "max_correlation_frobenius",
+    ]
+    assert sorted(e.message for e in error.context) == sorted(
+        f"{key!r} is a required property" for key in thresholds
+    )
+    # the spec's own validation names the same thresholds for the same mistake
+    with pytest.raises(SpecError) as info:
+        parse_spec(doc, folder / "robustness.toml")
+    assert (info.value.field, info.value.message) == (
+        "checks[0]",
+        "sets no threshold, so it could never fail",
+    )
+    assert info.value.fix == "set at least one of: " + ", ".join(thresholds)
 
 
 class FakeTerminal(io.StringIO):
