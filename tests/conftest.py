@@ -163,6 +163,24 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+def copy_models(model_dir: Path, folder: Path) -> Path:
+    """Copies of every file of ``model_dir`` (models, weights, data) in ``folder``."""
+    import shutil
+
+    for path in model_dir.iterdir():
+        if path.is_file():
+            shutil.copy(path, folder / path.name)
+    return folder
+
+
+@pytest.fixture
+def model_copy(tmp_path: Path, model_dir: Path) -> Path:
+    """The test's own tmp_path holding copies of model_dir's files: a test that writes specs,
+    data or reports next to the models writes them here, never into the session's model_dir
+    (which every later test reads)."""
+    return copy_models(model_dir, tmp_path)
+
+
 MODEL_PATHS = ["mlp:build", "tagger.pt", "tagger.pt2", "tagger.onnx", "tagger_dynamo.onnx"]
 
 

@@ -14,7 +14,7 @@ from robustcheck.core import SpecRun
 from robustcheck.errors import SpecError
 from robustcheck.spec import parse_spec
 from robustcheck.stats import auc, auc_standard_error
-from tests.conftest import base_spec, make_events
+from tests.conftest import base_spec, copy_models, make_events, write_spec
 
 
 def run_with(folder: Path, checks: list[dict[str, Any]], alt: str = "other.npz") -> SpecRun:
@@ -24,67 +24,79 @@ def run_with(folder: Path, checks: list[dict[str, Any]], alt: str = "other.npz")
     return SpecRun(parse_spec(doc, folder / "robustness.toml"), device="cpu")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def other_generator(model_dir: Path) -> str:
-    """A second generator: softer mass and fewer extra constituents in class 1."""
-    np.savez(model_dir / "other.npz", **make_events(3000, seed=4, shift=-0.1,
-                                                    multiplicity_gap=8.0))
-    return "other.npz"
+@pytest.fixture(scope="module")
+def folder(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """This module's copy of the models and data, with a second generator ``other.npz``
+    (softer mass and fewer extra constituents in class 1)."""
+    path = copy_models(model_dir, tmp_path_factory.mktemp("resilience"))
+    np.savez(path / "other.npz", **make_events(3000, seed=4, shift=-0.1, multiplicity_gap=8.0))
+    return path
 
 
 @pytest.fixture(scope="module")
-def same_generator(model_dir: Path) -> str:
+def same_generator(folder: Path) -> str:
     """A second sample from the nominal generator (another seed, no shift)."""
-    np.savez(model_dir / "same.npz", **make_events(3000, seed=3))
+    np.savez(folder / "same.npz", **make_events(3000, seed=3))
     return "same.npz"
 
 
 def test_resilience_fails_on_a_shifted_generator_and_passes_on_the_same(
-    model_dir: Path, same_generator: str
+    folder: Path, same_generator: str
 ) -> None:
     check = [{"type": "resilience", "max_auc_change_percent": 1.0}]
-    shifted = run_with(model_dir, check).run()[0]
-    same = run_with(model_dir, check, alt=same_generator).run()[0]
+    shifted = run_with(folder, check).run()[0]
+    same = run_with(folder, check, alt=same_generator).run()[0]
     assert not shifted.passed and same.passed
     assert shifted.figures["auc_change_percent"] > 1.0 > same.figures["auc_change_percent"]
     # the figure is the definition, computed independently with scikit-learn
-    run = run_with(model_dir, check)
+    run = run_with(folder, check)
     a_nom = roc_auc_score(run.is_signal("nominal"), run.discriminant(run.log_probs("nominal")))
-    a_alt = roc_auc_score(run.is_signal("alternative"),
-                          run.discriminant(run.log_probs("alternative")))
+    a_alt = roc_auc_score(
+        run.is_signal("alternative"), run.discriminant(run.log_probs("alternative"))
+    )
     assert shifted.figures["auc_change_percent"] == pytest.approx(
-        100 * abs(a_nom - a_alt) / a_nom, rel=1e-9)
+        100 * abs(a_nom - a_alt) / a_nom, rel=1e-9
+    )
     assert "change" in shifted.summary and "> max 1%" in shifted.summary
 
 
-def test_resilience_working_point_and_min_auc(model_dir: Path) -> None:
-    check = [{"type": "resilience", "min_auc": 0.999, "max_rejection_change_percent": 5.0,
-              "working_point": {"signal_efficiency": 0.97}}]
-    result = run_with(model_dir, check).run()[0]
+def test_resilience_working_point_and_min_auc(folder: Path) -> None:
+    check = [
+        {
+            "type": "resilience",
+            "min_auc": 0.999,
+            "max_rejection_change_percent": 5.0,
+            "working_point": {"signal_efficiency": 0.97},
+        }
+    ]
+    result = run_with(folder, check).run()[0]
     assert not result.passed
     assert "nominal AUC" in result.summary and "< min 0.999" in result.summary
     assert "background rejection changes by" in result.summary
-    run = run_with(model_dir, check)
+    run = run_with(folder, check)
     threshold = result.figures["decision_threshold"]
     scores = run.discriminant(run.log_probs("nominal"))
     signal = run.is_signal("nominal").astype(bool)
     assert np.mean(scores[signal] >= threshold) == pytest.approx(0.97, abs=2 / signal.sum())
     background = scores[~signal]
     assert result.figures["rejection_nominal"] == pytest.approx(
-        len(background) / np.sum(background >= threshold))
+        len(background) / np.sum(background >= threshold)
+    )
 
 
-def test_resilience_needs_an_alternative_sample(model_dir: Path) -> None:
+def test_resilience_needs_an_alternative_sample(folder: Path) -> None:
     doc = base_spec()
     doc["checks"] = [{"type": "resilience", "max_auc_change_percent": 1.0}]
     with pytest.raises(SpecError, match=r"no \[data.alternative\]"):
-        parse_spec(doc, model_dir / "robustness.toml")
+        parse_spec(doc, folder / "robustness.toml")
 
 
-def test_auc_under_attack_attacks_every_event(model_dir: Path) -> None:
-    checks = [{"type": "auc_under_attack", "attack": "pgd", "max_auc_drop": 0.0},
-              {"type": "auc_under_attack", "attack": "pgd", "max_auc_drop": 1.0}]
-    run = run_with(model_dir, checks)
+def test_auc_under_attack_attacks_every_event(folder: Path) -> None:
+    checks = [
+        {"type": "auc_under_attack", "attack": "pgd", "max_auc_drop": 0.0},
+        {"type": "auc_under_attack", "attack": "pgd", "max_auc_drop": 1.0},
+    ]
+    run = run_with(folder, checks)
     strict, loose = run.run()
     assert not strict.passed and loose.passed
     adv = run.adversaries("pgd", full=True)
@@ -96,11 +108,17 @@ def test_auc_under_attack_attacks_every_event(model_dir: Path) -> None:
     assert strict.figures["auc_drop"] > 0
 
 
-def test_fooling_rate_at_a_working_point(model_dir: Path) -> None:
-    checks = [{"type": "fooling_rate", "attack": "pgd", "max": 1.0,
-               "working_point": {"signal_efficiency": 0.3}},
-              {"type": "fooling_rate", "attack": "pgd", "max": 1.0}]
-    run = run_with(model_dir, checks)
+def test_fooling_rate_at_a_working_point(folder: Path) -> None:
+    checks = [
+        {
+            "type": "fooling_rate",
+            "attack": "pgd",
+            "max": 1.0,
+            "working_point": {"signal_efficiency": 0.3},
+        },
+        {"type": "fooling_rate", "attack": "pgd", "max": 1.0},
+    ]
+    run = run_with(folder, checks)
     at_point, argmax = run.run()
     assert at_point.figures["n_events"] != argmax.figures["n_events"]
     assert "decision: signal probability >=" in at_point.message()
@@ -136,10 +154,10 @@ def test_fraction_fit_error_matches_toy_spread() -> None:
     assert np.mean([f.error for f in fits]) == pytest.approx(spread, rel=0.3)
 
 
-def test_fraction_bias_check(model_dir: Path, same_generator: str) -> None:
+def test_fraction_bias_check(folder: Path, same_generator: str) -> None:
     check = [{"type": "fraction_bias", "max_pull": 3.0}]
-    shifted = run_with(model_dir, check).run()[0]
-    same = run_with(model_dir, check, alt=same_generator).run()[0]
+    shifted = run_with(folder, check).run()[0]
+    same = run_with(folder, check, alt=same_generator).run()[0]
     assert abs(same.figures["pull"]) < 3.0 and same.passed
     assert not shifted.passed and abs(shifted.figures["pull"]) > 3.0
 
@@ -157,18 +175,21 @@ def test_auc_standard_error_against_bootstrap() -> None:
     assert auc_standard_error(area, n_sig, n_bkg) == pytest.approx(np.std(boot), rel=0.2)
 
 
-def test_pareto_of_specs_and_data_mismatch(model_dir: Path, tmp_path: Path) -> None:
+def test_pareto_of_specs_and_data_mismatch(folder: Path, tmp_path: Path) -> None:
     from robustcheck.pareto import pareto_json, pareto_of_specs, pareto_table
-    from tests.conftest import write_spec
 
+    copy_models(folder, tmp_path)
     paths = []
-    for name, model in (("trained", "tagger.pt"), ("untrained", "mlp:build"),
-                        ("exported", "tagger.onnx")):
+    for name, model in (
+        ("trained", "tagger.pt"),
+        ("untrained", "mlp:build"),
+        ("exported", "tagger.onnx"),
+    ):
         doc = base_spec(model=model)
         if model == "mlp:build":
             del doc["model"]["weights"]  # the factory's random initialisation
         doc["data"]["alternative"] = {"path": "other.npz", "labels": "y", "inputs": {"x": "x"}}
-        paths.append(str(write_spec(model_dir, doc, f"{name}.robust.toml")))
+        paths.append(str(write_spec(tmp_path, doc, f"{name}.robust.toml")))
     rows = pareto_of_specs(paths, device="cpu")
     by_spec = {Path(figures.spec).name: (figures, point) for figures, point in rows}
     trained, point = by_spec["trained.robust.toml"]
@@ -177,15 +198,23 @@ def test_pareto_of_specs_and_data_mismatch(model_dir: Path, tmp_path: Path) -> N
     # the same tagger in two formats ties: both on or both off the front
     assert point.on_front == by_spec["exported.robust.toml"][1].on_front
     for figures, p in rows:  # on the front exactly when nothing dominates it
-        better = [f for f, _ in rows if f.auc >= figures.auc and f.resilience <= figures.resilience
-                  and (f.auc > figures.auc or f.resilience < figures.resilience)]
+        better = [
+            f
+            for f, _ in rows
+            if f.auc >= figures.auc
+            and f.resilience <= figures.resilience
+            and (f.auc > figures.auc or f.resilience < figures.resilience)
+        ]
         assert p.on_front == (not better)
     assert len(pareto_table(rows)) == 4
-    assert {record["name"] for record in pareto_json(rows)} == {"tagger.pt", "mlp:build",
-                                                                "tagger.onnx"}
+    assert {record["name"] for record in pareto_json(rows)} == {
+        "tagger.pt",
+        "mlp:build",
+        "tagger.onnx",
+    }
     doc = base_spec()
     doc["data"]["alternative"] = {"path": "same.npz", "labels": "y", "inputs": {"x": "x"}}
-    np.savez(model_dir / "same.npz", **make_events(3000, seed=3))
-    other = str(write_spec(model_dir, doc, "otherdata.robust.toml"))
+    np.savez(tmp_path / "same.npz", **make_events(3000, seed=3))
+    other = str(write_spec(tmp_path, doc, "otherdata.robust.toml"))
     with pytest.raises(SpecError, match=r"\[data.alternative\] is not the same data as in"):
         pareto_of_specs([paths[0], other], device="cpu")

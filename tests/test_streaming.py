@@ -358,7 +358,10 @@ def test_the_command_line_streams_and_the_report_says_which_events_it_plots(
         {"type": "invariance", "attack": "pgd", "ks_min_pvalue": 1e-12},
     ]
     doc["data"]["nominal"].update(chunk_size=300, keep_events=150)
-    spec = particle_dir / "streamed_cli.robust.toml"
+    # the spec in the test's own folder, over the session's particle files by absolute path
+    doc["model"]["path"] = str(particle_dir / doc["model"]["path"])
+    doc["data"]["nominal"]["path"] = str(particle_dir / doc["data"]["nominal"]["path"])
+    spec = tmp_path / "streamed_cli.robust.toml"
     spec.write_text(tomli_w.dumps(doc))
     report = tmp_path / "report"
     assert main(["run", str(spec), "--device", "cpu", "--report", str(report)]) == 0
