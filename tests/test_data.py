@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 from robustcheck.core import SpecRun
 from robustcheck.errors import DataError
 from robustcheck.spec import parse_spec
-from tests.conftest import base_spec
+from tests.conftest import base_spec, make_events
 
 
 def run_on(tmp_path: Path, model_dir: Path, **arrays: np.ndarray) -> SpecRun:
@@ -32,8 +33,10 @@ def test_nan_is_reported_with_its_position(tmp_path: Path, model_dir: Path) -> N
     x[17, 1] = np.nan
     x[20, 0] = np.inf
     message = data_error(run_on(tmp_path, model_dir, x=x))
-    assert "data.npz: data.nominal: array `x` holds 2 NaN/inf value(s), first at index (17, 1)"\
+    assert (
+        "data.npz: data.nominal: array `x` holds 2 NaN/inf value(s), first at index (17, 1)"
         in message
+    )
     assert "fix:" in message
 
 
@@ -72,3 +75,27 @@ def test_max_events_and_structured_npy(tmp_path: Path, model_dir: Path) -> None:
     inputs, labels = run.inputs()
     assert inputs["x"].shape == (500, 4) and labels.shape == (500,)
     assert np.array_equal(inputs["x"].numpy(), data["x"][:500])
+
+
+def test_labels_beyond_the_model_classes(tmp_path: Path, model_dir: Path) -> None:
+    events = make_events(200, seed=5)
+    events["y"][3] = 2
+    np.savez(tmp_path / "data.npz", **events)
+    shutil.copy(model_dir / "tagger.pt", tmp_path / "tagger.pt")
+    run = SpecRun(parse_spec(base_spec(), tmp_path / "robustness.toml"), device="cpu")
+    with pytest.raises(DataError, match="labels go up to 2, but the model gives 2 classes"):
+        run.log_probs()
+
+
+def test_a_sample_with_one_class_has_no_auc(tmp_path: Path, model_dir: Path) -> None:
+    events = make_events(300, seed=6)
+    np.savez(tmp_path / "data.npz", **events)
+    only_signal = {k: v[events["y"] == 1] for k, v in events.items()}
+    np.savez(tmp_path / "alt.npz", **only_signal)
+    shutil.copy(model_dir / "tagger.pt", tmp_path / "tagger.pt")
+    doc = base_spec()
+    doc["data"]["alternative"] = {"path": "alt.npz", "labels": "y", "inputs": {"x": "x"}}
+    doc["checks"] = [{"type": "resilience", "max_auc_change_percent": 1.0}]
+    run = SpecRun(parse_spec(doc, tmp_path / "robustness.toml"), device="cpu")
+    with pytest.raises(DataError, match="the alternative sample has no background events"):
+        run.run()

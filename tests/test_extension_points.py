@@ -22,8 +22,12 @@ EXAMPLE = Path(__file__).parents[1] / "examples" / "plugin_package"
 
 def plugin_spec() -> dict:
     doc = base_spec()
-    doc["attacks"]["jes"] = {"method": "energy_scale", "epsilon": 3.0, "scale_sigma": 0.05,
-                             "features": ["jet_pt", "jet_mass"]}
+    doc["attacks"]["jes"] = {
+        "method": "energy_scale",
+        "epsilon": 3.0,
+        "scale_sigma": 0.05,
+        "features": ["jet_pt", "jet_mass"],
+    }
     doc["checks"] = [
         {"name": "scale", "type": "fooling_rate", "attack": "jes", "max": 1.0},
         {"name": "shift", "type": "max_score_shift", "attack": "jes", "max_mean_shift": 1e-6},
@@ -38,8 +42,7 @@ def installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]
     shutil.copytree(EXAMPLE / "robustcheck_jes", site / "robustcheck_jes")
     info = site / "robustcheck_jes-0.1.0.dist-info"
     info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: robustcheck-jes\n"
-                                   "Version: 0.1.0\n")
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: robustcheck-jes\nVersion: 0.1.0\n")
     (info / "entry_points.txt").write_text("[robustcheck]\njes = robustcheck_jes.plugin\n")
     monkeypatch.syspath_prepend(str(site))
     registry.manager.cache_clear()
@@ -51,8 +54,9 @@ def installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]
     registry.table.cache_clear()
 
 
-def test_entry_point_plugin_attack_and_check_run_from_a_spec(installed: None,
-                                                             model_dir: Path) -> None:
+def test_entry_point_plugin_attack_and_check_run_from_a_spec(
+    installed: None, model_dir: Path
+) -> None:
     assert registry.attacks()["energy_scale"].origin == "jes"
     run = SpecRun(parse_spec(plugin_spec(), model_dir / "robustness.toml"), device="cpu")
     fooling, shift = run.run()
@@ -85,8 +89,9 @@ def test_a_name_clash_names_both_plugins(installed: None) -> None:
 
     registry.register(Clash(), name="clashing")
     try:
-        with pytest.raises(PluginError, match="attack 'energy_scale' is registered by both "
-                                              "'jes' and 'clashing'"):
+        with pytest.raises(
+            PluginError, match="attack 'energy_scale' is registered by both 'jes' and 'clashing'"
+        ):
             registry.attacks()
     finally:
         registry.unregister(registry.manager().get_plugin("clashing"))
@@ -106,11 +111,31 @@ def test_conftest_plugin_in_a_pytest_run(pytester: pytest.Pytester, model_dir: P
     for name in ("tagger.pt", "data.npz"):
         shutil.copy(model_dir / name, pytester.path / name)
     shutil.copytree(EXAMPLE / "robustcheck_jes", pytester.path / "robustcheck_jes")
-    pytester.makeconftest("import sys, os\n"
-                          "sys.path.insert(0, os.path.dirname(__file__))\n"
-                          "from robustcheck_jes.plugin import robustcheck_attacks, "
-                          "robustcheck_checks\n")
+    pytester.makeconftest(
+        "import sys, os\n"
+        "sys.path.insert(0, os.path.dirname(__file__))\n"
+        "from robustcheck_jes.plugin import robustcheck_attacks, "
+        "robustcheck_checks\n"
+    )
     write_spec(pytester.path, plugin_spec())
     result = pytester.runpytest_subprocess("--robustcheck", "-v")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*mean |signal probability change|*> max 1e-06*"])
+
+
+def test_unmarked_conftest_hooks_are_taken(pytester: pytest.Pytester, model_dir: Path) -> None:
+    for name in ("tagger.pt", "data.npz"):
+        shutil.copy(model_dir / name, pytester.path / name)
+    pytester.makeconftest(
+        "from robustcheck.registry import Declaration\n"
+        "from robustcheck.checks import CHECKS\n\n"
+        "def robustcheck_checks():\n"
+        "    base = CHECKS['fooling_rate']\n"
+        "    return [Declaration('strict_fooling_rate', base.target, base.options)]\n"
+    )
+    doc = base_spec()
+    doc["checks"] = [{"type": "strict_fooling_rate", "attack": "pgd", "max": 0.0}]
+    write_spec(pytester.path, doc)
+    result = pytester.runpytest_subprocess("--robustcheck")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*fooling rate * > max 0 *"])

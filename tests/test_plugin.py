@@ -38,12 +38,15 @@ def test_items_are_skipped_without_the_flag(project: pytest.Pytester) -> None:
 def test_flag_runs_checks_with_actionable_messages(project: pytest.Pytester) -> None:
     result = project.runpytest("--robustcheck", "-v")
     result.assert_outcomes(passed=1, failed=1)
-    result.stdout.fnmatch_lines([
-        "*robustness.toml::strict FAILED*",
-        "*robustness.toml::fooling_rate?1? PASSED*",
-        "*fooling rate * (95% CL *-*) over * events > max 0 | attack pgd eps=1 sigma, 10 steps*",
-        "*largest mean |shift| of the * fooled events: *sigma*",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "*robustness.toml::strict FAILED*",
+            "*robustness.toml::fooling_rate?1? PASSED*",
+            "*fooling rate * (95% CL *-*) over * events > max 0 "
+            "| attack pgd eps=1 sigma, 10 steps*",
+            "*largest mean |shift| of the * fooled events: *sigma*",
+        ]
+    )
     assert "Traceback" not in result.stdout.str()
 
 
@@ -72,25 +75,29 @@ def test_broken_spec_is_a_short_collection_error(project: pytest.Pytester) -> No
     doc["checks"][0]["maxx"] = 0.1
     write_spec(project.path, doc, "broken.robust.toml")
     result = project.runpytest("--robustcheck")
-    result.stdout.fnmatch_lines([
-        "*ERROR collecting broken.robust.toml*",
-        "spec error: *broken.robust.toml: checks[[]0[]]: unknown key `maxx`",
-        "  fix: did you mean `max`?",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR collecting broken.robust.toml*",
+            "spec error: *broken.robust.toml: checks[[]0[]]: unknown key `maxx`",
+            "  fix: did you mean `max`?",
+        ]
+    )
     assert "Traceback" not in result.stdout.str()
     assert result.ret == pytest.ExitCode.INTERRUPTED
 
 
-def test_model_error_fails_the_item_without_traceback(project: pytest.Pytester,
-                                                      model_dir: Path) -> None:
+def test_model_error_fails_the_item_without_traceback(
+    project: pytest.Pytester, model_dir: Path
+) -> None:
     doc = base_spec(model="tagger.pt")
     doc["inputs"]["x"]["features"] = ["a", "b", "c"]
     doc["envelope"]["x"] = {k: {"absolute": 1.0} for k in "abc"}
     write_spec(project.path, doc)
     result = project.runpytest("--robustcheck")
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*data error: *input `x` has shape (3000, 4), but [[]inputs.x[]]"
-                                 " names 3 features*"])
+    result.stdout.fnmatch_lines(
+        ["*data error: *input `x` has shape (3000, 4), but [[]inputs.x[]] names 3 features*"]
+    )
     assert "Traceback" not in result.stdout.str()
 
 
@@ -121,16 +128,34 @@ def test_collection_without_specs_imports_nothing_heavy(pytester: pytest.Pyteste
 def test_example_folder_runs(pytester: pytest.Pytester) -> None:
     example = Path(__file__).parents[1] / "examples" / "quickstart"
     shutil.copytree(example, pytester.path / "quickstart")
-    before = {p.name: p.read_bytes() for p in (pytester.path / "quickstart").iterdir()
-              if p.is_file()}
+    before = {
+        p.name: p.read_bytes() for p in (pytester.path / "quickstart").iterdir() if p.is_file()
+    }
     result = pytester.runpytest("--robustcheck", "-v", "quickstart")
     result.assert_outcomes(passed=3, failed=3)
-    result.stdout.fnmatch_lines_random([
-        "*tagger.robust.toml::fooling rate within 1 sigma PASSED*",
-        "*tagger.robust.toml::fooling rate within 3 sigma FAILED*",
-        "*hidden_systematics.robust.toml::plain PGD: histograms change FAILED*",
-        "*hidden_systematics.robust.toml::hidden PGD: histograms unchanged PASSED*",
-        "*hidden_systematics.robust.toml::hidden PGD: fooling rate FAILED*",
-    ])
+    result.stdout.fnmatch_lines_random(
+        [
+            "*tagger.robust.toml::fooling rate within 1 sigma PASSED*",
+            "*tagger.robust.toml::fooling rate within 3 sigma FAILED*",
+            "*hidden_systematics.robust.toml::plain PGD: histograms change FAILED*",
+            "*hidden_systematics.robust.toml::hidden PGD: histograms unchanged PASSED*",
+            "*hidden_systematics.robust.toml::hidden PGD: fooling rate FAILED*",
+        ]
+    )
     after = {name: (pytester.path / "quickstart" / name).read_bytes() for name in before}
     assert after == before
+
+
+def test_an_unwritable_baseline_does_not_crash_a_passing_run(
+    pytester: pytest.Pytester, model_dir: Path
+) -> None:
+    for name in ("tagger.pt", "data.npz"):
+        shutil.copy(model_dir / name, pytester.path / name)
+    doc = base_spec()
+    doc["checks"][0]["max"] = 1.0
+    write_spec(pytester.path, doc)
+    (pytester.path / "taken").mkdir()
+    result = pytester.runpytest_subprocess("--robustcheck", "--robustcheck-save-baseline=taken")
+    result.assert_outcomes(passed=1)
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["*robustcheck baseline: cannot write the baseline *taken*"])

@@ -19,17 +19,16 @@ def spec_error(model_dir: Path, doc: dict[str, Any]) -> str:
     return str(info.value)
 
 
-def test_valid_spec_loads_from_toml_and_yaml(model_dir: Path, tmp_path: Path) -> None:
+def test_valid_spec_loads_from_toml_and_yaml(model_copy: Path) -> None:
     doc = base_spec()
     for name in ("robustness.toml", "tagger.robust.yaml"):
-        path = write_spec(model_dir, doc, name)
+        path = write_spec(model_copy, doc, name)
         spec = load_spec(path)
         assert spec.model.path == "tagger.pt"
         assert spec.inputs["x"].features == ("jet_pt", "jet_mass", "jet_eta", "n_const")
         assert spec.envelope["x"]["n_const"].frozen
         assert spec.attacks["pgd"].options["steps"] == 10
         assert spec.checks[0].name == "fooling rate"
-        path.unlink()
 
 
 def test_unknown_key_suggests_the_closest(model_dir: Path) -> None:
@@ -123,3 +122,13 @@ def test_spec_names_and_import_paths() -> None:
     assert is_import_path("pkg.mod:build")
     assert not is_import_path("tagger.onnx")
     assert not is_import_path("C:/models/tagger.onnx")
+
+
+def test_non_finite_numbers_are_refused(model_dir: Path) -> None:
+    doc = base_spec()
+    doc["checks"][0]["max"] = float("nan")
+    with pytest.raises(SpecError, match=r"checks\[0\].max: must be a finite number"):
+        parse_spec(doc, model_dir / "robustness.toml")
+    doc = base_spec(epsilon=float("inf"))
+    with pytest.raises(SpecError, match="attacks.pgd.epsilon: must be a finite number"):
+        parse_spec(doc, model_dir / "robustness.toml")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -118,3 +119,27 @@ def test_factory_errors(model_dir: Path) -> None:
         run_for(model_dir, "no_such_module:build").tagger  # noqa: B018
     with pytest.raises(ModelError, match="`mlp` has no attribute `nope`"):
         run_for(model_dir, "mlp:nope").tagger  # noqa: B018
+
+
+def test_two_specs_with_the_same_module_name_get_their_own_models(
+    tmp_path: Path, model_dir: Path
+) -> None:
+    runs = []
+    for name, scale in (("a", 1.0), ("b", -1.0)):
+        folder = tmp_path / name
+        folder.mkdir()
+        shutil.copy(model_dir / "data.npz", folder / "data.npz")
+        (folder / "model.py").write_text(
+            "import torch\n\n"
+            "def build():\n"
+            "    layer = torch.nn.Linear(4, 2)\n"
+            "    with torch.no_grad():\n"
+            "        layer.weight.zero_()\n"
+            f"        layer.bias.copy_(torch.tensor([0.0, {scale}]))\n"
+            "    return layer\n"
+        )
+        runs.append(
+            SpecRun(parse_spec(base_spec(model="model:build"), folder / "r.toml"), device="cpu")
+        )
+    first, second = (run.tagger.module.bias.tolist() for run in runs)
+    assert first == [0.0, 1.0] and second == [0.0, -1.0]
