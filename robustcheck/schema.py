@@ -198,15 +198,17 @@ def check_value(value: Any, spec: Field, path: str, source: str | Path) -> Any:
         raise SpecError(
             f"must be a finite number, got {value!r}", file=source, field=path, fix=spec.doc or None
         )
-    if spec.choices is not None and value not in spec.choices:
-        close = difflib.get_close_matches(str(value), [str(c) for c in spec.choices], n=1)
-        hint = f"did you mean `{close[0]}`? " if close else ""
-        raise SpecError(
-            f"{value!r} is not one of {', '.join(map(repr, spec.choices))}",
-            file=source,
-            field=path,
-            fix=f"{hint}choose one of {', '.join(map(str, spec.choices))}",
-        )
+    items = value if spec.type == "str_list" else [value]
+    for item in items if spec.choices is not None else ():
+        if item not in spec.choices:
+            close = difflib.get_close_matches(str(item), [str(c) for c in spec.choices], n=1)
+            hint = f"did you mean `{close[0]}`? " if close else ""
+            raise SpecError(
+                f"{item!r} is not one of {', '.join(map(repr, spec.choices))}",
+                file=source,
+                field=path,
+                fix=f"{hint}choose one of {', '.join(map(str, spec.choices))}",
+            )
     if (
         spec.minimum is not None
         and _is_type(value, "number")
@@ -242,7 +244,9 @@ def to_json_schema(schema: Mapping[str, Field]) -> dict[str, Any]:
         prop = dict(_JSON_TYPES[spec.type])
         if spec.doc:
             prop["description"] = spec.doc
-        if spec.choices is not None:
+        if spec.choices is not None and spec.type == "str_list":
+            prop["items"] = {"type": "string", "enum": list(spec.choices)}
+        elif spec.choices is not None:
             prop["enum"] = list(spec.choices)
         if spec.minimum is not None:
             key = "exclusiveMinimum" if spec.exclusive_minimum else "minimum"

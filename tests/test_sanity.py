@@ -13,7 +13,7 @@ from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 from robustcheck.cli import main
 from robustcheck.core import SpecRun
-from robustcheck.errors import DataError, SanityError
+from robustcheck.errors import DataError, SanityError, SpecError
 from robustcheck.sanity import GATE_Z
 from robustcheck.spec import parse_spec
 from robustcheck.stats import auc_standard_error
@@ -112,8 +112,11 @@ def test_nan_outputs_fail_every_check(tmp_path: Path, model_dir: Path, mlp: Any)
     with pytest.raises(SanityError, match=r"NaN or infinite scores for 3,000 of 3,000"):
         run.run_check(run.spec.checks[0])
     # the finite gate cannot be skipped
-    with pytest.raises(Exception, match="finite model outputs are always required"):
+    with pytest.raises(SpecError, match="'finite' is not one of 'scores', 'classes'") as info:
         make_run(tmp_path, model_dir, path, skip_gates=["finite"])
+    assert info.value.field == "model.skip_gates"
+    with pytest.raises(SpecError, match="did you mean `accuracy`"):
+        make_run(tmp_path, model_dir, path, skip_gates=["acuracy"])
 
 
 def test_probabilities_declared_on_logits(tmp_path: Path, model_dir: Path) -> None:
