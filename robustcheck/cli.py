@@ -55,39 +55,89 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    """Run every check of every spec; exit 0 when all pass, 1 when one fails, 2 on errors."""
+    """Run every check of every spec; exit 0 when all pass, 1 when one fails, 2 on errors,
+    130 when interrupted (Ctrl-C): then the checks that finished are reported as a partial
+    run and the baseline file is left as it was."""
     from robustcheck.baseline import Baseline
+    from robustcheck.report.json import partial
     from robustcheck.report.terminal import render
 
+    _check_baselines(args)
     records: list[dict[str, Any]] = []
+    expected: dict[str, list[str]] = {}
+    not_loaded: list[str] = []
     errors = 0
+    interrupted: str | None = None
     recorder = Baseline(Path(args.save_baseline)) if args.save_baseline else None
-    for path in args.specs:
-        spec_records, spec_errors = _run_spec(path, args, recorder)
-        records += spec_records
-        errors += spec_errors
+    try:
+        for path in args.specs:
+            errors += _run_spec(path, args, records, expected, not_loaded, recorder)
+    except KeyboardInterrupt:
+        interrupted = "KeyboardInterrupt"
+        print("\nrobustcheck: interrupted", file=sys.stderr)
+    run_partial = partial(expected, records, interrupted, not_loaded=not_loaded)
     if recorder is not None:
-        try:
-            recorder.save()
-        except OSError as exc:
-            print(f"robustcheck: cannot write the baseline {recorder.path}: {exc}", file=sys.stderr)
-            errors += 1
-        else:
-            print(f"robustcheck: baseline written to {recorder.path}")
+        errors += _save_baseline(recorder, interrupted)
     if records:
         width = shutil.get_terminal_size().columns
-        print("\n" + render(records, width))
+        print("\n" + render(records, width, partial=run_partial))
     if args.report and records:
-        _write_report(records, args.report, ["robustcheck", "run", *_argv_tail(args)])
+        argv = ["robustcheck", "run", *_argv_tail(args)]
+        _write_report(records, args.report, argv, run_partial)
+    if interrupted:
+        return 130
     if errors:
         return 2
     return 1 if any(r["verdict"] != "passed" for r in records) else 0
 
 
+def _check_baselines(args: argparse.Namespace) -> None:
+    """A --baseline or an existing --save-baseline file that is not a baseline stops the run
+    before it starts (SpecError: exit 2), not after the checks have run."""
+    from robustcheck.baseline import Baseline, read_entries
+
+    save = Path(args.save_baseline) if args.save_baseline else None
+    if save is not None and save.is_file():  # a folder or no file: said at the end
+        read_entries(save, writing=True)
+    if args.baseline:
+        path = Path(args.baseline)
+        if save is None or path.exists() or path.resolve() != save.resolve():
+            Baseline.load(path)
+
+
+def _save_baseline(recorder: Baseline, interrupted: str | None) -> int:
+    """Merge this run's entries into the baseline file; the number of errors (0 or 1)."""
+    path = recorder.path
+    if interrupted:
+        state = "is unchanged" if path.exists() else "was not created"
+        print(f"robustcheck: baseline not written: the run was interrupted; {path} {state}")
+        return 0
+    if not recorder.entries:
+        print(f"robustcheck: no check produced figures: the baseline {path} was not written")
+        return 0
+    try:
+        outcome = recorder.save(_notice)
+    except (OSError, RobustcheckError) as exc:
+        print(f"robustcheck: cannot write the baseline {path}: {exc}", file=sys.stderr)
+        return 1
+    print(f"robustcheck: baseline written to {outcome.line()}")
+    return 0
+
+
+def _notice(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
 def _run_spec(
-    path: str, args: argparse.Namespace, recorder: Baseline | None = None
-) -> tuple[list[dict[str, Any]], int]:
-    """Run one spec's checks, printing each verdict; return their records and the error count."""
+    path: str,
+    args: argparse.Namespace,
+    records: list[dict[str, Any]],
+    expected: dict[str, list[str]],
+    not_loaded: list[str],
+    recorder: Baseline | None = None,
+) -> int:
+    """Run one spec's checks, printing each verdict and appending its records as they come
+    (an interruption keeps those that finished); return the error count."""
     from robustcheck.core import SpecRun
     from robustcheck.report.data import SpecReportData, add_report_data
     from robustcheck.report.progress import progress
@@ -103,10 +153,11 @@ def _run_spec(
         )
     except RobustcheckError as exc:
         _print_error(exc)
-        return [], 1
+        not_loaded.append(path)
+        return 1
     data = SpecReportData(run) if args.report else None
     spec_path = str(run.spec.path)
-    records = []
+    expected[spec_path] = [check.name for check in run.spec.checks]
     errors = 0
     loading: RobustcheckError | None = None
     started = time.perf_counter()
@@ -144,14 +195,19 @@ def _run_spec(
         if data is not None:
             add_report_data(record, data, check)
         records.append(record)
-    return records, errors
+    return errors
 
 
-def _write_report(records: list[dict[str, Any]], folder: str, argv: list[str]) -> None:
+def _write_report(
+    records: list[dict[str, Any]],
+    folder: str,
+    argv: list[str],
+    partial: dict[str, Any] | None = None,
+) -> None:
     from robustcheck.report.writer import write_report
 
     try:
-        outcome = write_report(records, folder, " ".join(argv))
+        outcome = write_report(records, folder, " ".join(argv), partial, _notice)
     except Exception as exc:  # the report must never turn a run into a crash
         print(
             f"robustcheck report: cannot write {folder}: {type(exc).__name__}: {exc}",
@@ -313,6 +369,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RobustcheckError as exc:
         _print_error(exc)
         return 2
+    except KeyboardInterrupt:
+        print("robustcheck: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

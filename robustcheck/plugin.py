@@ -102,8 +102,12 @@ def option_path(config: pytest.Config, name: str) -> Path | None:
     return config.invocation_params.dir / value if value else None
 
 
+SUMMARY_PLUGIN = "robustcheck-summary"
+WORKER_OUTPUT = "robustcheck_collected"  # key of config.workeroutput under pytest-xdist
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    config.pluginmanager.register(RunSummary(config), "robustcheck-summary")
+    config.pluginmanager.register(RunSummary(config), SUMMARY_PLUGIN)
 
 
 HOOK_NAMES = (
@@ -170,6 +174,9 @@ class SpecFile(pytest.File):
         from robustcheck.spec import load_spec
 
         spec = load_spec(self.path)
+        summary = self.config.pluginmanager.get_plugin(SUMMARY_PLUGIN)
+        if isinstance(summary, RunSummary):  # every check counts as collected, selected or not
+            summary.expected[str(self.path)] = [check.name for check in spec.checks]
         for check in spec.checks:
             yield SpecItem.from_parent(self, name=check.name, check=check)
 
@@ -288,14 +295,44 @@ def _error_text(exc: BaseException) -> str:
 
 class RunSummary:
     """Gathers check records from the reports (from xdist workers too), then prints the
-    summary table and writes the report on the controller."""
+    summary table and writes the report and the baseline on the controller.
+
+    A run is *partial* when not every check of the collected spec files ran: a ``-k``/``-m``
+    selection, node ids, an interruption. It is *interrupted* when pytest was interrupted
+    (Ctrl-C, ``pytest.exit``, collection errors, an internal error) or stopped early
+    (``-x``/``--maxfail``) before every selected check ran. The report of a partial run says
+    so at its top; an interrupted run writes nothing into the baseline file, not even the
+    entries of the checks that finished, and says so.
+    """
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
         self.records: dict[str, dict[str, Any]] = {}
+        self.expected: dict[str, list[str]] = {}  # spec path -> names of its checks
+        self.deselected: set[tuple[str, str]] = set()
+        self.interrupted: str | None = None
+        self.partial: dict[str, Any] | None = None
         self.report: ReportOutcome | None = None
-        self.baseline_written: Path | None = None
+        self.baseline_written: str | None = None
         self.baseline_problem: str | None = None
+
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        """A --robustcheck-baseline or an existing --robustcheck-save-baseline file that is not
+        a baseline stops the session before any check runs, naming the file and the fix."""
+        if not enabled(self.config) or is_xdist_worker(self.config):
+            return
+        save = option_path(self.config, "robustcheck_save_baseline")
+        compare = option_path(self.config, "robustcheck_baseline")
+        from robustcheck.baseline import Baseline, read_entries
+        from robustcheck.errors import RobustcheckError
+
+        try:
+            if save is not None and save.is_file():  # a folder or no file: said at the end
+                read_entries(save, writing=True)
+            if compare is not None and (save is None or compare.exists() or compare != save):
+                Baseline.load(compare)
+        except RobustcheckError as exc:
+            raise pytest.UsageError(f"{exc.kind}: {exc}") from None
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         text = getattr(report, RECORD_ATTRIBUTE, None)
@@ -304,21 +341,87 @@ class RunSummary:
 
             self.records[report.nodeid] = loads(text)
 
-    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+    def pytest_deselected(self, items: list[pytest.Item]) -> None:
+        for item in items:
+            if isinstance(item, SpecItem):
+                self.deselected.add((str(item.path), item.name))
+
+    def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+        value = excinfo.value
+        if isinstance(value, pytest.exit.Exception):
+            self.interrupted = f"pytest.exit: {value.msg}"
+        elif type(value).__name__ == "Interrupted" and str(value):  # e.g. collection errors
+            self.interrupted = str(value)
+        else:
+            self.interrupted = excinfo.typename
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        """pytest-xdist: the controller learns from each worker what it collected."""
+        text = (getattr(node, "workeroutput", None) or {}).get(WORKER_OUTPUT)
+        if not text:
+            return
+        import json
+
+        data = json.loads(text)
+        for spec, names in data["expected"].items():
+            self.expected.setdefault(spec, names)
+        self.deselected.update((spec, name) for spec, name in data["deselected"])
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if is_xdist_worker(self.config):
+            import json
+
+            self.config.workeroutput[WORKER_OUTPUT] = json.dumps(  # type: ignore[attr-defined]
+                {"expected": self.expected, "deselected": sorted(self.deselected)}
+            )
+            return
+        if not enabled(self.config):
+            return
+        self.partial = self._partial(session, exitstatus)
         try:
             self._write_report()
         finally:
             self._save_baseline()
 
+    def _partial(self, session: pytest.Session, exitstatus: int) -> dict[str, Any] | None:
+        from robustcheck.report.json import partial
+
+        records = list(self.records.values())
+        ran = {(r["spec"], r["name"]) for r in records}
+        collected = {(spec, name) for spec, names in self.expected.items() for name in names}
+        deselected = len(self.deselected & (collected - ran))
+        not_run = len(collected - ran) - deselected
+        interrupted = self.interrupted
+        if interrupted is None and exitstatus == pytest.ExitCode.INTERNAL_ERROR:
+            interrupted = "internal error"
+        elif interrupted is None and exitstatus == pytest.ExitCode.INTERRUPTED:
+            interrupted = "interrupted"
+        stop = session.shouldfail or session.shouldstop
+        if interrupted is None and stop and not_run:
+            interrupted = f"stopped early: {stop}" if isinstance(stop, str) else "stopped early"
+        why = [f"{deselected} deselected (-k, -m or --deselect)"] if deselected else []
+        if not_run:
+            why.append(f"{not_run} not selected or not run")
+        return partial(self.expected, records, interrupted, "; ".join(why))
+
+    def _notice(self, text: str) -> None:
+        """A line in the terminal while the session finishes (waiting for a lock)."""
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(text, yellow=True)
+
     def _write_report(self) -> None:
         folder = report_dir(self.config)
-        if folder is None or is_xdist_worker(self.config) or not self.records:
+        if folder is None or not self.records:
             return
         from robustcheck.report.writer import ReportOutcome, write_report
 
         command = " ".join(["pytest", *self.config.invocation_params.args])
         try:
-            self.report = write_report(self.records.values(), folder, command)
+            self.report = write_report(
+                self.records.values(), folder, command, self.partial, self._notice
+            )
         except Exception as exc:  # the report must never turn a run into a crash
             self.report = ReportOutcome(folder)
             self.report.problems.append(
@@ -327,37 +430,47 @@ class RunSummary:
 
     def _save_baseline(self) -> None:
         path = option_path(self.config, "robustcheck_save_baseline")
-        if path is None or is_xdist_worker(self.config):
+        if path is None:
+            return
+        if self.partial is not None and self.partial["interrupted"]:
+            state = "is unchanged" if path.exists() else "was not created"
+            self.baseline_problem = (
+                f"not written: the run was interrupted ({self.partial['reason']}); {path} {state}"
+            )
             return
         from robustcheck.baseline import Baseline
+        from robustcheck.errors import RobustcheckError
 
         baseline = Baseline(path)
         for record in self.records.values():
             item = record.get("baseline_entry")
             if item:
                 baseline.entries.setdefault(item["spec"], {})[item["check"]] = item["entry"]
-        if baseline.entries:
-            try:
-                baseline.save()
-            except OSError as exc:  # never turn a run into a crash: say so instead
-                self.baseline_problem = f"cannot write the baseline {path}: {exc}"
-            else:
-                self.baseline_written = path
+        if not baseline.entries:
+            if self.records:
+                self.baseline_problem = f"no check produced figures: {path} was not written"
+            return
+        try:
+            self.baseline_written = baseline.save(self._notice).line()
+        except (OSError, RobustcheckError) as exc:  # never turn a run into a crash
+            self.baseline_problem = f"cannot write the baseline {path}: {exc}"
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if is_xdist_worker(self.config):
             return
         folder = report_dir(self.config)
+        writer = terminalreporter
         if not self.records:
             if folder is not None and enabled(self.config):
-                terminalreporter.write_line(
+                writer.write_line(
                     f"robustcheck: no check ran, so no report was written to {folder}",
                     yellow=True,
                 )
+            if self.baseline_problem is not None:
+                writer.write_line(f"robustcheck baseline: {self.baseline_problem}", yellow=True)
             return
-        from robustcheck.report.terminal import lines, totals_line
+        from robustcheck.report.terminal import lines, partial_line, spec_lines, totals_line
 
-        writer = terminalreporter
         writer.write_sep("=", "robustcheck summary")
         records = list(self.records.values())
         width = getattr(getattr(writer, "_tw", None), "fullwidth", 120)
@@ -367,6 +480,10 @@ class RunSummary:
             writer.write(line.verdict, **colors.get(line.verdict.strip(), {"bold": True}))
             writer.line(line.after.rstrip())
         writer.write_line(totals_line(records))
+        for line in spec_lines(records, self.config.rootpath):
+            writer.write_line(line)
+        if self.partial is not None:
+            writer.write_line(f"robustcheck: {partial_line(self.partial)}", yellow=True)
         if self.baseline_written is not None:
             writer.write_line(f"robustcheck baseline: {self.baseline_written}")
         if self.baseline_problem is not None:

@@ -7,7 +7,7 @@ from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from robustcheck.report.terminal import display_path
+from robustcheck.report.terminal import display_path, nominal_line, partial_line
 
 if TYPE_CHECKING:
     from robustcheck.report.writer import Plot
@@ -33,6 +33,9 @@ details pre { background: #f7f7f7; padding: 0.6em; overflow-x: auto; font-size: 
 figure { margin: 0; border: 1px solid #eee; padding: 0.3em; min-width: 0; }
 figure img { display: block; width: 100%; height: auto; }
 figcaption { font-size: 0.8em; color: #555; overflow-wrap: anywhere; }
+.partial { background: #fdecea; border-left: 6px solid #c62828; padding: 0.6em 1em;
+           margin: 0.8em 0; font-weight: bold; }
+.partial ul { font-weight: normal; margin: 0.3em 0 0 0; font-size: 0.9em; }
 .problem { background: #fff3e0; border-left: 4px solid #ef6c00; padding: 0.4em 0.8em;
            margin: 0.4em 0; font-size: 0.9em; }
 """
@@ -149,6 +152,7 @@ def _spec(spec: dict[str, Any], drawn: list[Plot]) -> str:
         f'<p class="meta">{counts["passed"]} passed, {counts["failed"]} failed &middot; '
         f"spec sha256 {_short_hash(spec)} &middot; device {escape(str(spec.get('device', '?')))}"
         "</p>",
+        _nominal(spec.get("nominal")),
         _files(spec),
         _checks(spec["checks"]),
     ]
@@ -164,6 +168,28 @@ def _spec(spec: dict[str, Any], drawn: list[Plot]) -> str:
         )
         parts.append(f'<div class="plots">{"".join(roc)}</div>')
     return "\n".join(parts)
+
+
+def _nominal(nominal: dict[str, Any] | None) -> str:
+    """The tagger's nominal performance (nothing for records made without it)."""
+    if not nominal:
+        return ""
+    warnings = "".join(
+        f'<div class="problem">{escape(str(w))}</div>' for w in nominal.get("warnings") or ()
+    )
+    return f'<p class="nominal">{escape(nominal_line(nominal))}</p>{warnings}'
+
+
+def _partial(partial: dict[str, Any] | None) -> str:
+    """The banner of a run in which not every collected check ran."""
+    if not partial:
+        return ""
+    items = "".join(f"<li><code>{escape(display_path(c))}</code></li>" for c in partial["not_run"])
+    title = "interrupted run" if partial.get("interrupted") else "partial run"
+    return (
+        f'<div class="partial">{title}: {escape(partial_line(partial))}; this report holds '
+        f"only the checks that ran<ul>{items}</ul></div>"
+    )
 
 
 def _pareto(group: dict[str, Any], folder: Path | None) -> str:
@@ -202,7 +228,9 @@ def page(document: dict[str, Any], drawn: dict[str, list[Plot]], folder: Path | 
         for name, version in document["versions"].items()
         if version and name != "pytest-robustcheck"
     )
-    problems = "".join(f'<div class="problem">{escape(p)}</div>' for p in document["problems"])
+    partial = document.get("partial")
+    shown = [p for p in document["problems"] if not (partial and p.startswith("partial run: "))]
+    problems = "".join(f'<div class="problem">{escape(p)}</div>' for p in shown)
     specs = "\n".join(_spec(spec, drawn.get(spec["path"], [])) for spec in document["specs"])
     specs += "".join(_pareto(group, folder) for group in document.get("pareto") or [])
     return f"""<!DOCTYPE html>
@@ -214,6 +242,7 @@ def page(document: dict[str, Any], drawn: dict[str, list[Plot]], folder: Path | 
 <p class="meta">{escape(document["created"])} &middot; <code>{escape(document["command"])}</code>
 <br>{versions} &middot; Python {escape(document["python"])}
 &middot; {escape(document["platform"])}</p>
+{_partial(partial)}
 {problems}
 {specs}
 </body></html>
@@ -221,6 +250,6 @@ def page(document: dict[str, Any], drawn: dict[str, list[Plot]], folder: Path | 
 
 
 def write(document: dict[str, Any], drawn: dict[str, list[Plot]], folder: Path) -> Path:
-    path = folder / "report.html"
-    path.write_text(page(document, drawn, folder), encoding="utf-8")
-    return path
+    from robustcheck.atomic import write_text
+
+    return write_text(folder / "report.html", page(document, drawn, folder))

@@ -8,7 +8,7 @@ figure, threshold and attack.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -87,6 +87,66 @@ def totals_line(records: Sequence[dict[str, Any]]) -> str:
     )
 
 
-def render(records: Sequence[dict[str, Any]], width: int = 120, root: Path | None = None) -> str:
-    """The summary as plain text."""
-    return "\n".join([*(line.text() for line in lines(records, width, root)), totals_line(records)])
+def spec_lines(records: Iterable[dict[str, Any]], root: Path | None = None) -> list[str]:
+    """One line per spec with the nominal performance of its tagger (records without a
+    ``nominal`` entry: none), then one per warning about it."""
+    out = []
+    seen: set[str] = set()
+    for record in sorted(records, key=sort_key):
+        nominal = record.get("nominal")
+        if not nominal or record["spec"] in seen:
+            continue
+        seen.add(record["spec"])
+        where = f"robustcheck: {display_path(record['spec'], root)}:"
+        out.append(f"{where} {nominal_line(nominal)}")
+        out += [f"{where} warning: {warning}" for warning in nominal.get("warnings") or ()]
+    return out
+
+
+def render(
+    records: Sequence[dict[str, Any]],
+    width: int = 120,
+    root: Path | None = None,
+    partial: Mapping[str, Any] | None = None,
+) -> str:
+    """The summary as plain text: the table, the totals, the nominal performance of each
+    spec and, for a partial run, how many checks ran."""
+    text = [*(line.text() for line in lines(records, width, root)), totals_line(records)]
+    text += spec_lines(records, root)
+    if partial:
+        text.append(f"robustcheck: {partial_line(partial)}")
+    return "\n".join(text)
+
+
+def partial_line(info: Mapping[str, Any]) -> str:
+    """'3 of 6 checks ran (interrupted: KeyboardInterrupt)'."""
+    return f"{info['ran']} of {info['collected']} checks ran ({info['reason']})"
+
+
+def nominal_line(nominal: Mapping[str, Any]) -> str:
+    """'nominal AUC 0.871 ± 0.004, accuracy 0.803 (balanced 0.801, majority class 0.500),
+    2,000 events' and the gates skipped, from a record's ``nominal`` entry."""
+
+    def number(key: str) -> float | None:
+        value = nominal.get(key)
+        return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+    parts = []
+    auc, error = number("auc"), number("auc_error")
+    if auc is not None:
+        parts.append(f"AUC {auc:.3f}" + (f" ± {error:.3f}" if error is not None else ""))
+    if (accuracy := number("accuracy")) is not None:
+        extra = [
+            f"{label} {value:.3f}"
+            for key, label in (
+                ("balanced_accuracy", "balanced"),
+                ("majority_rate", "majority class"),
+            )
+            if (value := number(key)) is not None
+        ]
+        parts.append(f"accuracy {accuracy:.3f}" + (f" ({', '.join(extra)})" if extra else ""))
+    if (events := number("n_events")) is not None:
+        parts.append(f"{int(events):,} events")
+    if nominal.get("skipped_gates"):
+        parts.append("skipped gates: " + ", ".join(map(str, nominal["skipped_gates"])))
+    return "nominal " + (", ".join(parts) or "performance not measured")

@@ -1,14 +1,16 @@
 """Writes a report folder: report.json, report.html and plots/*.png.
 
 A folder that cannot be written or a plot that fails becomes a line in ``problems``, never
-an exception: the report must not turn a passing run into a crash.
+an exception: the report must not turn a passing run into a crash. Every file is written
+atomically (robustcheck.atomic) under the folder's lock file ``.robustcheck.lock``, so two
+runs writing one folder never leave it half-written or mixed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,7 @@ class ReportOutcome:
     folder: Path
     written: list[Path] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    removed: list[Path] = field(default_factory=list)  # plots of earlier runs
 
     @property
     def html(self) -> Path | None:
@@ -166,11 +169,26 @@ def pareto_groups(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+LOCK_NAME = ".robustcheck.lock"
+# the plot files robustcheck names (see spec_plots and pareto_groups): only these are removed
+OWN_PLOT = re.compile(r"^(?:[A-Za-z0-9_.-]+-[0-9a-f]{6}__[A-Za-z0-9_.-]+|pareto_\d+)\.png$")
+
+
 def write_report(
-    records: Iterable[dict[str, Any]], folder: str | Path, command: str
+    records: Iterable[dict[str, Any]],
+    folder: str | Path,
+    command: str,
+    partial: dict[str, Any] | None = None,
+    notice: Callable[[str], None] | None = None,
 ) -> ReportOutcome:
-    """Write report.json, report.html and the plots of these check records into ``folder``."""
-    from robustcheck.report import html
+    """Write report.json, report.html and the plots of these check records into ``folder``.
+
+    The report is this run's alone: ``partial`` (see :func:`json_report.partial`) says at its
+    top when not every collected check ran. Plots are drawn first; then, under the folder's
+    lock, every file is written atomically and the plots of earlier runs that this run did not
+    draw are removed, so the folder never mixes two runs.
+    """
+    from robustcheck import atomic
 
     folder = Path(folder)
     outcome = ReportOutcome(folder)
@@ -180,13 +198,45 @@ def write_report(
     except OSError as exc:
         outcome.problems.append(f"cannot write the report to {folder}: {_reason(exc)}")
         return outcome
-    document = json_report.build(records, command)
+    document = json_report.build(records, command, partial=partial)
     why_not = plots.unavailable()
     drawn: dict[str, list[Plot]] = {}
     if why_not:
         outcome.problems.append(f"no plots in the report: {why_not}")
     for spec in document["specs"]:
         drawn[spec["path"]] = [] if why_not else spec_plots(spec)
+    document["pareto"] = pareto_groups(document["specs"])
+    pareto_png: dict[str, bytes] = {}
+    for number, group in enumerate(document["pareto"]):
+        if why_not:
+            break
+        group["file"] = f"plots/pareto_{number}.png"
+        try:
+            pareto_png[group["file"]] = plots.pareto(group["points"])
+        except Exception as exc:  # a broken plot must not break the report
+            outcome.problems.append(f"plot {group['file']} failed: {type(exc).__name__}: {exc}")
+            group["file"] = None
+    try:
+        with atomic.locked(folder / LOCK_NAME, f"the report in {folder}", notice):
+            _write_files(document, drawn, pareto_png, folder, outcome)
+    except OSError as exc:  # the lock: another run held it too long, or it cannot be made
+        outcome.problems.append(f"cannot write the report to {folder}: {_reason(exc)}")
+    return outcome
+
+
+def _write_files(
+    document: dict[str, Any],
+    drawn: dict[str, list[Plot]],
+    pareto_png: dict[str, bytes],
+    folder: Path,
+    outcome: ReportOutcome,
+) -> None:
+    """The plots, the removal of stale ones, report.json and report.html (under the lock)."""
+    from robustcheck import atomic
+    from robustcheck.report import html
+
+    written: set[str] = set()
+    for spec in document["specs"]:
         spec["plots"] = []
         for plot in drawn[spec["path"]]:
             entry = {"kind": plot.kind, "title": plot.title, "attack": plot.attack}
@@ -196,21 +246,21 @@ def write_report(
             else:
                 assert plot.png is not None
                 try:
-                    (folder / plot.file).write_bytes(plot.png)
+                    atomic.write_bytes(folder / plot.file, plot.png)
                     entry["file"] = plot.file
+                    written.add(Path(plot.file).name)
                 except OSError as exc:
                     outcome.problems.append(f"cannot write {folder / plot.file}: {_reason(exc)}")
             spec["plots"].append(entry)
-    document["pareto"] = pareto_groups(document["specs"])
-    for number, group in enumerate(document["pareto"]):
-        if why_not:
-            break
-        group["file"] = f"plots/pareto_{number}.png"
-        try:
-            (folder / group["file"]).write_bytes(plots.pareto(group["points"]))
-        except Exception as exc:  # a broken plot must not break the report
-            outcome.problems.append(f"plot {group['file']} failed: {type(exc).__name__}: {exc}")
-            group["file"] = None
+    for group in document["pareto"]:
+        if group.get("file") in pareto_png:
+            try:
+                atomic.write_bytes(folder / group["file"], pareto_png[group["file"]])
+                written.add(Path(group["file"]).name)
+            except OSError as exc:
+                outcome.problems.append(f"cannot write {folder / group['file']}: {_reason(exc)}")
+                group["file"] = None
+    outcome.removed = remove_stale_plots(folder / "plots", written, outcome.problems)
     document["problems"] = [*document["problems"], *outcome.problems]
     for name, write in (
         ("report.json", lambda: json_report.write(document, folder)),
@@ -222,7 +272,23 @@ def write_report(
             outcome.problems.append(f"cannot write {folder / name}: {_reason(exc)}")
         except Exception as exc:  # one broken page must not cost the other file
             outcome.problems.append(f"cannot build {name}: {type(exc).__name__}: {exc}")
-    return outcome
+
+
+def remove_stale_plots(plots_folder: Path, keep: set[str], problems: list[str]) -> list[Path]:
+    """Remove the plots robustcheck drew in earlier runs (its own file names only) that this
+    run did not draw: a check that did not run leaves no old picture behind."""
+    removed = []
+    for path in sorted(plots_folder.glob("*.png")):
+        if path.name in keep or not OWN_PLOT.match(path.name):
+            continue
+        try:
+            path.unlink()
+            removed.append(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            problems.append(f"cannot remove the old plot {path}: {_reason(exc)}")
+    return removed
 
 
 def _reason(exc: OSError) -> str:
