@@ -70,7 +70,8 @@ def model_digest(run: SpecRun) -> str:
 def _selection(data: DataSpec) -> dict[str, object]:
     """What a [data.NAME] table selects, but its path; the streaming settings only when the
     sample is streamed (they change random starts and the kept sample)."""
-    out = {k: v for k, v in asdict(data).items() if k != "path"}
+    # strict_bounds only turns a warning into an error: it changes no figure
+    out = {k: v for k, v in asdict(data).items() if k not in ("path", "strict_bounds")}
     if data.chunk_size is None:
         del out["chunk_size"], out["keep_events"]
     return out

@@ -164,13 +164,15 @@ def _run_spec(
     try:
         with progress(f"{path}: loading the model and data, evaluating"):
             run.log_probs("nominal")
+            run.sanity()  # a failed gate fails every check: said once, here
     except RobustcheckError as exc:
         loading = exc
         _print_error(exc)
     for check in run.spec.checks:
         if loading is not None:
             seconds = 0.0
-            record = check_record(spec_path, check, seconds, error=f"{loading.kind}: {loading}")
+            error = f"{loading.kind}: {loading}"
+            record = check_record(spec_path, check, seconds, error=error, nominal=loading.nominal)
         else:
             try:
                 attack = check.options.get("attack")

@@ -238,7 +238,13 @@ class SpecItem(pytest.Item):
             result = self.parent.spec_run().run_check(self.check)
         except Exception as exc:
             seconds = time.perf_counter() - started
-            self.record = check_record(spec_path, self.check, seconds, error=_error_text(exc))
+            self.record = check_record(
+                spec_path,
+                self.check,
+                seconds,
+                error=_error_text(exc),
+                nominal=getattr(exc, "nominal", None),  # a failed sanity gate's figures
+            )
             self._add_report_data()
             self._add_baseline_entry()
             raise
