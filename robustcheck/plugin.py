@@ -10,13 +10,14 @@ prints the summary table and writes the report (plots included) from them alone.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+
+from robustcheck.spec.names import is_spec_file  # light: the package imports no torch/numpy
 
 if TYPE_CHECKING:
     from robustcheck.core import SpecRun
@@ -25,7 +26,6 @@ if TYPE_CHECKING:
     from robustcheck.result import CheckResult
     from robustcheck.spec import CheckSpec
 
-SPEC_FILE = re.compile(r"^(robustness|.+\.robust)\.(toml|ya?ml)$")
 SKIP_REASON = "robustness checks run only with --robustcheck (or ini option robustcheck = true)"
 RECORD_ATTRIBUTE = "robustcheck"
 
@@ -138,7 +138,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
-    if SPEC_FILE.match(file_path.name):
+    if is_spec_file(file_path):
         return SpecFile.from_parent(parent, path=file_path)
     return None
 

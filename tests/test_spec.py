@@ -132,3 +132,20 @@ def test_non_finite_numbers_are_refused(model_dir: Path) -> None:
     doc = base_spec(epsilon=float("inf"))
     with pytest.raises(SpecError, match="attacks.pgd.epsilon: must be a finite number"):
         parse_spec(doc, model_dir / "robustness.toml")
+
+
+def test_spec_file_names_have_one_definition(pytester: pytest.Pytester) -> None:
+    """pytest collects exactly the files that ``is_spec_file`` names (the plugin has no copy)."""
+    from robustcheck import plugin
+
+    assert plugin.is_spec_file is is_spec_file
+    assert not hasattr(plugin, "SPEC_FILE")
+    names = ["robustness.toml", "jets.robust.yaml", "robust.toml", "robustness.json"]
+    for name in names:
+        (pytester.path / name).write_text("version = 1\n")
+    collector = pytester.getpathnode(pytester.path)
+    collected = {
+        p.name for p in pytester.path.iterdir() if plugin.pytest_collect_file(p, collector)
+    }
+    assert collected == {n for n in names if is_spec_file(Path(n))}
+    assert collected == {"robustness.toml", "jets.robust.yaml"}
