@@ -36,8 +36,12 @@ def report_spec() -> dict[str, Any]:
     """Two attacks (one with an epsilon scan), a passing, a failing and an invariance check."""
     doc = base_spec(scan=[0.5, 1.0])
     doc["data"]["nominal"]["max_events"] = EVENTS
-    doc["data"]["alternative"] = {"path": "alt.npz", "labels": "y", "inputs": {"x": "x"},
-                                  "max_events": EVENTS}
+    doc["data"]["alternative"] = {
+        "path": "alt.npz",
+        "labels": "y",
+        "inputs": {"x": "x"},
+        "max_events": EVENTS,
+    }
     doc["attacks"]["fgsm"] = {"method": "fgsm", "epsilon": 1.0, "seed": 3}
     doc["checks"] = [
         {"name": "rate", "type": "fooling_rate", "attack": "pgd", "max": 1.0},
@@ -90,7 +94,10 @@ def test_pytest_report_json_html_and_summary(project: pytest.Pytester, model_dir
     checks = {c["name"]: c for c in spec["checks"]}
     assert [c["name"] for c in spec["checks"]] == list(CHECK_NAMES)
     assert {n: c["verdict"] for n, c in checks.items()} == {
-        "rate": "passed", "strict": "failed", "shape": "passed"}
+        "rate": "passed",
+        "strict": "failed",
+        "shape": "passed",
+    }
     assert doc["summary"] == {"passed": 2, "failed": 1, "error": 0}
 
     # the fooling rate and its Clopper-Pearson interval, recomputed with scipy
@@ -108,7 +115,8 @@ def test_pytest_report_json_html_and_summary(project: pytest.Pytester, model_dir
     assert scan[1.0]["n_fooled"] == k and scan[1.0]["n_events"] == n
     low = scan[0.5]
     assert low["ci_low"] == pytest.approx(
-        scipy_stats.beta.ppf(0.025, low["n_fooled"], low["n_events"] - low["n_fooled"] + 1))
+        scipy_stats.beta.ppf(0.025, low["n_fooled"], low["n_events"] - low["n_fooled"] + 1)
+    )
     assert "scan" not in spec["attacks"]["fgsm"]["options"]
 
     # ROC curves against scikit-learn on scores computed here
@@ -134,8 +142,11 @@ def test_pytest_report_json_html_and_summary(project: pytest.Pytester, model_dir
 
     assert doc["versions"]["torch"] == torch.__version__.split("+")[0]
     assert doc["versions"]["numpy"] == np.__version__
-    for entry, name in ((spec["model"], "tagger.pt"), (spec["data"]["nominal"], "data.npz"),
-                        (spec["data"]["alternative"], "alt.npz")):
+    for entry, name in (
+        (spec["model"], "tagger.pt"),
+        (spec["data"]["nominal"], "data.npz"),
+        (spec["data"]["alternative"], "alt.npz"),
+    ):
         assert entry["sha256"] == hashlib.sha256((model_dir / name).read_bytes()).hexdigest()
     assert spec["data"]["nominal"]["n_events"] == len(x)
     assert all(s > 0 for s in doc["timings"]["checks"].values())
@@ -196,25 +207,47 @@ def record(name: str, passed: bool | None, index: int = 0, **figures: Any) -> di
     check = CheckSpec(index, name, "fooling_rate", {"attack": "pgd", "max": 0.1})
     if passed is None:
         return check_record("/specs/a.robust.toml", check, 1.0, error="model error: broken")
-    result = CheckResult("/specs/a.robust.toml", name, "fooling_rate", passed, "summary",
-                         figures=figures, attack="pgd eps=1 sigma, seed 1")
+    result = CheckResult(
+        "/specs/a.robust.toml",
+        name,
+        "fooling_rate",
+        passed,
+        "summary",
+        figures=figures,
+        attack="pgd eps=1 sigma, seed 1",
+    )
     return check_record("/specs/a.robust.toml", check, 1.5, result=result)
 
 
 def figures(k: int, n: int) -> dict[str, Any]:
     low = scipy_stats.beta.ppf(0.025, k, n - k + 1) if k else 0.0
     high = scipy_stats.beta.ppf(0.975, k + 1, n - k)
-    return {"fooling_rate": k / n, "ci_low": low, "ci_high": high, "n_events": n,
-            "n_fooled": k, "threshold": 0.1, "confidence": 0.95}
+    return {
+        "fooling_rate": k / n,
+        "ci_low": low,
+        "ci_high": high,
+        "n_events": n,
+        "n_fooled": k,
+        "threshold": 0.1,
+        "confidence": 0.95,
+    }
 
 
 def test_terminal_table_and_narrow_layout() -> None:
-    records = [record("first", True, 0, **figures(3, 100)),
-               record("second", False, 1, **figures(30, 100)),
-               record("third", None, 2)]
+    records = [
+        record("first", True, 0, **figures(3, 100)),
+        record("second", False, 1, **figures(30, 100)),
+        record("third", None, 2),
+    ]
     wide = render(records, width=200, root=Path("/specs"))
-    assert wide.splitlines()[0].split() == ["SPEC", "CHECK", "FIGURE", "THRESHOLD", "VERDICT",
-                                            "ATTACK"]
+    assert wide.splitlines()[0].split() == [
+        "SPEC",
+        "CHECK",
+        "FIGURE",
+        "THRESHOLD",
+        "VERDICT",
+        "ATTACK",
+    ]
     row = next(line for line in wide.splitlines() if "second" in line)
     assert row.split()[0] == "a.robust.toml" and "FAILED" in row and row.endswith("pgd")
     assert "0.3 (95% CL" in row and "upper limit <= 0.1" in row
@@ -222,7 +255,10 @@ def test_terminal_table_and_narrow_layout() -> None:
     assert wide.splitlines()[-1] == "1 passed, 1 failed, 1 errors in 1 spec"
     narrow = lines(records, width=60, root=Path("/specs"))
     assert [line.verdict.strip() for line in narrow if line.verdict] == [
-        "PASSED", "FAILED", "ERROR"]
+        "PASSED",
+        "FAILED",
+        "ERROR",
+    ]
     assert narrow[0].text() == "PASSED  a.robust.toml::first"
     assert narrow[1].text().startswith(" " * 8 + "0.03 (95% CL ")
     assert narrow[1].text().endswith("upper limit <= 0.1  attack pgd")
@@ -231,15 +267,23 @@ def test_terminal_table_and_narrow_layout() -> None:
 def test_broken_plot_is_named_and_the_page_is_still_written(tmp_path: Path) -> None:
     good = record("rate", True, **figures(3, 100))
     edges = np.linspace(0.0, 1.0, 5).tolist()
-    histogram = {"input": "x", "feature": "jet_mass", "edges": edges, "nominal": [1, 2, 3, 4],
-                 "adversarial": [1, 2, 3, 4], "n_entries": 10, "ks_pvalue": 0.5,
-                 "chi2_pvalue": 0.4}
+    histogram = {
+        "input": "x",
+        "feature": "jet_mass",
+        "edges": edges,
+        "nominal": [1, 2, 3, 4],
+        "adversarial": [1, 2, 3, 4],
+        "n_entries": 10,
+        "ks_pvalue": 0.5,
+        "chi2_pvalue": 0.4,
+    }
     broken = {**histogram, "feature": "jet_pt", "adversarial": [1, 2]}
     good["attacks"] = {"pgd": {"histograms": [histogram, broken], "scan": [], "roc": None}}
     outcome = write_report([good], tmp_path / "out", "test")
     (problem,) = outcome.problems
-    assert re.match(r"plot plots/a-\w+__pgd__x_jet_pt\.png failed: ValueError: 5 bin edges",
-                    problem)
+    assert re.match(
+        r"plot plots/a-\w+__pgd__x_jet_pt\.png failed: ValueError: 5 bin edges", problem
+    )
     page = (tmp_path / "out" / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 1 and "x_jet_pt.png</code>" in page
     doc = json.loads((tmp_path / "out" / "report.json").read_text())
@@ -258,17 +302,40 @@ def test_report_without_matplotlib_still_writes_json_and_html(
 
 
 def test_headline_and_comparisons_of_invariance_and_resilience() -> None:
-    invariance = CheckResult("s", "c", "invariance", False, "", figures={
-        "min_ks_pvalue": 0.2, "min_ks_feature": "jet_pt", "correlation_change": 0.05,
-        "threshold_ks_min_pvalue": 0.01, "threshold_max_correlation_change": 0.02})
+    invariance = CheckResult(
+        "s",
+        "c",
+        "invariance",
+        False,
+        "",
+        figures={
+            "min_ks_pvalue": 0.2,
+            "min_ks_feature": "jet_pt",
+            "correlation_change": 0.05,
+            "threshold_ks_min_pvalue": 0.01,
+            "threshold_max_correlation_change": 0.02,
+        },
+    )
     found = invariance.comparisons()
     assert [(c.label, c.figure, c.op, c.threshold, c.holds) for c in found] == [
         ("min KS p-value", 0.2, ">=", 0.01, True),
-        ("max correlation change", 0.05, "<=", 0.02, False)]
+        ("max correlation change", 0.05, "<=", 0.02, False),
+    ]
     assert invariance.headline() == ("max correlation change 0.05", "<= 0.02")
-    resilience = CheckResult("s", "c", "resilience", True, "", figures={
-        "auc_nominal": 0.9, "auc_alternative": 0.88, "auc_change_percent": 2.2, "threshold": 3.0,
-        "min_auc": 0.85})
+    resilience = CheckResult(
+        "s",
+        "c",
+        "resilience",
+        True,
+        "",
+        figures={
+            "auc_nominal": 0.9,
+            "auc_alternative": 0.88,
+            "auc_change_percent": 2.2,
+            "threshold": 3.0,
+            "min_auc": 0.85,
+        },
+    )
     assert resilience.headline() == ("AUC change (%) 2.2", "<= 3")
     assert [c.holds for c in resilience.comparisons()] == [True, True]
 
@@ -293,7 +360,7 @@ def test_matplotlib_is_imported_only_to_draw() -> None:
     assert out.stdout.strip() == "False"
 
 
-def test_pareto_frontier_of_specs_on_the_same_data(model_dir: Path, tmp_path: Path) -> None:
+def test_pareto_frontier_of_specs_on_the_same_data(model_copy: Path, tmp_path: Path) -> None:
     import json
 
     import numpy as np
@@ -301,17 +368,17 @@ def test_pareto_frontier_of_specs_on_the_same_data(model_dir: Path, tmp_path: Pa
     from robustcheck.cli import main
     from tests.conftest import base_spec, make_events, write_spec
 
-    np.savez(model_dir / "pareto_alt.npz", **make_events(3000, seed=21, multiplicity_gap=8.0))
+    models = model_copy  # specs and data next to copies of the models, not in model_dir
+    np.savez(models / "pareto_alt.npz", **make_events(3000, seed=21, multiplicity_gap=8.0))
     paths = []
     for name, model in (("trained", "tagger.pt"), ("untrained", "mlp:build")):
         doc = base_spec(model=model)
         if model == "mlp:build":  # an untrained tagger: below chance, so without the gates
             del doc["model"]["weights"]
             doc["model"]["skip_gates"] = ["auc", "accuracy"]
-        doc["data"]["alternative"] = {"path": "pareto_alt.npz", "labels": "y",
-                                      "inputs": {"x": "x"}}
+        doc["data"]["alternative"] = {"path": "pareto_alt.npz", "labels": "y", "inputs": {"x": "x"}}
         doc["checks"] = [{"type": "resilience", "max_auc_change_percent": 100.0}]
-        paths.append(str(write_spec(model_dir, doc, f"pareto_{name}.robust.toml")))
+        paths.append(str(write_spec(models, doc, f"pareto_{name}.robust.toml")))
     report = tmp_path / "report"
     assert main(["run", *paths, "--report", str(report), "--device", "cpu"]) == 0
     document = json.loads((report / "report.json").read_text())
@@ -320,9 +387,12 @@ def test_pareto_frontier_of_specs_on_the_same_data(model_dir: Path, tmp_path: Pa
     assert set(points) == {"tagger.pt", "mlp:build"}
     for p in points.values():  # on the front exactly when no other point dominates it
         others = [q for q in points.values() if q is not p]
-        dominated = any(q["auc"] >= p["auc"] and q["resilience"] <= p["resilience"]
-                        and (q["auc"] > p["auc"] or q["resilience"] < p["resilience"])
-                        for q in others)
+        dominated = any(
+            q["auc"] >= p["auc"]
+            and q["resilience"] <= p["resilience"]
+            and (q["auc"] > p["auc"] or q["resilience"] < p["resilience"])
+            for q in others
+        )
         assert p["on_front"] == (not dominated)
     assert (report / group["file"]).is_file()
     html = (report / "report.html").read_text()
