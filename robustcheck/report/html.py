@@ -5,12 +5,10 @@ from __future__ import annotations
 import base64
 from html import escape
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from robustcheck.report.figures import Plot
 from robustcheck.report.terminal import display_path, nominal_line, partial_line
-
-if TYPE_CHECKING:
-    from robustcheck.report.writer import Plot
 
 CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto;

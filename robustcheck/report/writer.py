@@ -15,22 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from robustcheck.report import html, plots
 from robustcheck.report import json as json_report
-from robustcheck.report import plots
+from robustcheck.report.figures import Plot
 
 MAX_HISTOGRAMS = 24  # per attack; with more features, the most changed ones
-
-
-@dataclass
-class Plot:
-    """One drawn (or failed) plot of a spec."""
-
-    kind: str  # histogram | scan | roc
-    title: str
-    file: str  # relative to the report folder
-    attack: str | None = None
-    png: bytes | None = field(default=None, repr=False)
-    error: str | None = None
 
 
 @dataclass
@@ -233,7 +222,6 @@ def _write_files(
 ) -> None:
     """The plots, the removal of stale ones, report.json and report.html (under the lock)."""
     from robustcheck import atomic
-    from robustcheck.report import html
 
     written: set[str] = set()
     for spec in document["specs"]:
