@@ -23,48 +23,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from robustcheck import registry
+from robustcheck.declaration import RegressionFigure as RegressionFigure  # re-exported
 from robustcheck.digest import file_digest, json_digest
 from robustcheck.errors import SpecError
 from robustcheck.report.records import clean
 from robustcheck.result import CheckResult
 
 if TYPE_CHECKING:
-    from robustcheck.core import SpecRun
-    from robustcheck.spec import CheckSpec, DataSpec
+    from robustcheck.spec import CheckSpec, DataSpec, Spec
 
 FORMAT = 1
-
-
-@dataclass(frozen=True)
-class RegressionFigure:
-    """How a check type's main figure is compared: which figure, which way is better."""
-
-    figure: str
-    lower_is_better: bool
-    error: str | None  # figure holding its standard error; None: binomial from counts
-
-
-REGRESSION_FIGURES: dict[str, RegressionFigure] = {
-    "fooling_rate": RegressionFigure("fooling_rate", True, None),
-    "resilience": RegressionFigure("auc_change_percent", True, "auc_change_percent_error"),
-    "auc_under_attack": RegressionFigure("auc_adversarial", False, "auc_adversarial_error"),
-    "fraction_bias": RegressionFigure("abs_bias", True, "fitted_fraction_error"),
-}
-
-
-def model_digest(run: SpecRun) -> str:
-    """The model file's hash (for an import path: its weights, else its module source)."""
-    spec = run.spec
-    path = spec.model_path()
-    if path is not None:
-        return file_digest(path)
-    if spec.model.weights:
-        return file_digest(spec.base_dir / spec.model.weights)
-    module = run.tagger.module  # type: ignore[attr-defined]
-    import inspect
-
-    source = inspect.getsourcefile(type(module))
-    return file_digest(Path(source)) if source else json_digest(spec.model.path)
 
 
 def _selection(data: DataSpec) -> dict[str, object]:
@@ -77,9 +46,8 @@ def _selection(data: DataSpec) -> dict[str, object]:
     return out
 
 
-def fingerprints(run: SpecRun, check: CheckSpec) -> dict[str, str]:
+def fingerprints(spec: Spec, check: CheckSpec) -> dict[str, str]:
     """What must match for two runs of a check to be comparable."""
-    spec = run.spec
     out = {f"data.{name}": file_digest(data.path) for name, data in sorted(spec.data.items())}
     out["data selection"] = json_digest(
         {name: _selection(data) for name, data in spec.data.items()}
@@ -109,22 +77,24 @@ def fingerprints(run: SpecRun, check: CheckSpec) -> dict[str, str]:
     return out
 
 
-def spec_key(run: SpecRun, baseline_file: Path) -> str:
+def spec_key(spec: Spec, baseline_file: Path) -> str:
     """The spec's path relative to the baseline file's folder, so baselines travel."""
+    # robustcheck.plugin still passes its SpecRun here; its spec is what counts
+    path = Path(getattr(spec, "spec", spec).path)
     try:
-        return Path(run.spec.path).resolve().relative_to(baseline_file.resolve().parent).as_posix()
+        return path.resolve().relative_to(baseline_file.resolve().parent).as_posix()
     except ValueError:
-        return Path(run.spec.path).name
+        return path.name
 
 
-def record(run: SpecRun, check: CheckSpec, result: CheckResult) -> dict[str, Any]:
-    """The baseline entry of one check result."""
+def record(spec: Spec, check: CheckSpec, result: CheckResult, model: str) -> dict[str, Any]:
+    """The baseline entry of one check result; ``model`` is the model's digest."""
     return {
         "type": check.type,
         "figures": dict(result.figures),
         "passed": result.passed,
-        "model": model_digest(run),
-        "fingerprints": fingerprints(run, check),
+        "model": model,
+        "fingerprints": fingerprints(spec, check),
     }
 
 
@@ -229,9 +199,10 @@ class Baseline:
             )
         return cls(path, read_entries(path))
 
-    def add(self, run: SpecRun, check: CheckSpec, result: CheckResult) -> None:
-        key = spec_key(run, self.path)
-        self.entries.setdefault(key, {})[check.name] = record(run, check, result)
+    def add(self, spec: Spec, check: CheckSpec, result: CheckResult, model: str) -> None:
+        """Record one check's result; ``model`` is the digest of the model that gave it."""
+        key = spec_key(spec, self.path)
+        self.entries.setdefault(key, {})[check.name] = record(spec, check, result, model)
 
     def save(self, notice: Callable[[str], None] | None = None) -> SaveOutcome:
         """Merge this run's entries into the file, under its lock, and write it atomically.
@@ -257,9 +228,9 @@ class Baseline:
             write_json(self.path, doc, indent=2, sort_keys=True, allow_nan=False)
         return outcome
 
-    def compare(self, run: SpecRun, check: CheckSpec, result: CheckResult) -> CheckResult:
+    def compare(self, spec: Spec, check: CheckSpec, result: CheckResult) -> CheckResult:
         """Apply the check's regression test against this baseline to ``result``."""
-        key = spec_key(run, self.path)
+        key = spec_key(spec, self.path)
         entry = self.entries.get(key, {}).get(check.name)
         if entry is None:
             known = ", ".join(sorted(self.entries.get(key, {}))) or "none"
@@ -268,7 +239,7 @@ class Baseline:
                 f"the baseline {self.path.name} has no check "
                 f"{check.name!r} for {key} (it has: {known})",
             )
-        now = fingerprints(run, check)
+        now = fingerprints(spec, check)
         for name, digest in entry["fingerprints"].items():
             if now.get(name) != digest:
                 return _refuse(
@@ -293,16 +264,21 @@ def regression(result: CheckResult, old: dict[str, Any], options: dict[str, Any]
     errors added in quadrature. ``regression_significance`` is the test's z (for the exact
     test, the normal quantile of its p-value), ``regression_pvalue`` its p-value.
     """
-    rule = REGRESSION_FIGURES[result.type]
+    declared = registry.check_declaration(result.type)
+    rule = declared.regression if declared is not None else None
+    if rule is None:
+        return _refuse(result, f"check type {result.type!r} declares no regression figure")
     for figures, which in ((result.figures, "this run"), (old, "the baseline")):
-        if rule.figure not in figures and rule.figure != "abs_bias":
+        try:
+            rule.value(figures)
+        except (KeyError, TypeError, ValueError):
             return _refuse(result, f"{which} has no {rule.figure} to compare")
         if rule.error is None and not figures.get("n_events"):
             return _refuse(result, f"{which} has no correctly classified events")
     tolerance = float(options.get("regression_tolerance") or 0.0)
     confidence = float(options.get("regression_confidence") or 0.95)
-    new = _figures_for_regression(result.figures)
-    old = _figures_for_regression(old)
+    new = _figures_for_regression(result.figures, rule)
+    old = _figures_for_regression(old, rule)
     worse = new[rule.figure] - old[rule.figure]
     if not rule.lower_is_better:
         worse = -worse
@@ -449,8 +425,8 @@ def exact_worse_pvalue(
     return min(1.0, peak + 2 * TAIL + gamma)
 
 
-def _figures_for_regression(figures: dict[str, Any]) -> dict[str, float]:
+def _figures_for_regression(figures: dict[str, Any], rule: RegressionFigure) -> dict[str, float]:
+    """The numeric figures, with the compared one (derived when the check declares so)."""
     out = {k: v for k, v in figures.items() if isinstance(v, (int, float))}
-    if "bias" in out:
-        out["abs_bias"] = abs(out["bias"])
+    out[rule.figure] = rule.value(figures)
     return out

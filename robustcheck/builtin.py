@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from robustcheck.declaration import Declaration
 from robustcheck.hookspecs import hookimpl
-from robustcheck.registry import Declaration
 
 
 @hookimpl
@@ -22,7 +22,7 @@ def robustcheck_checks() -> list[Declaration]:
 
 @hookimpl
 def robustcheck_tagger_loaders() -> list[Declaration]:
-    from robustcheck.taggers import LOADERS
+    from robustcheck.taggers.loaders import LOADERS
 
     return list(LOADERS.values())
 

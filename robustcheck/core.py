@@ -22,6 +22,7 @@ from robustcheck.attacks.base import Attack
 from robustcheck.baseline import Baseline
 from robustcheck.data import Dataset, load_dataset, read_chunks
 from robustcheck.decision import Decision
+from robustcheck.digest import file_digest, json_digest
 from robustcheck.engine import (
     default_batch_size,
     evaluate,
@@ -48,7 +49,6 @@ from robustcheck.sanity import (
     merge_bounds,
     out_of_bounds,
 )
-from robustcheck.schema import validate
 from robustcheck.spec import CheckSpec, Spec, load_spec
 from robustcheck.stats import threshold_at_efficiency
 from robustcheck.stream import (
@@ -62,10 +62,6 @@ from robustcheck.taggers import load_tagger
 from robustcheck.taggers.base import Tagger
 
 EVAL_BATCH = 8192
-# white-box attacks in the epsilon box, for which spsa stands in when gradients are unavailable
-# constrained_pgd is not here: spsa neither keeps the distributions nor resets unfooled
-# events, so standing in for it would test another threat model
-SPSA_STANDS_IN_FOR = ("fgsm", "pgd")
 
 
 @dataclass
@@ -387,14 +383,9 @@ class SpecRun:
             shared = {
                 k: v
                 for k, v in spec.options.items()
-                if k in declared and k != "scan" and v is not None
+                if k in declared and k not in ("method", "scan") and v is not None
             }
-            options = validate(
-                {"method": method, **shared},
-                registry.attacks()[method].options,
-                f"attacks.{name}",
-                "",
-            )
+            options = registry.attack_options(method, shared, f"attacks.{name}", "")
             spec = replace(spec, method=method, options=options)
         return registry.attacks()[spec.method].load()(spec, self.seed_for(name))
 
@@ -403,18 +394,18 @@ class SpecRun:
         epsilon box, the warning for the gradient-free ``spsa`` fallback ("" when not needed)."""
         tagger = self.tagger
         method = self.spec.attacks[attack_name].method
-        if method not in SPSA_STANDS_IN_FOR:  # another threat model: the error stands
+        if not registry.attacks()[method].spsa_stand_in:  # another threat model: the error stands
             with self._model_errors(inputs):
                 tagger.prepare_gradients(take(inputs, slice(0, 512), tagger.device))
             return ""
-        if getattr(tagger, "bridge_error", None) is None:
+        if tagger.bridge_error is None:
             try:
                 with self._model_errors(inputs):
                     tagger.prepare_gradients(take(inputs, slice(0, 512), tagger.device))
             except ModelError:
-                if getattr(tagger, "bridge_error", None) is None:
+                if tagger.bridge_error is None:
                     raise
-        reason = getattr(tagger, "bridge_error", None)
+        reason = tagger.bridge_error
         if reason is None:
             return ""
         message = (
@@ -597,7 +588,7 @@ class SpecRun:
         result.details.extend(nominal.details())
         result.nominal = nominal.to_dict()
         if self.record_to is not None:
-            self.record_to.add(self, check, copy.deepcopy(result))
+            self.record_to.add(self.spec, check, copy.deepcopy(result), self.model_digest)
         if check.options.get("no_regression"):
             if self.record_to is not None and _same_file(self.baseline_path, self.record_to.path):
                 result.details.append(
@@ -615,7 +606,19 @@ class SpecRun:
                 field=f"checks[{check.index}].no_regression",
                 fix='set baseline = "baseline.json" in the spec or pass --robustcheck-baseline',
             )
-        return self._baseline.compare(self, check, result)
+        return self._baseline.compare(self.spec, check, result)
+
+    @cached_property
+    def model_digest(self) -> str:
+        """The model file's hash (for an import path: its weights, else its module source)."""
+        spec = self.spec
+        path = spec.model_path()
+        if path is not None:
+            return file_digest(path)
+        if spec.model.weights:
+            return file_digest(spec.base_dir / spec.model.weights)
+        source = self.tagger.source_file()
+        return file_digest(source) if source is not None else json_digest(spec.model.path)
 
     @cached_property
     def _baseline(self) -> Baseline:

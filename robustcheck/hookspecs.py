@@ -2,9 +2,11 @@
 
 A plugin is a module (or object) with functions marked ``@robustcheck.hookspecs.hookimpl``,
 found through the ``robustcheck`` entry-point group or, inside a pytest run, in conftest.py
-files. Each ``robustcheck_*`` hook returns ``Declaration`` objects (see robustcheck.registry):
-a name, the options it accepts (validated like built-in ones) and the ``module:attribute``
-that implements it. robustcheck registers its own built-ins through the same hooks.
+files. Each ``robustcheck_*`` hook returns ``Declaration`` objects (robustcheck.declaration,
+also importable from robustcheck.registry): a name, the options it accepts (validated like
+built-in ones; the shared ones such as ``method``, ``seed`` or ``name`` are added), the
+``module:attribute`` that implements it and what robustcheck needs to know about it.
+robustcheck registers its own built-ins through the same hooks.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from robustcheck.registry import Declaration
+    from robustcheck.declaration import Declaration
 
 hookspec = pluggy.HookspecMarker("robustcheck")
 hookimpl = pluggy.HookimplMarker("robustcheck")

@@ -1,21 +1,34 @@
-"""Declarations of attacks, checks, tagger loaders and data readers.
-
-A declaration names its options (validated without importing torch) and the
-``module:attribute`` that implements it, imported only when it is used.
+"""The registry of attacks, checks, tagger loaders and data readers: every plugin's
+declarations (robustcheck.declaration), built-ins first, merged with the options each kind
+shares, so that neither a built-in nor a plugin declares ``method``, ``seed``, ``name``...
 """
 
 from __future__ import annotations
 
 import functools
-import importlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pluggy
 
+from robustcheck import hookspecs
+from robustcheck.declaration import Declaration, Limit, OptionLimit, RegressionFigure
 from robustcheck.errors import RobustcheckError
-from robustcheck.schema import Field
+from robustcheck.schema import Field, unknown_key_error, validate
+
+__all__ = [
+    "ATTACK_OPTIONS",
+    "CHECK_OPTIONS",
+    "REGRESSION_OPTIONS",
+    "Declaration",
+    "Limit",
+    "OptionLimit",
+    "PluginError",
+    "RegressionFigure",
+    "attack_options",
+]
 
 
 class PluginError(RobustcheckError):
@@ -24,21 +37,62 @@ class PluginError(RobustcheckError):
     kind = "plugin error"
 
 
-@dataclass(frozen=True)
-class Declaration:
-    """A named extension: its option schema and where its implementation lives."""
+# Options of every [attacks.NAME] table: the registry adds them to each attack's own
+ATTACK_OPTIONS: dict[str, Field] = {
+    "method": Field("str", doc="the attack method"),
+    "epsilon": Field("number", doc="radius in units of each feature's sigma", minimum=0.0),
+    "seed": Field("int", 0, doc="random seed (overridden by --robustcheck-seed)"),
+    "batch_size": Field(
+        "int",
+        None,
+        doc="events per batch on the device (default: 4096 on CPU, 65536 on "
+        "CUDA, halved on out-of-memory)",
+        minimum=1,
+    ),
+    "scan": Field(
+        "number_list", None, doc="also run at these epsilons and report a table (e.g. [0.5, 1, 2])"
+    ),
+}
 
-    name: str
-    target: str
-    options: Mapping[str, Field] = field(default_factory=dict, compare=False)
-    doc: str = ""
-    needs_alternative: bool = False
-    requires_one_of: tuple[str, ...] = ()
-    origin: str = "robustcheck"
+# Options of every [[checks]] table
+CHECK_OPTIONS: dict[str, Field] = {
+    "name": Field("str", None, doc="the check's name in reports and pytest item ids"),
+    "type": Field("str", doc="the check type"),
+}
 
-    def load(self) -> Any:
-        module_name, _, attr = self.target.partition(":")
-        return getattr(importlib.import_module(module_name), attr)
+# Options of every check that declares a regression figure
+REGRESSION_OPTIONS: dict[str, Field] = {
+    "no_regression": Field(
+        "bool", False, doc="fail when worse than the baseline beyond statistical noise"
+    ),
+    "regression_tolerance": Field(
+        "number",
+        None,
+        doc="allowed worsening before the test (in the figure's units)",
+        minimum=0.0,
+    ),
+    "regression_confidence": Field(
+        "number",
+        0.95,
+        doc="one-sided confidence of the regression test",
+        minimum=0.5,
+        maximum=1.0,
+        exclusive_minimum=True,
+    ),
+}
+
+
+def with_shared_options(kind: str, declaration: Declaration) -> Declaration:
+    """The declaration with the options its kind shares added (its own override them)."""
+    if kind == "attacks":
+        shared: dict[str, Field] = dict(ATTACK_OPTIONS)
+    elif kind == "checks":
+        shared = dict(CHECK_OPTIONS)
+        if declaration.regression is not None:
+            shared.update(REGRESSION_OPTIONS)
+    else:
+        return declaration
+    return replace(declaration, options={**shared, **declaration.options})
 
 
 KINDS = ("attacks", "checks", "tagger_loaders", "data_readers")
@@ -62,7 +116,7 @@ class _PluginManager(pluggy.PluginManager):
 @functools.cache
 def manager() -> pluggy.PluginManager:
     """The plugin manager: built-ins first, then the ``robustcheck`` entry points."""
-    from robustcheck import builtin, hookspecs
+    from robustcheck import builtin
 
     plugins = _PluginManager("robustcheck")
     plugins.add_hookspecs(hookspecs)
@@ -96,7 +150,7 @@ def table(kind: str) -> dict[str, Declaration]:
     out: dict[str, Declaration] = {}
     for impl in hook.get_hookimpls():  # registration order: built-ins first
         for declaration in impl.function() or ():
-            declaration = replace(declaration, origin=impl.plugin_name)
+            declaration = with_shared_options(kind, replace(declaration, origin=impl.plugin_name))
             if declaration.name in out:
                 first = out[declaration.name].origin
                 raise PluginError(
@@ -122,6 +176,24 @@ def tagger_loaders() -> dict[str, Declaration]:
 
 def data_readers() -> dict[str, Declaration]:
     return table("data_readers")
+
+
+def attack_options(
+    method: str, table: Mapping[str, Any], where: str, source: str | Path
+) -> dict[str, Any]:
+    """An attack table validated against ``method``'s options, without ``method`` itself:
+    the one place that turns a table into an AttackSpec's options."""
+    declared = attacks().get(method)
+    if declared is None:
+        raise unknown_key_error(str(method), list(attacks()), f"{where}.method", source)
+    options = validate({**table, "method": method}, declared.options, where, source)
+    options.pop("method")
+    return options
+
+
+def check_declaration(check_type: str) -> Declaration | None:
+    """The declaration of a check type, or None for a type no plugin registers (now)."""
+    return checks().get(check_type)
 
 
 def adjust_spec(document: dict[str, Any], path: Any) -> None:

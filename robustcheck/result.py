@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from robustcheck import registry
+from robustcheck.declaration import Declaration, OptionLimit
 
 
 @dataclass
@@ -42,11 +44,11 @@ class CheckResult:
         The deciding comparison is the first that does not hold, else the first one.
         """
         f = self.figures
-        if self.type == "fooling_rate" and "fooling_rate" in f and "ci_high" in f:
-            cl = f"{100 * float(f.get('confidence', 0.95)):g}% CL"
-            figure = f"{float(f['fooling_rate']):.3g} ({cl} {float(f['ci_low']):.3g}-"
-            figure += f"{float(f['ci_high']):.3g})"
-            return figure, f"upper limit <= {float(f['threshold']):g}"
+        declared = _declaration(self.type)
+        if declared is not None and declared.headline is not None:
+            own = declared.headline(f)
+            if own is not None:
+                return own
         found = self.comparisons()
         if not found:
             value = f.get("threshold")
@@ -84,51 +86,23 @@ class Comparison:
 
 Figures = dict[str, Any]
 
-# How the built-in checks record thresholds in ``figures``: check type -> (threshold key,
-# label, measured figure, op). ``threshold_OPTION`` keys (invariance) are read generically.
-_RECORDED_LIMITS: dict[str, list[tuple[str, str, Callable[[Figures], float], str]]] = {
-    "fooling_rate": [
-        ("threshold", "fooling rate upper limit", lambda f: f["ci_high"], "<="),
-    ],
-    "resilience": [
-        ("threshold", "AUC change (%)", lambda f: f["auc_change_percent"], "<="),
-        ("min_auc", "min AUC", lambda f: min(f["auc_nominal"], f["auc_alternative"]), ">="),
-    ],
-    "auc_under_attack": [
-        ("threshold", "AUC drop", lambda f: f["auc_drop"], "<="),
-        ("min_auc", "AUC under attack", lambda f: f["auc_adversarial"], ">="),
-    ],
-    "fraction_bias": [
-        ("threshold", "|bias|", lambda f: abs(f["bias"]), "<="),
-        ("max_pull", "|pull|", lambda f: abs(f["pull"]), "<="),
-    ],
-}
 
-# ``threshold_OPTION`` -> (label, figure key, key of the feature it belongs to, op)
-_KNOWN_OPTIONS: dict[str, tuple[str, str, str | None, str]] = {
-    "ks_min_pvalue": ("min KS p-value", "min_ks_pvalue", "min_ks_feature", ">="),
-    "chi2_min_pvalue": ("min chi2 p-value", "min_chi2_pvalue", "min_chi2_feature", ">="),
-    "max_jsd": ("max JS distance", "max_jsd", "max_jsd_feature", "<="),
-    "max_correlation_change": ("max correlation change", "correlation_change", None, "<="),
-    "max_correlation_frobenius": (
-        "relative Frobenius change",
-        "correlation_frobenius",
-        None,
-        "<=",
-    ),
-}
+def _declaration(check_type: str) -> Declaration | None:
+    return registry.check_declaration(check_type)
 
 
-def _option_limit(option: str) -> tuple[str, str, str | None, str]:
-    """How a ``threshold_OPTION`` figure pairs with its measured figure."""
-    if option in _KNOWN_OPTIONS:
-        return _KNOWN_OPTIONS[option]
+def _option_limit(option: str, declared: Declaration | None) -> OptionLimit:
+    """How a ``threshold_OPTION`` figure pairs with its measured figure: as the check type
+    declares, else read from the option's name."""
+    if declared is not None and option in declared.option_limits:
+        return declared.option_limits[option]
     if option.endswith("_min_pvalue"):
         stem = option[: -len("_min_pvalue")]
-        return f"min {stem} p-value", f"min_{stem}_pvalue", f"min_{stem}_feature", ">="
+        return OptionLimit(f"min {stem} p-value", f"min_{stem}_pvalue", f"min_{stem}_feature", ">=")
     if option.startswith(("max_", "min_")):
-        return option.replace("_", " "), option[4:], None, "<=" if option[:3] == "max" else ">="
-    return option.replace("_", " "), option, None, "<="
+        op = "<=" if option[:3] == "max" else ">="
+        return OptionLimit(option.replace("_", " "), option[4:], None, op)
+    return OptionLimit(option.replace("_", " "), option, None, "<=")
 
 
 def _number(value: Any) -> bool:
@@ -136,26 +110,32 @@ def _number(value: Any) -> bool:
 
 
 def comparisons_of(check_type: str, figures: Figures) -> list[Comparison]:
-    """The comparisons a check recorded in its figures, for reports."""
+    """The comparisons a check recorded in its figures, for reports: the limits its type
+    declares, and every ``threshold_OPTION`` figure."""
+    declared = _declaration(check_type)
     out = []
-    for key, label, measure, op in _RECORDED_LIMITS.get(check_type, []):
-        if _number(figures.get(key)):
+    for limit in declared.limits if declared is not None else ():
+        if _number(figures.get(limit.key)):
             try:
-                value = float(measure(figures))
+                value = limit.value(figures)
             except (KeyError, TypeError, ValueError):
                 continue
-            out.append(Comparison(label, value, op, float(figures[key])))
+            out.append(Comparison(limit.label, value, limit.op, float(figures[limit.key])))
     for key, threshold in figures.items():
         if not key.startswith("threshold_") or not _number(threshold):
             continue
         option = key[len("threshold_") :]
-        label, figure_key, where_key, op = _option_limit(option)
-        value = next((figures[k] for k in (figure_key, option) if _number(figures.get(k))), None)
+        how = _option_limit(option, declared)
+        value = next((figures[k] for k in (how.figure, option) if _number(figures.get(k))), None)
         if value is not None:
-            where = figures.get(where_key) if where_key else None
+            where = figures.get(how.where) if how.where else None
             out.append(
                 Comparison(
-                    label, float(value), op, float(threshold), None if where is None else str(where)
+                    how.label,
+                    float(value),
+                    how.op,
+                    float(threshold),
+                    None if where is None else str(where),
                 )
             )
     return out

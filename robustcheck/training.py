@@ -39,12 +39,15 @@ from robustcheck.attacks.base import AttackBatch
 from robustcheck.decision import Decision
 from robustcheck.envelope import Envelope, InputEnvelope, Inputs
 from robustcheck.errors import SpecError
-from robustcheck.schema import validate
 from robustcheck.spec import AttackSpec, Spec, feature_envelope, load_spec
 from robustcheck.taggers.torch_module import wrap_module
 
 SOURCE = "robustcheck.training"
-TRAINING_METHODS = ("fgsm", "pgd", "constrained_pgd")
+
+
+def training_methods() -> list[str]:
+    """The attack methods that declare they can make adversarial training batches."""
+    return [name for name, declared in registry.attacks().items() if declared.training]
 
 
 def make_envelope(
@@ -99,16 +102,16 @@ def envelope_from_spec(spec: Spec | str | Path) -> Envelope:
 
 
 def _attack(method: str, epsilon: float, seed: int, options: Mapping[str, Any]) -> Any:
-    if method not in TRAINING_METHODS:
+    declared = registry.attacks().get(method)
+    if declared is None or not declared.training:
         raise SpecError(
             f"method {method!r} cannot make adversarial training batches",
             file=SOURCE,
             field="method",
-            fix=f"use one of: {', '.join(TRAINING_METHODS)}",
+            fix=f"use one of: {', '.join(training_methods())}",
         )
-    table = {"method": method, "epsilon": epsilon, "seed": seed, **options}
-    values = validate(table, registry.attacks()[method].options, "adversarial_batch", SOURCE)
-    values.pop("method")
+    table = {"epsilon": epsilon, "seed": seed, **options}
+    values = registry.attack_options(method, table, "adversarial_batch", SOURCE)
     return registry.attacks()[method].load()(AttackSpec("adversarial_batch", method, values), seed)
 
 

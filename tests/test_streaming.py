@@ -15,6 +15,7 @@ import torch
 from robustcheck import data as data_module
 from robustcheck.core import SpecRun
 from robustcheck.data import load_dataset, read_chunks
+from robustcheck.data.reader import Reader, as_reader
 from robustcheck.errors import DataError, SpecError
 from robustcheck.spec import parse_spec
 from robustcheck.stream import Chunk, Reservoir
@@ -128,15 +129,58 @@ def test_max_events_stops_the_stream(tmp_path: Path, suffix: str) -> None:
     np.testing.assert_array_equal(labels, flat_events()["y"][:23])
 
 
-def test_a_reader_without_start_cannot_stream(tmp_path: Path, monkeypatch: Any) -> None:
-    def read(path: Path, keys: list[str], tree: Any = None, max_events: Any = None) -> dict:
-        raise AssertionError("must not be called")
+def test_a_plugin_reader_that_does_not_stream_is_refused(tmp_path: Path, monkeypatch: Any) -> None:
+    """A plain read function (no ``streams = True``) reads whole files; chunk_size is refused
+    for its files with a DataError, even when the function happens to take ``start``."""
+    calls: list[dict[str, Any]] = []
 
-    monkeypatch.setattr(data_module, "_reader", lambda spec, spec_file: read)
+    def read(path: Path, keys: list[str], tree: Any = None, max_events: Any = None, start=0):
+        calls.append({"max_events": max_events, "start": start})
+        return dict(np.load(path))
+
+    plain = as_reader(read)
+    assert isinstance(plain, Reader) and plain.streams is False
+    monkeypatch.setattr(data_module, "_reader", lambda spec, spec_file: plain)
     path = write_flat(tmp_path, ".npz")
-    with pytest.raises(DataError, match="no `start` argument") as info:
+    with pytest.raises(DataError, match=r"does not declare `streams = True`") as info:
         chunked(spec_for(path, inputs={"jet": "pt"}), 10)
     assert info.value.field == "data.nominal.chunk_size"
+    assert info.value.fix == "remove chunk_size to read the whole file at once"
+    assert calls == []
+    whole = load_dataset(spec_for(path, inputs={"jet": "pt"}, chunk_size=None), tmp_path / "r.toml")
+    assert len(whole) == len(flat_events()["y"]) and calls == [{"max_events": None, "start": 0}]
+
+
+def test_built_in_readers_declare_that_they_stream() -> None:
+    from robustcheck.data import READERS
+
+    for suffix, declared in READERS.items():
+        loaded = declared.load()
+        assert isinstance(loaded, Reader), suffix
+        assert loaded.streams is True, suffix
+        assert as_reader(loaded) is loaded
+
+
+def test_a_reader_class_declares_streams_as_a_class_attribute(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """A class with ``streams = True`` streams; its chunks give the whole sample."""
+
+    class NpzReader:
+        streams = True
+
+        def __call__(self, path, keys, tree=None, max_events=None, start=0):  # type: ignore[no-untyped-def]
+            stop = None if max_events is None else start + max_events
+            with np.load(path) as archive:
+                return {key: archive[key][start:stop] for key in keys}
+
+    assert as_reader(NpzReader()).streams is True
+    monkeypatch.setattr(data_module, "_reader", lambda spec, spec_file: as_reader(NpzReader()))
+    path = write_flat(tmp_path, ".npz")
+    parts = chunked(spec_for(path, inputs={"jet": "pt"}), 10)
+    labels = np.concatenate([part.labels for _, part in parts])
+    np.testing.assert_array_equal(labels, flat_events()["y"])
+    assert [start for start, _ in parts] == list(range(0, len(labels), 10))
 
 
 def test_chunk_reads_touch_only_their_row_groups(tmp_path: Path, monkeypatch: Any) -> None:
@@ -311,10 +355,10 @@ def test_streaming_settings_enter_the_fingerprint_only_when_streaming(particle_d
     streamed = particle_run(particle_dir, chunk_size=130)
     again = particle_run(particle_dir, chunk_size=130)
     assert (
-        fingerprints(plain, check)["data selection"]
-        != fingerprints(streamed, check)["data selection"]
+        fingerprints(plain.spec, check)["data selection"]
+        != fingerprints(streamed.spec, check)["data selection"]
     )
-    assert fingerprints(streamed, check) == fingerprints(again, check)
+    assert fingerprints(streamed.spec, check) == fingerprints(again.spec, check)
 
 
 def test_a_streamed_alternative_sample_gives_the_same_resilience(

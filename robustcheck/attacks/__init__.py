@@ -1,29 +1,22 @@
-"""Attacks: one module each; declared here so specs validate without importing torch."""
+"""Attacks: one module each; declared here so specs validate without importing torch.
+
+Each declaration holds the attack's own options with their defaults and docs (the registry
+adds ``method``, ``epsilon``, ``seed``, ``batch_size`` and ``scan``) and what robustcheck
+needs to know about it: ``box`` (searches the whole epsilon box, so the gradient-masking
+check compares it with random search), ``spsa_stand_in`` (the gradient-free spsa may replace
+it when the model gives no gradients) and ``training`` (robustcheck.training may use it).
+"""
 
 from __future__ import annotations
 
-from robustcheck.registry import Declaration
+from robustcheck.declaration import Declaration
 from robustcheck.schema import Field
 
-_COMMON = {
-    "method": Field("str", doc="the attack method"),
-    "epsilon": Field("number", doc="radius in units of each feature's sigma", minimum=0.0),
-    "seed": Field("int", 0, doc="random seed (overridden by --robustcheck-seed)"),
-    "batch_size": Field(
-        "int",
-        None,
-        doc="events per batch on the device (default: 4096 on CPU, 65536 on "
-        "CUDA, halved on out-of-memory)",
-        minimum=1,
-    ),
-    "scan": Field(
-        "number_list", None, doc="also run at these epsilons and report a table (e.g. [0.5, 1, 2])"
-    ),
-}
+# the default of ``steps`` for every iterative attack (read by attacks.base.step_settings)
+STEPS = Field("int", 20, doc="number of gradient steps", minimum=1)
 
 _PGD = {
-    **_COMMON,
-    "steps": Field("int", 20, doc="number of gradient steps", minimum=1),
+    "steps": STEPS,
     "step_size": Field(
         "number",
         None,
@@ -38,14 +31,20 @@ ATTACKS: dict[str, Declaration] = {
     "fgsm": Declaration(
         "fgsm",
         "robustcheck.attacks.fgsm:FGSM",
-        _COMMON,
+        {},
         doc="one signed-gradient step of epsilon sigma (Goodfellow et al.)",
+        box=True,
+        spsa_stand_in=True,
+        training=True,
     ),
     "pgd": Declaration(
         "pgd",
         "robustcheck.attacks.pgd:PGD",
         _PGD,
         doc="projected gradient descent in the L-infinity sigma box (Madry et al.)",
+        box=True,
+        spsa_stand_in=True,
+        training=True,
     ),
     "constrained_pgd": Declaration(
         "constrained_pgd",
@@ -67,12 +66,14 @@ ATTACKS: dict[str, Declaration] = {
             ),
         },
         doc="PGD that keeps the input distributions unchanged (hidden systematics)",
+        # no spsa stand-in: spsa neither keeps the distributions nor resets unfooled events,
+        # so standing in for it would test another threat model
+        training=True,
     ),
     "random": Declaration(
         "random",
         "robustcheck.attacks.random_search:RandomSearch",
         {
-            **_COMMON,
             "samples": Field("int", 100, doc="random points drawn per event", minimum=1),
             "corners": Field(
                 "bool", False, doc="draw corners of the box (each entry at +-epsilon sigma)"
@@ -97,12 +98,12 @@ ATTACKS: dict[str, Declaration] = {
             ),
         },
         doc="signed steps along an SPSA gradient estimate (Uesato et al.); forward passes only",
+        box=True,
     ),
     "shift": Declaration(
         "shift",
         "robustcheck.attacks.shift:Shift",
         {
-            **_COMMON,
             "mode": Field(
                 "str",
                 "worst",
@@ -113,7 +114,9 @@ ATTACKS: dict[str, Declaration] = {
             "groups": Field(
                 "str_list", None, doc="names of the coherent groups to shift (default: all)"
             ),
-            "steps": Field("int", 20, doc="gradient steps of the worst-case search", minimum=1),
+            "steps": Field(
+                "int", STEPS.default, doc="gradient steps of the worst-case search", minimum=1
+            ),
             "step_size": Field(
                 "number",
                 None,

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
+from robustcheck.attacks import STEPS
 from robustcheck.decision import Decision
 from robustcheck.envelope import Box, Inputs
 from robustcheck.spec import AttackSpec
@@ -81,7 +82,7 @@ def step_settings(
     """``steps``, ``step_size`` (default 2.5 epsilon / steps, Madry et al.) and
     ``random_start`` of an iterative attack's options."""
     options = spec.options
-    steps = int(options.get("steps") or 20)
+    steps = int(options.get("steps") or STEPS.default)
     step_size = options.get("step_size")
     start = options.get("random_start")
     return (

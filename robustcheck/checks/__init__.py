@@ -1,14 +1,22 @@
-"""Checks: one module each; declared here so specs validate without importing torch."""
+"""Checks: one module each; declared here so specs validate without importing torch.
+
+Each declaration holds the check's own options with their defaults and docs (the registry
+adds ``name``, ``type`` and, with a ``regression`` figure, the ``no_regression`` options) and
+what robustcheck needs to know about it: the figure a regression test compares, the limits
+the reports read back from its figures, its summary-table headline, and whether the report
+plots its attack.
+"""
 
 from __future__ import annotations
 
-from robustcheck.registry import Declaration
+from robustcheck.declaration import (
+    Declaration,
+    Figures,
+    Limit,
+    OptionLimit,
+    RegressionFigure,
+)
 from robustcheck.schema import Field
-
-_COMMON = {
-    "name": Field("str", None, doc="the check's name in reports and pytest item ids"),
-    "type": Field("str", doc="the check type"),
-}
 
 WORKING_POINT = Field(
     "table",
@@ -25,33 +33,22 @@ WORKING_POINT = Field(
     },
 )
 
-REGRESSION = {
-    "no_regression": Field(
-        "bool", False, doc="fail when worse than the baseline beyond statistical noise"
-    ),
-    "regression_tolerance": Field(
-        "number",
-        None,
-        doc="allowed worsening before the test (in the figure's units)",
-        minimum=0.0,
-    ),
-    "regression_confidence": Field(
-        "number",
-        0.95,
-        doc="one-sided confidence of the regression test",
-        minimum=0.5,
-        maximum=1.0,
-        exclusive_minimum=True,
-    ),
-}
+
+def _fooling_rate_headline(f: Figures) -> tuple[str, str] | None:
+    """The rate with its interval, against the upper limit it must stay under."""
+    if "fooling_rate" not in f or "ci_high" not in f:
+        return None
+    cl = f"{100 * float(f.get('confidence', 0.95)):g}% CL"
+    figure = f"{float(f['fooling_rate']):.3g} ({cl} {float(f['ci_low']):.3g}-"
+    figure += f"{float(f['ci_high']):.3g})"
+    return figure, f"upper limit <= {float(f['threshold']):g}"
+
 
 CHECKS: dict[str, Declaration] = {
     "fooling_rate": Declaration(
         "fooling_rate",
         "robustcheck.checks.fooling_rate:FoolingRate",
         {
-            **_COMMON,
-            **REGRESSION,
             "attack": Field("str", doc="name of an [attacks.NAME] table"),
             "max": Field("number", doc="largest allowed fooling rate", minimum=0.0, maximum=1.0),
             "confidence": Field(
@@ -70,12 +67,15 @@ CHECKS: dict[str, Declaration] = {
             ),
         },
         doc="fraction of correctly classified events whose decision the attack flips",
+        regression=RegressionFigure("fooling_rate", lower_is_better=True, error=None),
+        limits=(Limit("threshold", "fooling rate upper limit", "ci_high", "<="),),
+        headline=_fooling_rate_headline,
+        plots_attack=True,
     ),
     "invariance": Declaration(
         "invariance",
         "robustcheck.checks.invariance:Invariance",
         {
-            **_COMMON,
             "attack": Field("str", doc="name of an [attacks.NAME] table"),
             "ks_min_pvalue": Field(
                 "number",
@@ -123,6 +123,20 @@ CHECKS: dict[str, Declaration] = {
             "bins": Field("int", 20, doc="quantile bins for chi-squared and JSD", minimum=2),
         },
         doc="perturbed marginals and correlations are statistically the nominal ones",
+        option_limits={
+            "ks_min_pvalue": OptionLimit("min KS p-value", "min_ks_pvalue", "min_ks_feature", ">="),
+            "chi2_min_pvalue": OptionLimit(
+                "min chi2 p-value", "min_chi2_pvalue", "min_chi2_feature", ">="
+            ),
+            "max_jsd": OptionLimit("max JS distance", "max_jsd", "max_jsd_feature", "<="),
+            "max_correlation_change": OptionLimit(
+                "max correlation change", "correlation_change", None, "<="
+            ),
+            "max_correlation_frobenius": OptionLimit(
+                "relative Frobenius change", "correlation_frobenius", None, "<="
+            ),
+        },
+        plots_attack=True,
         requires_one_of=(
             "ks_min_pvalue",
             "chi2_min_pvalue",
@@ -135,8 +149,6 @@ CHECKS: dict[str, Declaration] = {
         "resilience",
         "robustcheck.checks.resilience:Resilience",
         {
-            **_COMMON,
-            **REGRESSION,
             "max_auc_change_percent": Field(
                 "number",
                 None,
@@ -160,6 +172,16 @@ CHECKS: dict[str, Declaration] = {
             "working_point": WORKING_POINT,
         },
         doc="AUC change between the nominal and the alternative generator (arXiv:2509.19431)",
+        regression=RegressionFigure("auc_change_percent", True, "auc_change_percent_error"),
+        limits=(
+            Limit("threshold", "AUC change (%)", "auc_change_percent", "<="),
+            Limit(
+                "min_auc",
+                "min AUC",
+                lambda f: min(f["auc_nominal"], f["auc_alternative"]),
+                ">=",
+            ),
+        ),
         needs_alternative=True,
         requires_one_of=("max_auc_change_percent", "min_auc", "max_rejection_change_percent"),
     ),
@@ -167,8 +189,6 @@ CHECKS: dict[str, Declaration] = {
         "auc_under_attack",
         "robustcheck.checks.auc_under_attack:AucUnderAttack",
         {
-            **_COMMON,
-            **REGRESSION,
             "attack": Field("str", doc="name of an [attacks.NAME] table"),
             "max_auc_drop": Field(
                 "number",
@@ -186,14 +206,17 @@ CHECKS: dict[str, Declaration] = {
             ),
         },
         doc="AUC when every event is attacked with the full budget (Stein et al.)",
+        regression=RegressionFigure("auc_adversarial", False, "auc_adversarial_error"),
+        limits=(
+            Limit("threshold", "AUC drop", "auc_drop", "<="),
+            Limit("min_auc", "AUC under attack", "auc_adversarial", ">="),
+        ),
         requires_one_of=("max_auc_drop", "min_auc"),
     ),
     "fraction_bias": Declaration(
         "fraction_bias",
         "robustcheck.checks.fraction_bias:FractionBias",
         {
-            **_COMMON,
-            **REGRESSION,
             "max_bias": Field(
                 "number",
                 None,
@@ -210,6 +233,13 @@ CHECKS: dict[str, Declaration] = {
             "bins": Field("int", 20, doc="bins of the discriminant templates", minimum=2),
         },
         doc="bias of a template fit of the signal fraction in the alternative sample",
+        regression=RegressionFigure(
+            "abs_bias", True, "fitted_fraction_error", derive=lambda f: abs(f["bias"])
+        ),
+        limits=(
+            Limit("threshold", "|bias|", lambda f: abs(f["bias"]), "<="),
+            Limit("max_pull", "|pull|", lambda f: abs(f["pull"]), "<="),
+        ),
         needs_alternative=True,
         requires_one_of=("max_bias", "max_pull"),
     ),
@@ -217,7 +247,6 @@ CHECKS: dict[str, Declaration] = {
         "property",
         "robustcheck.checks.property:Property",
         {
-            **_COMMON,
             "epsilon": Field(
                 "number",
                 doc="radius of the perturbations in units of each feature's sigma",
@@ -256,7 +285,6 @@ CHECKS: dict[str, Declaration] = {
         "loss_surface",
         "robustcheck.checks.loss_surface:LossSurfaceCheck",
         {
-            **_COMMON,
             "max_loss_increase": Field(
                 "number",
                 doc="largest allowed rise of the mean loss (nats per event) within epsilon",

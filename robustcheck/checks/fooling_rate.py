@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from typing import TYPE_CHECKING
 
+from robustcheck import registry
 from robustcheck.checks.base import Check
 from robustcheck.result import CheckResult
 from robustcheck.stats import clopper_pearson
@@ -12,10 +13,6 @@ from robustcheck.stats import clopper_pearson
 if TYPE_CHECKING:
     from robustcheck.core import Adversaries
     from robustcheck.decision import Decision
-
-
-# attacks whose threat model is the whole epsilon box, as random search's is
-BOX_ATTACKS = ("fgsm", "pgd", "spsa")
 
 
 class FoolingRate(Check):
@@ -82,10 +79,11 @@ class FoolingRate(Check):
         """AutoAttack's sanity check: random points in the same box must not fool more events."""
         name = self.options["attack"]
         method = self.run.spec.attacks[name].method
-        if method not in BOX_ATTACKS:
+        if not registry.attacks()[method].box:
+            box = [n for n, declared in registry.attacks().items() if declared.box]
             return [
                 f"gradient-masking check skipped: {method} does not search the whole box as "
-                f"random search does (only {', '.join(BOX_ATTACKS)} are compared)"
+                f"random search does (only {', '.join(box)} are compared)"
             ]
         probe = self.run.adversaries(name, decision, method="random")
         k_attack, k_random = int(outcome.fooled.sum()), int(probe.fooled.sum())

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from robustcheck import registry
 from robustcheck.digest import file_digest
 from robustcheck.report.records import clean
 from robustcheck.spec import is_import_path
@@ -22,7 +23,6 @@ if TYPE_CHECKING:
 
 HISTOGRAM_BINS = 40
 ROC_POINTS = 400
-PLOTTED_CHECKS = ("fooling_rate", "invariance")
 
 
 def _file(path: Path) -> dict[str, Any]:
@@ -121,8 +121,13 @@ class SpecReportData:
         return found[0][1] if found else None
 
     def _bins(self, attack: str) -> int:
+        """The chi-squared bins of the first plotted check of the attack that sets them."""
         for check in self.run.spec.checks:
-            if check.type == "invariance" and check.options.get("attack") == attack:
+            if (
+                _plots_attack(check)
+                and check.options.get("attack") == attack
+                and "bins" in check.options
+            ):
                 return int(check.options.get("bins") or 20)
         return 20
 
@@ -211,12 +216,18 @@ def histograms(adv: Adversaries, movable: dict[str, np.ndarray], bins: int) -> l
     return out
 
 
+def _plots_attack(check: CheckSpec) -> bool:
+    """Whether the check's type declares that the report plots its attack."""
+    declared = registry.checks().get(check.type)
+    return declared is not None and declared.plots_attack
+
+
 def plotted_attacks(run: SpecRun) -> list[str]:
-    """Attacks named by a check that the report plots (fooling rate, invariance)."""
+    """Attacks named by a check whose type the report plots (fooling rate, invariance)."""
     names = [
         check.options.get("attack")
         for check in run.spec.checks
-        if check.type in PLOTTED_CHECKS and check.options.get("attack")
+        if _plots_attack(check) and check.options.get("attack")
     ]
     return list(dict.fromkeys(names))
 

@@ -6,24 +6,11 @@ from typing import TYPE_CHECKING, Any
 
 from robustcheck import registry
 from robustcheck.errors import ModelError
-from robustcheck.registry import Declaration
 from robustcheck.spec import Spec, is_import_path
+from robustcheck.taggers.loaders import LOADERS as LOADERS  # re-exported
 
 if TYPE_CHECKING:
     from robustcheck.taggers.base import Tagger
-
-LOADERS: dict[str, Declaration] = {
-    ".onnx": Declaration(".onnx", "robustcheck.taggers.onnx:load_onnx", doc="ONNX (onnxruntime)"),
-    ".pt": Declaration(
-        ".pt", "robustcheck.taggers.torchscript:load_torchscript", doc="TorchScript"
-    ),
-    ".ts": Declaration(
-        ".ts", "robustcheck.taggers.torchscript:load_torchscript", doc="TorchScript"
-    ),
-    ".pt2": Declaration(
-        ".pt2", "robustcheck.taggers.exported:load_exported", doc="torch.export program"
-    ),
-}
 
 
 def load_tagger(spec: Spec) -> Tagger:

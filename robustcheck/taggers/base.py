@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -86,10 +88,13 @@ def select_output(raw: Any, output: str | int, names: Sequence[str] | None = Non
 class Tagger:
     """A classifier with named inputs, giving class log-probabilities.
 
-    ``binding`` lists the spec's input names in the model's call order.
+    ``binding`` lists the spec's input names in the model's call order. ``bridge_error``
+    says why a backend that reaches gradients through a bridge (ONNX through onnx2torch)
+    cannot give them; None when it can, or has not tried yet.
     """
 
     backend = "base"
+    bridge_error: str | None = None
 
     def __init__(
         self,
@@ -150,6 +155,11 @@ class Tagger:
         gate on ``scores``), or None when a backend cannot give it."""
         return None
 
+    def source_file(self) -> Path | None:
+        """The file of the code that defines the model, for a model without a file of its
+        own (an import path); None when there is none."""
+        return None
+
     @contextlib.contextmanager
     def frozen(self) -> Iterator[None]:
         """Eval mode and frozen parameters for the duration; restored exactly afterwards."""
@@ -194,6 +204,10 @@ class TorchTagger(Tagger):
     def _output(self, inputs: Inputs) -> torch.Tensor:
         raw = self.module(*(inputs[name] for name in self.binding))
         return select_output(raw, self.output)
+
+    def source_file(self) -> Path | None:
+        source = inspect.getsourcefile(type(self.module))
+        return Path(source) if source else None
 
     @contextlib.contextmanager
     def frozen(self) -> Iterator[None]:

@@ -20,8 +20,10 @@ class EnergyScale(Attack):
         self.features = list(spec.options["features"])
 
     def describe(self) -> str:
-        return (f"energy_scale eps={self.epsilon:g} x {self.scale_sigma:g} on "
-                f"{', '.join(self.features)}")
+        return (
+            f"energy_scale eps={self.epsilon:g} x {self.scale_sigma:g} on "
+            f"{', '.join(self.features)}"
+        )
 
     def perturb(self, batch: AttackBatch) -> Inputs:
         best: Inputs | None = None
@@ -43,8 +45,10 @@ class EnergyScale(Attack):
                 best, best_loss = adv, loss
             else:
                 pick = loss > best_loss
-                best = {n: torch.where(pick.view(-1, *[1] * (v.dim() - 1)), v, best[n])
-                        for n, v in adv.items()}
+                best = {
+                    n: torch.where(pick.view(-1, *[1] * (v.dim() - 1)), v, best[n])
+                    for n, v in adv.items()
+                }
                 best_loss = torch.maximum(loss, best_loss)
         assert best is not None
         return best

@@ -16,7 +16,8 @@ class MaxScoreShift(Check):
         shift = float(np.mean(np.abs(attacked - nominal)))
         limit = float(self.options["max_mean_shift"])
         passed = shift <= limit
-        summary = (f"mean |signal probability change| {shift:.4g} "
-                   f"{'<=' if passed else '>'} max {limit:g} | attack {adv.description}")
-        return self.result(passed, summary, figures={"mean_score_shift": shift,
-                                                     "threshold": limit})
+        summary = (
+            f"mean |signal probability change| {shift:.4g} "
+            f"{'<=' if passed else '>'} max {limit:g} | attack {adv.description}"
+        )
+        return self.result(passed, summary, figures={"mean_score_shift": shift, "threshold": limit})

@@ -1,7 +1,10 @@
 """Hook implementations: what this package adds to robustcheck.
 
 Declarations are light (no torch import); the implementations in attack.py and check.py are
-imported only when a spec uses them.
+imported only when a spec uses them. Each declares only its own options: robustcheck adds
+the ones every attack (``method``, ``epsilon``, ``seed``, ``batch_size``, ``scan``) or check
+(``name``, ``type``) takes; a declared one (``epsilon``, ``batch_size`` here) overrides its
+default and doc.
 """
 
 from __future__ import annotations
@@ -18,15 +21,14 @@ def robustcheck_attacks() -> list[Declaration]:
             "energy_scale",
             "robustcheck_jes.attack:EnergyScale",
             {
-                "method": Field("str", doc="the attack method"),
-                "epsilon": Field("number", doc="scale variation in units of `scale_sigma`",
-                                 minimum=0.0),
-                "scale_sigma": Field("number", 0.01, doc="relative energy-scale uncertainty",
-                                     minimum=0.0),
+                "epsilon": Field(
+                    "number", doc="scale variation in units of `scale_sigma`", minimum=0.0
+                ),
+                "scale_sigma": Field(
+                    "number", 0.01, doc="relative energy-scale uncertainty", minimum=0.0
+                ),
                 "features": Field("str_list", doc="features scaled together"),
-                "seed": Field("int", 0, doc="unused: the attack is deterministic"),
                 "batch_size": Field("int", 4096, doc="events per batch", minimum=1),
-                "scan": Field("number_list", None, doc="epsilons to scan"),
             },
             doc="one energy scale for the named features of every event: worst of +-epsilon",
         )
@@ -40,11 +42,10 @@ def robustcheck_checks() -> list[Declaration]:
             "max_score_shift",
             "robustcheck_jes.check:MaxScoreShift",
             {
-                "name": Field("str", None, doc="the check's name"),
-                "type": Field("str", doc="the check type"),
                 "attack": Field("str", doc="name of an [attacks.NAME] table"),
-                "max_mean_shift": Field("number", doc="largest allowed mean |score change|",
-                                        minimum=0.0),
+                "max_mean_shift": Field(
+                    "number", doc="largest allowed mean |score change|", minimum=0.0
+                ),
             },
             doc="mean absolute change of the signal probability under an attack",
         )
