@@ -1,6 +1,7 @@
 """Data readers: one module per file format, chosen by suffix; shared validation here.
 
-A reader is ``read(path, keys, tree=None, max_events=None, start=0) -> dict[str, array]``: it
+A reader (:class:`~robustcheck.data.reader.Reader`) is ``read(path, keys, tree=None,
+max_events=None, start=0) -> dict[str, array]``: it
 returns one entry per key, a numpy array with one row per event or a :class:`Jagged` for a
 variable-length (per event) branch or column, for the events ``start`` to
 ``start + max_events`` (fewer at the end of the file), reading no more of the file than its
@@ -14,7 +15,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import difflib
-import inspect
 import sys
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from robustcheck import registry
+from robustcheck.data.reader import Reader, as_reader
 from robustcheck.errors import DataError
 from robustcheck.registry import Declaration
 from robustcheck.spec import DataSpec
@@ -145,10 +146,10 @@ def read_chunks(spec: DataSpec, spec_file: Path, size: int) -> Iterator[tuple[in
     about once, at the end.
     """
     read = _reader(spec, spec_file)
-    if "start" not in inspect.signature(read).parameters:
+    if not read.streams:
         raise DataError(
             f"the reader for `{spec.path.suffix}` files cannot read a range of events "
-            "(its read function has no `start` argument)",
+            "(it does not declare `streams = True`)",
             file=spec_file,
             field=f"data.{spec.name}.chunk_size",
             fix="remove chunk_size to read the whole file at once",
@@ -198,17 +199,17 @@ def _malloc_trim():  # type: ignore[no-untyped-def]
         return None
 
 
-def _reader(spec: DataSpec, spec_file: Path):  # type: ignore[no-untyped-def]
+def _reader(spec: DataSpec, spec_file: Path) -> Reader:
     readers = registry.data_readers()
-    reader = readers.get(spec.path.suffix.lower())
-    if reader is None:
+    declared = readers.get(spec.path.suffix.lower())
+    if declared is None:
         raise DataError(
             f"no reader for `{spec.path.suffix}` files",
             file=spec_file,
             field=f"data.{spec.name}.path",
             fix=f"use one of {', '.join(readers)}",
         )
-    return reader.load()
+    return as_reader(declared.load())
 
 
 def _assemble(

@@ -11,9 +11,11 @@ from pathlib import Path
 import numpy as np
 
 from robustcheck.data import Array, Jagged, missing_error
+from robustcheck.data.reader import reader
 from robustcheck.errors import DataError
 
 
+@reader(streams=True)
 def read_hdf5(
     path: Path,
     keys: list[str],

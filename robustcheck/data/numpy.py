@@ -11,9 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
+from robustcheck.data.reader import reader
 from robustcheck.errors import DataError
 
 
+@reader(streams=True)
 def read_npz(
     path: Path,
     keys: list[str],
@@ -63,6 +65,7 @@ def _npz_rows(
     return np.frombuffer(data, dtype=dtype).reshape(rows, *shape[1:]).copy()
 
 
+@reader(streams=True)
 def read_npy(
     path: Path,
     keys: list[str],

@@ -12,9 +12,11 @@ from typing import Any
 import numpy as np
 
 from robustcheck.data import Array, Jagged, missing_error
+from robustcheck.data.reader import reader
 from robustcheck.errors import DataError
 
 
+@reader(streams=True)
 def read_parquet(
     path: Path,
     keys: list[str],

@@ -13,11 +13,13 @@ from typing import Any
 import numpy as np
 
 from robustcheck.data import Array, Jagged, missing_error
+from robustcheck.data.reader import reader
 from robustcheck.errors import DataError
 
 TREES = ["TTree", "ROOT::RNTuple"]
 
 
+@reader(streams=True)
 def read_root(
     path: Path,
     keys: list[str],
