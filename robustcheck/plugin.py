@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Generator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,76 +31,139 @@ SKIP_REASON = "robustness checks run only with --robustcheck (or ini option robu
 RECORD_ATTRIBUTE = "robustcheck"
 
 
+@dataclass(frozen=True)
+class Option:
+    """A command-line flag ``--NAME`` (dashes) and, with ``ini``, the ini key ``NAME``
+    (underscores): one name stem, read through :func:`get_option`."""
+
+    name: str  # the stem with underscores: the ini key, and the flag's dest
+    help: str
+    metavar: str | None = None
+    kind: str = "string"  # string | int | bool | path
+    ini: bool = True
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+OPTIONS = (
+    Option(
+        "robustcheck",
+        "run the checks of robustness.toml/yaml and *.robust.toml/yaml specs",
+        kind="bool",
+    ),
+    Option(
+        "robustcheck_device",
+        "device for every spec, overriding [model] device (cpu, cuda, cuda:N)",
+        "DEVICE",
+    ),
+    Option("robustcheck_seed", "seed for every attack, overriding the specs' seeds", "SEED", "int"),
+    Option(
+        "robustcheck_report",
+        "write report.json, report.html and plots/ of the checks into DIR",
+        "DIR",
+        "path",
+    ),
+    Option(
+        "robustcheck_baseline",
+        "compare checks with no_regression = true against this baseline file",
+        "FILE",
+        "path",
+    ),
+    # No ini key: saving a baseline is an action, not a setting. From a config file it would
+    # rewrite the reference on every run, so a regression would become the new baseline
+    # without anyone asking for it; it is asked for on the command line, once.
+    Option(
+        "robustcheck_save_baseline",
+        "record every check's figures, seeds and fingerprints into this baseline file",
+        "FILE",
+        "path",
+        ini=False,
+    ),
+)
+_BY_NAME = {option.name: option for option in OPTIONS}
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("robustcheck", "robustness checks of ML taggers")
-    group.addoption(
-        "--robustcheck",
-        action="store_true",
-        default=False,
-        help="run the checks of robustness.toml/yaml and *.robust.toml/yaml specs",
-    )
-    group.addoption(
-        "--robustcheck-device",
-        default=None,
-        metavar="DEVICE",
-        help="device for every spec, overriding [model] device (cpu, cuda, cuda:N)",
-    )
-    group.addoption(
-        "--robustcheck-seed",
-        type=int,
-        default=None,
-        metavar="SEED",
-        help="seed for every attack, overriding the specs' seeds",
-    )
-    group.addoption(
-        "--robustcheck-report",
-        default=None,
-        metavar="DIR",
-        help="write report.json, report.html and plots/ of the checks into DIR",
-    )
-    group.addoption(
-        "--robustcheck-baseline",
-        default=None,
-        metavar="FILE",
-        help="compare checks with no_regression = true against this baseline file",
-    )
-    group.addoption(
-        "--robustcheck-save-baseline",
-        default=None,
-        metavar="FILE",
-        help="record every check's figures, seeds and fingerprints into this baseline file",
-    )
-    parser.addini(
-        "robustcheck",
-        type="bool",
-        default=False,
-        help="run robustness spec checks as with --robustcheck",
-    )
-    parser.addini(
-        "robustcheck_report",
-        type="string",
-        default="",
-        help="folder for report.json and report.html, as with --robustcheck-report",
-    )
+    for option in OPTIONS:
+        ini = f" (ini key: {option.name})" if option.ini else ""
+        if option.kind == "bool":
+            group.addoption(option.flag, action="store_true", default=None, help=option.help + ini)
+        else:
+            group.addoption(
+                option.flag,
+                type=int if option.kind == "int" else str,
+                default=None,
+                metavar=option.metavar,
+                help=option.help + ini,
+            )
+        if option.ini:
+            parser.addini(
+                option.name,
+                type="bool" if option.kind == "bool" else "string",
+                default=False if option.kind == "bool" else "",
+                help=f"{option.help}, as with {option.flag}",
+            )
+
+
+def _from_ini(config: pytest.Config, option: Option) -> Any:
+    """The ini key's value, None when it is not set."""
+    if not option.ini:
+        return None
+    value = config.getini(option.name)
+    if option.kind == "bool":
+        return bool(value)
+    text = str(value).strip()
+    if not text:
+        return None
+    if option.kind == "int":
+        try:
+            return int(text)
+        except ValueError:
+            raise pytest.UsageError(
+                f"ini key {option.name} = {text!r}: must be an integer"
+            ) from None
+    return text
+
+
+def get_option(config: pytest.Config, name: str) -> Any:
+    """The flag's value when it is given, else the ini key's (None when neither is set).
+
+    Paths come back as given; :func:`option_path` resolves them.
+    """
+    option = _BY_NAME[name]
+    value = config.getoption(name)
+    if value is not None and value is not False:
+        return value
+    return _from_ini(config, option)
+
+
+def option_path(config: pytest.Config, name: str) -> Path | None:
+    """A path option, resolved: a flag's relative to the folder pytest was started in, an ini
+    key's relative to the ini file's folder (the root folder when there is no ini file)."""
+    value = config.getoption(name)
+    if value:
+        return config.invocation_params.dir / value
+    value = _from_ini(config, _BY_NAME[name])
+    if not value:
+        return None
+    folder = config.inipath.parent if config.inipath is not None else config.rootpath
+    return folder / value
 
 
 def enabled(config: pytest.Config) -> bool:
-    return bool(config.getoption("robustcheck") or config.getini("robustcheck"))
+    return bool(get_option(config, "robustcheck"))
 
 
 def report_dir(config: pytest.Config) -> Path | None:
-    """The report folder from the flag or the ini key, relative to where pytest was started."""
-    value = config.getoption("robustcheck_report") or config.getini("robustcheck_report")
-    return config.invocation_params.dir / value if value else None
+    """The report folder from the flag or the ini key (see :func:`option_path`)."""
+    return option_path(config, "robustcheck_report")
 
 
 def is_xdist_worker(config: pytest.Config) -> bool:
     return hasattr(config, "workerinput")
-
-
-def option_path(config: pytest.Config, name: str) -> Path | None:
-    value = config.getoption(name)
-    return config.invocation_params.dir / value if value else None
 
 
 SUMMARY_PLUGIN = "robustcheck-summary"
@@ -107,6 +171,8 @@ WORKER_OUTPUT = "robustcheck_collected"  # key of config.workeroutput under pyte
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    for option in OPTIONS:  # a bad ini value stops the session before collection
+        get_option(config, option.name)
     config.pluginmanager.register(RunSummary(config), SUMMARY_PLUGIN)
 
 
@@ -193,8 +259,8 @@ class SpecFile(pytest.File):
                 recorder = Baseline(save)
             self._run = SpecRun.from_path(
                 self.path,
-                device=self.config.getoption("robustcheck_device"),
-                seed=self.config.getoption("robustcheck_seed"),
+                device=get_option(self.config, "robustcheck_device"),
+                seed=get_option(self.config, "robustcheck_seed"),
                 baseline=option_path(self.config, "robustcheck_baseline"),
                 record_to=recorder,
             )
