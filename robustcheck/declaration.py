@@ -84,7 +84,7 @@ class Declaration:
     needs to know about it (see the module's doc)."""
 
     name: str
-    target: str
+    target: str | Any  # "module:attribute", or the implementation itself
     options: Mapping[str, Field] = field(default_factory=dict, compare=False)
     doc: str = ""
     # checks
@@ -104,6 +104,9 @@ class Declaration:
     origin: str = "robustcheck"
 
     def load(self) -> Any:
+        """The implementation (an Attack or Check subclass, a loader, a reader)."""
+        if not isinstance(self.target, str):
+            return self.target
         module_name, _, attr = self.target.partition(":")
         return getattr(importlib.import_module(module_name), attr)
 
