@@ -26,15 +26,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from robustcheck.checks.base import Check
-from robustcheck.core import Adversaries
-from robustcheck.result import CheckResult
-from robustcheck.stats import (
-    chi2_homogeneity,
-    correlation_change,
-    holm_adjust,
-    js_distance,
-    ks_2samp,
+from robustcheck.invariance_stats import (
+    FeatureFigures as FeatureFigures,  # re-exported
 )
+from robustcheck.invariance_stats import (
+    InvarianceFigures as InvarianceFigures,  # re-exported
+)
+from robustcheck.invariance_stats import measure as measure  # re-exported
+from robustcheck.invariance_stats import real_entries as real_entries  # re-exported
+from robustcheck.result import CheckResult
+from robustcheck.stats import holm_adjust
 from robustcheck.stream import KEEP_SEED
 
 CORRECTIONS = ("holm", "none")
@@ -44,38 +45,6 @@ PVALUE_KINDS = {
     "ks": ("ks_min_pvalue", "KS", "ks_pvalue"),
     "chi2": ("chi2_min_pvalue", "chi2", "chi2_pvalue"),
 }
-
-
-@dataclass
-class FeatureFigures:
-    feature: str
-    ks_statistic: float
-    ks_pvalue: float
-    chi2_pvalue: float
-    jsd: float
-
-
-@dataclass
-class InvarianceFigures:
-    """Everything the invariance check measures on one attacked sample."""
-
-    features: list[FeatureFigures]
-    correlation_change: float
-    correlation_pair: tuple[str, str]
-    correlation_frobenius: float
-    n_entries: int
-
-    @property
-    def min_ks(self) -> FeatureFigures:
-        return min(self.features, key=lambda f: f.ks_pvalue)
-
-    @property
-    def min_chi2(self) -> FeatureFigures:
-        return min(self.features, key=lambda f: f.chi2_pvalue)
-
-    @property
-    def max_jsd(self) -> FeatureFigures:
-        return max(self.features, key=lambda f: f.jsd)
 
 
 @dataclass
@@ -127,47 +96,6 @@ def pvalue_tests(
     cuts = np.cumsum([raw[k].shape[-1] for k in kinds])[:-1]
     parts = np.split(joint, cuts, axis=-1)
     return PValueTests(correction, limits, raw, dict(zip(kinds, parts, strict=True)))
-
-
-def real_entries(adv: Adversaries, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """(entries, features) float64 arrays of an input, nominal and attacked, padding left out
-    (before the float64 copy)."""
-    features = len(adv.features[name])
-    real = adv.real[name].reshape(-1)
-    nominal = adv.nominal[name].reshape(-1, features)[real].double().numpy()
-    perturbed = adv.adversarial[name].reshape(-1, features)[real].double().numpy()
-    return nominal, perturbed
-
-
-def measure(adv: Adversaries, movable: dict[str, np.ndarray], bins: int = 20) -> InvarianceFigures:
-    """Invariance statistics of every perturbed input of an attacked sample."""
-    features: list[FeatureFigures] = []
-    corr_change, corr_pair, frobenius, n_entries = 0.0, ("", ""), 0.0, 0
-    for name, names in adv.features.items():
-        nominal, perturbed = real_entries(adv, name)
-        n_entries = max(n_entries, len(nominal))
-        cols = np.flatnonzero(movable[name])
-        if len(cols):
-            ks = ks_2samp(nominal[:, cols], perturbed[:, cols])
-            chi2 = chi2_homogeneity(nominal[:, cols], perturbed[:, cols], bins=bins)
-            jsd = js_distance(nominal[:, cols], perturbed[:, cols], bins=bins)
-            for i, col in enumerate(cols):
-                features.append(
-                    FeatureFigures(
-                        names[col],
-                        float(ks.statistic[i]),
-                        float(ks.pvalue[i]),
-                        float(chi2.pvalue[i]),
-                        float(jsd[i]),
-                    )
-                )
-        if len(names) > 1:
-            change = correlation_change(nominal, perturbed)
-            if change.max_abs >= corr_change:
-                corr_change = change.max_abs
-                corr_pair = (names[change.argmax[0]], names[change.argmax[1]])
-            frobenius = max(frobenius, change.relative_frobenius)
-    return InvarianceFigures(features, corr_change, corr_pair, frobenius, n_entries)
 
 
 class Invariance(Check):

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from robustcheck.invariance_stats import measure
 from robustcheck.stats import clopper_pearson
 
 if TYPE_CHECKING:
@@ -17,8 +18,6 @@ def scan_rows(
     run: SpecRun, attack: str, decision: Decision | None = None
 ) -> list[dict[str, float]]:
     """One row per epsilon of the attack's ``scan``: fooling rate, interval, invariance."""
-    from robustcheck.checks.invariance import measure
-
     movable = {name: env.movable.numpy() for name, env in run.envelope.inputs.items()}
     rows = []
     for epsilon in run.spec.attacks[attack].options.get("scan") or ():

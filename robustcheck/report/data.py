@@ -13,6 +13,7 @@ import numpy as np
 
 from robustcheck import registry
 from robustcheck.digest import file_digest
+from robustcheck.invariance_stats import measure, real_entries
 from robustcheck.report.records import clean
 from robustcheck.spec import is_import_path
 from robustcheck.stats import auc, clopper_pearson, roc_curve
@@ -184,8 +185,6 @@ def _full(key: tuple[object, ...]) -> bool:
 
 def histograms(adv: Adversaries, movable: dict[str, np.ndarray], bins: int) -> list[dict]:
     """Nominal and adversarial histograms of every movable feature, with KS and chi2."""
-    from robustcheck.checks.invariance import measure, real_entries
-
     stats = iter(measure(adv, movable, bins).features)  # same order as the loops below
     out = []
     for name, features in adv.features.items():
