@@ -82,6 +82,7 @@ REQUIRED: Any = _Required()
 
 _TYPE_NAMES = {
     "str": "a string",
+    "path": "a file path",
     "int": "an integer",
     "number": "a number",
     "bool": "true or false",
@@ -112,13 +113,26 @@ class Field:
         return self.default is REQUIRED
 
 
+def is_number(value: Any) -> bool:
+    """An int or a float, but not a bool (which Python counts as an int): the one rule."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def did_you_mean(word: str, valid: Iterable[str], cutoff: float = 0.5) -> str | None:
+    """``did you mean `X`?`` for the valid name closest to ``word``; None when none is close."""
+    close = difflib.get_close_matches(word, list(valid), n=1, cutoff=cutoff)
+    return f"did you mean `{close[0]}`?" if close else None
+
+
 def _is_type(value: Any, type_: str) -> bool:
     if type_ == "str":
         return isinstance(value, str)
+    if type_ == "path":
+        return isinstance(value, str) and value != ""
     if type_ == "int":
         return isinstance(value, int) and not isinstance(value, bool)
     if type_ == "number":
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+        return is_number(value)
     if type_ == "bool":
         return isinstance(value, bool)
     if type_ == "list":
@@ -138,8 +152,7 @@ def _is_type(value: Any, type_: str) -> bool:
 
 def unknown_key_error(key: str, valid: list[str], where: str, source: str | Path) -> SpecError:
     """An error for an unknown key, suggesting the closest valid one."""
-    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
-    hint = f"did you mean `{close[0]}`?" if close else f"valid keys: {', '.join(sorted(valid))}"
+    hint = did_you_mean(key, valid) or f"valid keys: {', '.join(sorted(valid))}"
     return SpecError(f"unknown key `{key}`", file=source, field=where or None, fix=hint)
 
 
@@ -201,8 +214,8 @@ def check_value(value: Any, spec: Field, path: str, source: str | Path) -> Any:
     items = value if spec.type == "str_list" else [value]
     for item in items if spec.choices is not None else ():
         if item not in spec.choices:
-            close = difflib.get_close_matches(str(item), [str(c) for c in spec.choices], n=1)
-            hint = f"did you mean `{close[0]}`? " if close else ""
+            close = did_you_mean(str(item), [str(c) for c in spec.choices], cutoff=0.6)
+            hint = f"{close} " if close else ""
             raise SpecError(
                 f"{item!r} is not one of {', '.join(map(repr, spec.choices))}",
                 file=source,
@@ -225,6 +238,7 @@ def check_value(value: Any, spec: Field, path: str, source: str | Path) -> Any:
 
 _JSON_TYPES: dict[str, dict[str, Any]] = {
     "str": {"type": "string"},
+    "path": {"type": "string", "minLength": 1},
     "int": {"type": "integer"},
     "number": {"type": "number"},
     "bool": {"type": "boolean"},

@@ -82,7 +82,7 @@ def _declared(kind: str, builtin: dict[str, Declaration]) -> Mapping[str, Declar
 def spec_json_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of a version-1 spec."""
     known: dict[str, Any] = {
-        "version": {"const": spec_module.SPEC_VERSION, "description": "spec format version"},
+        **to_json_schema(spec_module.TOP_FIELDS)["properties"],
         "model": to_json_schema(spec_module.MODEL_FIELDS),
         "data": {
             "type": "object",
@@ -114,13 +114,10 @@ def spec_json_schema() -> dict[str, Any]:
             "items": _by_discriminator(_declared("checks", CHECKS), "type", "check"),
         },
     }
-    properties = {}
-    for section in spec_module.TOP_LEVEL:
-        if section in known:
-            properties[section] = known[section]
-            continue
-        fields = getattr(spec_module, f"{section.upper()}_FIELDS", None)
-        properties[section] = to_json_schema(fields) if fields else {}
+    missing = set(spec_module.TOP_LEVEL) - set(known)
+    if missing:  # a top-level key without a declaration would accept anything
+        raise AssertionError(f"top-level keys without a JSON Schema: {sorted(missing)}")
+    properties = {section: known[section] for section in spec_module.TOP_LEVEL}
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": SCHEMA_ID,

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from robustcheck.report.records import counts, sort_key
+from robustcheck.schema import is_number
 
 COLUMNS = ("spec", "check", "figure", "threshold", "verdict", "attack")
 GAP = "  "
@@ -129,7 +130,7 @@ def nominal_line(nominal: Mapping[str, Any]) -> str:
 
     def number(key: str) -> float | None:
         value = nominal.get(key)
-        return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+        return value if is_number(value) else None
 
     parts = []
     auc, error = number("auc"), number("auc_error")

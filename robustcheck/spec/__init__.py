@@ -22,6 +22,7 @@ from robustcheck.spec.fields import (
     KEEP_EVENTS,
     MODEL_FIELDS,
     SKIPPABLE_GATES,
+    TOP_FIELDS,
     TOP_LEVEL,
 )
 from robustcheck.spec.names import SPEC_NAME, SPEC_VERSION, is_spec_file
@@ -56,6 +57,7 @@ __all__ = [
     "SKIPPABLE_GATES",
     "SPEC_NAME",
     "SPEC_VERSION",
+    "TOP_FIELDS",
     "TOP_LEVEL",
     "AttackSpec",
     "CheckSpec",

@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from robustcheck.schema import unknown_key_error, validate
+from robustcheck.schema import did_you_mean, is_number, unknown_key_error, validate
 from robustcheck.spec.fields import FEATURE_FIELDS, GROUP_FIELDS
 from robustcheck.spec.problems import Errors, error
 from robustcheck.spec.types import EnvelopeGroup, FeatureEnvelope, InputSpec
@@ -179,8 +178,7 @@ def _group_table(entry: Any, where: str, features: tuple[str, ...], path: Path) 
         raise error(path, "lists no features", f"{where}.features", GROUP_FIX)
     for feature in names:
         if feature not in features:
-            close = difflib.get_close_matches(feature, list(features), n=1, cutoff=0.5)
-            hint = f"did you mean `{close[0]}`?" if close else f"one of: {', '.join(features)}"
+            hint = did_you_mean(feature, features) or f"one of: {', '.join(features)}"
             raise error(path, f"unknown feature `{feature}`", f"{where}.features", hint)
     dupes = sorted({f for f in names if names.count(f) > 1})
     if dupes:
@@ -236,10 +234,6 @@ def _group_table(entry: Any, where: str, features: tuple[str, ...], path: Path) 
     return values
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _matrix(
     value: list[Any], size: int, where: str, kind: str, path: Path
 ) -> tuple[tuple[float, ...], ...]:
@@ -248,7 +242,7 @@ def _matrix(
     if not (
         len(value) == size
         and all(
-            isinstance(row, list) and len(row) == size and all(_is_number(v) for v in row)
+            isinstance(row, list) and len(row) == size and all(is_number(v) for v in row)
             for row in value
         )
     ):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from robustcheck.schema import Field
+from robustcheck.spec.names import SPEC_VERSION
 
 # sanity gates a spec may switch off with [model] skip_gates; finite outputs are never skipped
 SKIPPABLE_GATES = ("scores", "classes", "auc", "accuracy")
@@ -128,6 +129,14 @@ GROUP_FIELDS: dict[str, Field] = {
     ),
     "covariance": Field("list", None, doc="covariance matrix in the features' units"),
     "correlation": Field("list", None, doc="correlation matrix over the features' absolute sigmas"),
+}
+
+# the top-level keys that are values, not sections
+TOP_FIELDS: dict[str, Field] = {
+    "version": Field("int", SPEC_VERSION, doc="spec format version", choices=(SPEC_VERSION,)),
+    "baseline": Field(
+        "path", None, doc="baseline file for no_regression checks, relative to the spec file"
+    ),
 }
 
 TOP_LEVEL = ("version", "model", "data", "inputs", "envelope", "attacks", "checks", "baseline")

@@ -4,17 +4,29 @@
 from __future__ import annotations
 
 import copy
-import difflib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from robustcheck import registry
 from robustcheck.errors import SpecError
-from robustcheck.schema import numbered_errors, one_error, unknown_key_error, validate
+from robustcheck.schema import (
+    check_value,
+    did_you_mean,
+    numbered_errors,
+    one_error,
+    unknown_key_error,
+    validate,
+)
 from robustcheck.spec.documents import read_document
 from robustcheck.spec.envelope import GROUP_FIX, coherent_group_names, parse_envelope
-from robustcheck.spec.fields import DATA_FIELDS, INPUT_FIELDS, MODEL_FIELDS, TOP_LEVEL
+from robustcheck.spec.fields import (
+    DATA_FIELDS,
+    INPUT_FIELDS,
+    MODEL_FIELDS,
+    TOP_FIELDS,
+    TOP_LEVEL,
+)
 from robustcheck.spec.names import SPEC_VERSION
 from robustcheck.spec.problems import Errors, error
 from robustcheck.spec.types import (
@@ -91,7 +103,7 @@ def _parse(doc: Mapping[str, Any], path: Path) -> tuple[Spec | None, list[SpecEr
     if errors:
         return None, errors.found
     version = doc.get("version", SPEC_VERSION)
-    if version != SPEC_VERSION:  # the rest would be read by the wrong rules
+    if "version" in doc and not _valid(version, "version", path):  # read by the wrong rules
         wrong = error(
             path,
             f"unsupported spec version {version!r}",
@@ -136,8 +148,8 @@ def _parse(doc: Mapping[str, Any], path: Path) -> tuple[Spec | None, list[SpecEr
     if groups is not None:  # shift attacks name coherent groups of a whole envelope
         _check_shift_attacks(attacks, groups, path, errors)
     baseline = doc.get("baseline")
-    if baseline is not None and not isinstance(baseline, str):
-        errors.add(error(path, f"must be a file path, got {baseline!r}", "baseline"))
+    if "baseline" in doc:
+        errors.attempt(check_value, baseline, TOP_FIELDS["baseline"], "baseline", path)
     if errors:
         return None, errors.found
     assert model is not None and inputs is not None and envelope is not None
@@ -147,6 +159,15 @@ def _parse(doc: Mapping[str, Any], path: Path) -> tuple[Spec | None, list[SpecEr
         path, version, model, data, inputs, envelope, attacks, checks, groups, baseline_path
     )
     return spec, []
+
+
+def _valid(value: Any, key: str, path: Path) -> bool:
+    """Whether a top-level value meets its declaration in TOP_FIELDS."""
+    try:
+        check_value(value, TOP_FIELDS[key], key, path)
+    except SpecError:
+        return False
+    return True
 
 
 def _parse_model(table: Any, path: Path) -> ModelSpec:
@@ -380,8 +401,7 @@ def _check_shift_attack(
         )
     for group in attack.options.get("groups") or ():
         if group not in coherent:
-            close = difflib.get_close_matches(group, coherent, n=1, cutoff=0.5)
-            hint = f"did you mean `{close[0]}`?" if close else f"one of: {', '.join(coherent)}"
+            hint = did_you_mean(group, coherent) or f"one of: {', '.join(coherent)}"
             raise error(path, f"no coherent group named `{group}`", f"attacks.{name}.groups", hint)
 
 
