@@ -25,8 +25,13 @@ def spec_with_attacks(model_dir: Path, epsilon: float = 3.0) -> SpecRun:
     doc = base_spec()
     doc["attacks"] = {
         "plain": {"method": "pgd", "epsilon": epsilon, "steps": 20, "seed": 2},
-        "hidden": {"method": "constrained_pgd", "epsilon": epsilon, "steps": 20, "seed": 2,
-                   "scan": [1.0, epsilon]},
+        "hidden": {
+            "method": "constrained_pgd",
+            "epsilon": epsilon,
+            "steps": 20,
+            "seed": 2,
+            "scan": [1.0, epsilon],
+        },
     }
     doc["checks"] = [
         {"name": "plain", "type": "invariance", "attack": "plain", **THRESHOLDS},
@@ -71,12 +76,19 @@ def test_measure_matches_scipy_and_excludes_padding() -> None:
     perturbed = nominal.copy()
     perturbed[..., 0] += 0.3 * mask
     adv = Adversaries(
-        attack="a", description="d", epsilon=1.0, seed=0,
+        attack="a",
+        description="d",
+        epsilon=1.0,
+        seed=0,
         nominal={"p": torch.from_numpy(nominal)},
         adversarial={"p": torch.from_numpy(perturbed)},
-        log_probs=torch.zeros(n, 2), correct=torch.ones(n, dtype=torch.bool),
-        fooled=torch.zeros(n, dtype=torch.bool), sigma={}, real={"p": torch.from_numpy(mask)},
-        features={"p": ("a", "b")}, seconds=0.0,
+        log_probs=torch.zeros(n, 2),
+        correct=torch.ones(n, dtype=torch.bool),
+        fooled=torch.zeros(n, dtype=torch.bool),
+        sigma={},
+        real={"p": torch.from_numpy(mask)},
+        features={"p": ("a", "b")},
+        seconds=0.0,
     )
     figures = measure(adv, {"p": np.array([True, True])})
     real_a, real_b = nominal[mask], perturbed[mask]

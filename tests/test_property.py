@@ -177,6 +177,7 @@ def test_failures_go_to_the_example_database(folder: Path) -> None:
     assert "replayed from its example database" in first.summary
     again = run_property(folder, "step.pt", max_score_change=0.05)
     assert again.summary == first.summary  # the saved counterexample, replayed
+
     def search(result: CheckResult) -> list[str]:  # but the count of examples evaluated
         return [line for line in result.details if "perturbations evaluated" not in line]
 
