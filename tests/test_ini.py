@@ -112,7 +112,8 @@ def test_the_ini_keys_run_the_checks_with_their_seed_and_report(
         "[pytest]\nrobustcheck = true\nrobustcheck_device = cpu\nrobustcheck_seed = 11\n"
         "robustcheck_report = reports\n"
     )
-    result = pytester.runpytest("--junitxml=out.xml")
+    # in a subprocess: an in-process run would drop the matplotlib it imports from sys.modules
+    result = pytester.runpytest_subprocess("--junitxml=out.xml")
     result.assert_outcomes(passed=1)
     case = next(ET.parse(pytester.path / "out.xml").iter("testcase"))
     props = {p.get("name"): p.get("value") for p in case.iter("property")}
