@@ -79,8 +79,7 @@ def fingerprints(spec: Spec, check: CheckSpec) -> dict[str, str]:
 
 def spec_key(spec: Spec, baseline_file: Path) -> str:
     """The spec's path relative to the baseline file's folder, so baselines travel."""
-    # robustcheck.plugin still passes its SpecRun here; its spec is what counts
-    path = Path(getattr(spec, "spec", spec).path)
+    path = Path(spec.path)
     try:
         return path.resolve().relative_to(baseline_file.resolve().parent).as_posix()
     except ValueError:

@@ -29,6 +29,6 @@ def robustcheck_tagger_loaders() -> list[Declaration]:
 
 @hookimpl
 def robustcheck_data_readers() -> list[Declaration]:
-    from robustcheck.data import READERS
+    from robustcheck.data.formats import READERS
 
     return list(READERS.values())

@@ -36,7 +36,6 @@ from robustcheck.errors import (
     DataError,
     ModelError,
     RobustcheckError,
-    SanityError,
     SpecError,
     exception_text,
 )
@@ -44,6 +43,7 @@ from robustcheck.result import CheckResult
 from robustcheck.sanity import (
     SCORE_EVENTS,
     Nominal,
+    SanityError,
     assess,
     bounds_message,
     merge_bounds,

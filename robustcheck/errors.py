@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from robustcheck.sanity import Nominal
 
 _SCRIPT_PREAMBLE = "The following operation failed in the TorchScript interpreter"
 _ERROR_LINE = re.compile(r"^(?:builtins\.)?([A-Za-z_][\w.]*(?:Error|Exception|Exit)): (.*)$")
@@ -42,7 +38,7 @@ class RobustcheckError(Exception):
         self.file = str(file) if file is not None else None
         self.field = field
         self.fix = fix
-        self.nominal: dict[str, object] | None = None  # the sanity gates' figures, if any
+        self.nominal: dict[str, object] | None = None  # a failed sanity gate's figures
         super().__init__(self.render())
 
     def render(self) -> str:
@@ -69,30 +65,3 @@ class ModelError(RobustcheckError):
     """A model cannot be loaded, or does not accept the spec's inputs."""
 
     kind = "model error"
-
-
-class SanityError(RobustcheckError):
-    """A sanity gate failed: the model or the nominal sample makes every figure meaningless."""
-
-    kind = "sanity gate"
-
-    @classmethod
-    def of(cls, nominal: Nominal, spec_file: str | Path) -> SanityError:
-        """One error for all the gates that failed, with each one's fix."""
-        failures = nominal.failures
-        if len(failures) == 1:
-            gate, message, fix = failures[0]
-            text = f"{gate}: {message}"
-        else:
-            text = f"{len(failures)} sanity gates failed:" + "".join(
-                f"\n  - {gate}: {message} (fix: {fix})" for gate, message, fix in failures
-            )
-            fix = "each gate's fix above"
-        error = cls(
-            f"{text}\n  ({nominal.line()}; no check of this spec can pass until this is fixed)",
-            file=spec_file,
-            field="model",
-            fix=fix,
-        )
-        error.nominal = nominal.to_dict()
-        return error

@@ -339,7 +339,7 @@ class SpecItem(pytest.Item):
             return
         from robustcheck.baseline import spec_key
 
-        key = spec_key(run, run.record_to.path)
+        key = spec_key(run.spec, run.record_to.path)
         entry = run.record_to.entries.get(key, {}).get(self.check.name)
         if entry is not None:
             self.record["baseline_entry"] = {"spec": key, "check": self.check.name, "entry": entry}

@@ -7,6 +7,7 @@ from typing import Any
 
 from robustcheck import registry
 from robustcheck.declaration import Declaration, OptionLimit
+from robustcheck.schema import is_number
 
 
 @dataclass
@@ -105,28 +106,24 @@ def _option_limit(option: str, declared: Declaration | None) -> OptionLimit:
     return OptionLimit(option.replace("_", " "), option, None, "<=")
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def comparisons_of(check_type: str, figures: Figures) -> list[Comparison]:
     """The comparisons a check recorded in its figures, for reports: the limits its type
     declares, and every ``threshold_OPTION`` figure."""
     declared = _declaration(check_type)
     out = []
     for limit in declared.limits if declared is not None else ():
-        if _number(figures.get(limit.key)):
+        if is_number(figures.get(limit.key)):
             try:
                 value = limit.value(figures)
             except (KeyError, TypeError, ValueError):
                 continue
             out.append(Comparison(limit.label, value, limit.op, float(figures[limit.key])))
     for key, threshold in figures.items():
-        if not key.startswith("threshold_") or not _number(threshold):
+        if not key.startswith("threshold_") or not is_number(threshold):
             continue
         option = key[len("threshold_") :]
         how = _option_limit(option, declared)
-        value = next((figures[k] for k in (how.figure, option) if _number(figures.get(k))), None)
+        value = next((figures[k] for k in (how.figure, option) if is_number(figures.get(k))), None)
         if value is not None:
             where = figures.get(how.where) if how.where else None
             out.append(

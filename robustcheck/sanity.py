@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from robustcheck.envelope import Envelope, Inputs
+from robustcheck.errors import RobustcheckError
 from robustcheck.spec import ModelSpec
 from robustcheck.stats import auc, auc_standard_error, effective_count
 
@@ -427,3 +429,30 @@ def bounds_message(
         parts.append(f"{label} {count:,} ({bounds}; extreme value {extreme:.4g})")
     total = sum(count for count, _ in counts.values())
     return f"{total:,} entries lie outside the envelope's bounds: " + "; ".join(parts)
+
+
+class SanityError(RobustcheckError):
+    """A sanity gate failed: the model or the nominal sample makes every figure meaningless."""
+
+    kind = "sanity gate"
+
+    @classmethod
+    def of(cls, nominal: Nominal, spec_file: str | Path) -> SanityError:
+        """One error for all the gates that failed, with each one's fix."""
+        failures = nominal.failures
+        if len(failures) == 1:
+            gate, message, fix = failures[0]
+            text = f"{gate}: {message}"
+        else:
+            text = f"{len(failures)} sanity gates failed:" + "".join(
+                f"\n  - {gate}: {message} (fix: {fix})" for gate, message, fix in failures
+            )
+            fix = "each gate's fix above"
+        error = cls(
+            f"{text}\n  ({nominal.line()}; no check of this spec can pass until this is fixed)",
+            file=spec_file,
+            field="model",
+            fix=fix,
+        )
+        error.nominal = nominal.to_dict()
+        return error

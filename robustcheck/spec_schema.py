@@ -12,8 +12,6 @@ from typing import Any
 
 from robustcheck import registry
 from robustcheck import spec as spec_module
-from robustcheck.attacks import ATTACKS
-from robustcheck.checks import CHECKS
 from robustcheck.registry import Declaration
 from robustcheck.schema import to_json_schema
 
@@ -73,12 +71,6 @@ def _envelope_table() -> dict[str, Any]:
     return table
 
 
-def _declared(kind: str, builtin: dict[str, Declaration]) -> Mapping[str, Declaration]:
-    """Attacks or checks, with those that installed plugins add when the registry has them."""
-    lookup = getattr(registry, kind, None)
-    return lookup() if callable(lookup) else builtin
-
-
 def spec_json_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of a version-1 spec."""
     known: dict[str, Any] = {
@@ -103,15 +95,13 @@ def spec_json_schema() -> dict[str, Any]:
         "attacks": {
             "type": "object",
             "description": "named adversaries, computed once and shared by the checks",
-            "additionalProperties": _by_discriminator(
-                _declared("attacks", ATTACKS), "method", "attack"
-            ),
+            "additionalProperties": _by_discriminator(registry.attacks(), "method", "attack"),
         },
         "checks": {
             "type": "array",
             "minItems": 1,
             "description": "the assertions; each is one pytest item",
-            "items": _by_discriminator(_declared("checks", CHECKS), "type", "check"),
+            "items": _by_discriminator(registry.checks(), "type", "check"),
         },
     }
     missing = set(spec_module.TOP_LEVEL) - set(known)

@@ -12,22 +12,6 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).parents[1] / "robustcheck"
 
-# KNOWN EXCEPTIONS: edges of cycles that remain in modules outside this change, each left out
-# of the graph. Remove an edge once its cycle is gone (test_the_known_exceptions_are_still_
-# cycles says when): the test then guards that it stays gone.
-KNOWN_CYCLE_EDGES: frozenset[tuple[str, str]] = frozenset(
-    {
-        # errors names sanity.Nominal under TYPE_CHECKING; sanity -> envelope -> spec -> errors
-        ("robustcheck.errors", "robustcheck.sanity"),
-        # the data readers import Declaration from the registry (robustcheck.declaration has
-        # it) and the registry loads them through builtin; their declarations belong in a
-        # light module such as taggers/loaders.py
-        ("robustcheck.data", "robustcheck.registry"),
-        # data imports spec.DataSpec; spec.parsing -> registry -> builtin -> data
-        ("robustcheck.data", "robustcheck.spec"),
-    }
-)
-
 
 def module_names() -> dict[str, Path]:
     """Every module of the package by dotted name (a package by its own name)."""
@@ -68,8 +52,6 @@ def imports_of(name: str, path: Path, modules: set[str]) -> set[str]:
 def import_graph() -> dict[str, set[str]]:
     modules = module_names()
     graph = {name: imports_of(name, path, set(modules)) for name, path in modules.items()}
-    for source, target in KNOWN_CYCLE_EDGES:
-        graph[source].discard(target)
     return graph
 
 
@@ -121,27 +103,6 @@ def test_the_import_graph_is_built_from_every_statement(tmp_path: Path) -> None:
 def test_no_import_cycles() -> None:
     cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
-
-
-def test_the_known_exceptions_are_still_cycles() -> None:
-    """An edge listed in KNOWN_CYCLE_EDGES whose cycle is gone must leave the list."""
-    modules = module_names()
-    full = {name: imports_of(name, path, set(modules)) for name, path in modules.items()}
-    for source, target in KNOWN_CYCLE_EDGES:
-        assert target in full[source], f"{source} no longer imports {target}"
-        rest = {name: set(targets) for name, targets in full.items()}
-        rest[source] = {target}
-        # the edge closes a cycle when its target reaches back to its source
-        seen, todo = set(), [target]
-        while todo:
-            node = todo.pop()
-            if node == source:
-                break
-            if node not in seen:
-                seen.add(node)
-                todo.extend(full[node])
-        else:
-            raise AssertionError(f"{source} -> {target} is no longer part of a cycle")
 
 
 def test_a_cycle_is_found_and_named() -> None:

@@ -13,8 +13,8 @@ from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 from robustcheck.cli import main
 from robustcheck.core import SpecRun
-from robustcheck.errors import DataError, SanityError, SpecError
-from robustcheck.sanity import GATE_Z
+from robustcheck.errors import DataError, SpecError
+from robustcheck.sanity import GATE_Z, SanityError
 from robustcheck.spec import parse_spec
 from robustcheck.stats import auc_standard_error
 from tests.conftest import base_spec, make_events, write_spec

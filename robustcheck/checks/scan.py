@@ -42,11 +42,11 @@ def scan_table(rows: list[dict[str, float]]) -> list[str]:
     """The scan as text lines for a check's details."""
     if not rows:
         return []
-    lines = ["epsilon  fooling rate (95% CL)        min KS p   corr change"]
+    lines = ["epsilon  fooling rate (95% CL)        raw min KS p  corr change"]
     for r in rows:
         rate = f"{r['fooling_rate']:.3g} ({r['ci_low']:.3g}-{r['ci_high']:.3g})"
         lines.append(
-            f"{r['epsilon']:<7g}  {rate:<27}  {r['min_ks_pvalue']:<9.3g}  "
+            f"{r['epsilon']:<7g}  {rate:<27}  {r['min_ks_pvalue']:<12.3g}  "
             f"{r['correlation_change']:.3g}"
         )
     return lines

@@ -25,21 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from robustcheck import registry
+from robustcheck.data.formats import READERS as READERS  # re-exported
 from robustcheck.data.reader import Reader, as_reader
 from robustcheck.errors import DataError
-from robustcheck.registry import Declaration
 from robustcheck.spec import DataSpec
-
-READERS: dict[str, Declaration] = {
-    ".npz": Declaration(".npz", "robustcheck.data.numpy:read_npz", doc="numpy archive"),
-    ".npy": Declaration(".npy", "robustcheck.data.numpy:read_npy", doc="numpy array"),
-    ".h5": Declaration(".h5", "robustcheck.data.hdf5:read_hdf5", doc="HDF5 (h5py)"),
-    ".hdf5": Declaration(".hdf5", "robustcheck.data.hdf5:read_hdf5", doc="HDF5 (h5py)"),
-    ".parquet": Declaration(
-        ".parquet", "robustcheck.data.parquet:read_parquet", doc="Apache Parquet (pyarrow)"
-    ),
-    ".root": Declaration(".root", "robustcheck.data.root:read_root", doc="ROOT TTree (uproot)"),
-}
 
 
 @dataclass(frozen=True)

@@ -425,11 +425,7 @@ def _attack_spec(name: str, table: Any, path: Path) -> AttackSpec:
             path, "needs a `method`", where, f"method = one of {', '.join(registry.attacks())}"
         )
     method = table["method"]
-    if method not in registry.attacks():
-        raise unknown_key_error(str(method), list(registry.attacks()), f"{where}.method", path)
-    options = validate(table, registry.attacks()[method].options, where, path)
-    options.pop("method")
-    return AttackSpec(name, method, options)
+    return AttackSpec(name, method, registry.attack_options(method, table, where, path))
 
 
 def _parse_checks(
