@@ -5,8 +5,10 @@ the ``module:attribute`` that implements it (imported only when a spec uses it) 
 rest of robustcheck asks of the type: the figure a regression test compares, the limits the
 reports read back from its figures, whether the report plots its attack, whether an attack
 searches the whole epsilon box, may be stood in for by the gradient-free ``spsa``, or may make
-adversarial training batches. Adding an attack or a check is adding one declaration beside its
-implementation; nothing else in robustcheck keeps a list of types.
+adversarial training batches. Nothing else in robustcheck keeps a list of types: a plugin's
+attack or check is one file, its declaration beside its implementation. robustcheck's own keep
+their declarations in ``attacks/__init__.py`` and ``checks/__init__.py``, whose modules import
+no torch, so that a spec validates before torch is loaded.
 
 The options every attack or check shares (``method``, ``epsilon``, ``seed``, ``batch_size``,
 ``scan``; ``name``, ``type`` and, for a check with a regression figure, ``no_regression``,
