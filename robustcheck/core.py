@@ -226,10 +226,14 @@ class SpecRun:
             )
         sample.out_of_bounds = bounds
         if bounds and name != "nominal":
-            warnings.warn(
-                f"robustcheck: [data.{name}] {self._bounds_text(bounds)}", UserWarning, stacklevel=2
-            )
+            self._warn(f"[data.{name}] {self._bounds_text(bounds)}")
         return sample
+
+    def _warn(self, message: str) -> None:
+        """A warning about the spec's setup, shown at the spec file (not in robustcheck)."""
+        warnings.warn_explicit(
+            f"robustcheck: {message}", UserWarning, str(self.spec.path), 1, module="robustcheck"
+        )
 
     def _no_events(self, name: str) -> DataError:
         data = self.spec.data[name]
@@ -560,7 +564,7 @@ class SpecRun:
                 f"[data.nominal] {self._bounds_text(bounds)}; attacks never move an entry "
                 "further outside (strict_bounds = true makes this an error)"
             )
-            warnings.warn(f"robustcheck: {notes[-1]}", UserWarning, stacklevel=2)
+            self._warn(notes[-1])
         return assess(
             self.spec.model,
             log_probs,

@@ -148,7 +148,10 @@ def test_features_in_the_wrong_order(tmp_path: Path, model_dir: Path, order: tup
     events = events_of(model_dir)
     events["x"] = events["x"][:, list(order)]
     run = make_run(tmp_path, model_dir, data=events)
-    with pytest.raises(SanityError, match="not significantly above 0.5") as info:
+    with (
+        pytest.raises(SanityError, match="not significantly above 0.5") as info,
+        pytest.warns(UserWarning, match="jet_eta 3,000 \\(min -2.5, max 2.5"),  # a clue too
+    ):
         run.run()
     assert "order the model was trained on" in str(info.value)
     assert run.nominal.auc is not None and run.nominal.auc < 0.5 + GATE_Z * 0.011
@@ -177,7 +180,10 @@ def test_three_class_model_on_binary_labels(tmp_path: Path, model_dir: Path, mlp
 def test_inputs_in_the_wrong_units(tmp_path: Path, model_dir: Path) -> None:
     events = events_of(model_dir)
     events["x"] = events["x"] * np.float32(1e30)
-    with pytest.raises(SanityError, match="saturated"):
+    with (
+        pytest.raises(SanityError, match="saturated"),
+        pytest.warns(UserWarning, match="outside the envelope's bounds"),
+    ):
         make_run(tmp_path, model_dir, data=events).run()
 
 
@@ -241,7 +247,9 @@ def test_command_line_exits_2_on_a_failed_gate(
     doc["model"]["path"] = str(model_dir / "tagger.pt")
     doc["data"]["nominal"]["path"] = "events.npz"
     spec = write_spec(tmp_path, doc)
-    assert main(["run", str(spec)]) == 2
+    with pytest.warns(UserWarning, match="outside the envelope's bounds") as seen:
+        assert main(["run", str(spec)]) == 2
+    assert seen[0].filename == str(spec)  # shown at the spec, not inside robustcheck
     captured = capsys.readouterr()
     assert "the tagger is at chance" in captured.out + captured.err
 
