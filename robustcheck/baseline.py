@@ -70,6 +70,8 @@ def fingerprints(spec: Spec, check: CheckSpec) -> dict[str, str]:
         options = dict(spec.attacks[attack].options)
         options.pop("seed", None)
         options.pop("batch_size", None)
+        if options.get("on_gradient_failure") == "error":  # the default: no figure changes
+            del options["on_gradient_failure"]
         out["attack"] = json_digest({"method": spec.attacks[attack].method, **options})
     settings = {k: v for k, v in check.options.items() if not k.startswith("regression")}
     settings.pop("no_regression", None)

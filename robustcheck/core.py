@@ -90,10 +90,15 @@ class Adversaries:
     fooled_shifts: list[tuple[str, float]] = field(default_factory=list)
     kept: np.ndarray | None = None
     uses_seed: bool = True  # whether the attack that ran drew random numbers
+    fallback: str | None = None  # the method that stood in for the named attack's, if any
 
-    def seed_figures(self) -> dict[str, int]:
-        """``{"seed": seed}`` for a check's figures when the seed shaped the outcome."""
-        return {"seed": self.seed} if self.uses_seed else {}
+    def attack_figures(self) -> dict[str, int | str]:
+        """A check's figures about the attack that ran: its seed when the seed shaped the
+        outcome, and the stand-in method of a gradient-free fallback."""
+        out: dict[str, int | str] = {"seed": self.seed} if self.uses_seed else {}
+        if self.fallback:
+            out["fallback"] = self.fallback
+        return out
 
     @property
     def n_events(self) -> int:
@@ -394,11 +399,13 @@ class SpecRun:
         return registry.attacks()[spec.method].load()(spec, self.seed_for(name))
 
     def _gradient_fallback(self, attack_name: str, inputs: Inputs) -> str:
-        """Prepare input gradients; when the ONNX bridge cannot give them to an attack in the
-        epsilon box, the warning for the gradient-free ``spsa`` fallback ("" when not needed)."""
+        """Prepare input gradients. When the model cannot give them (an ONNX model the bridge
+        cannot convert), a white-box attack in the epsilon box fails with a ModelError, unless
+        it asks for ``on_gradient_failure = "spsa"``: then the warning for the gradient-free
+        fallback ("" when gradients are there)."""
         tagger = self.tagger
-        method = self.spec.attacks[attack_name].method
-        if not registry.attacks()[method].spsa_stand_in:  # another threat model: the error stands
+        attack = self.spec.attacks[attack_name]
+        if not registry.attacks()[attack.method].spsa_stand_in:  # another threat model
             with self._model_errors(inputs):
                 tagger.prepare_gradients(take(inputs, slice(0, 512), tagger.device))
             return ""
@@ -412,9 +419,21 @@ class SpecRun:
         reason = tagger.bridge_error
         if reason is None:
             return ""
+        if attack.options.get("on_gradient_failure") != "spsa":
+            raise ModelError(
+                f"attack {attack_name!r} ({attack.method}) needs input gradients, and the model "
+                f"gives none: {reason}",
+                file=self.spec.path,
+                field=f"attacks.{attack_name}",
+                fix="export the torch model (TorchScript or .pt2) for white-box gradients, or "
+                'set on_gradient_failure = "spsa" to run the weaker gradient-free spsa attack '
+                "instead (its verdicts say so)",
+            )
         message = (
-            f"WARNING: gradients unavailable ({reason}): attack {attack_name!r} ({method}) fell "
-            "back to the gradient-free spsa attack with the same epsilon"
+            f"WARNING: gradients unavailable ({reason}): attack {attack_name!r} "
+            f"({attack.method}) ran as the gradient-free spsa attack with the same epsilon "
+            '(on_gradient_failure = "spsa"), which may fool fewer events than white-box '
+            f"{attack.method}"
         )
         warnings.warn(message, UserWarning, stacklevel=3)
         return message
@@ -433,8 +452,9 @@ class SpecRun:
         classified events are attacked, each until its decision flips (what a fooling rate
         needs); ``full`` attacks every event with the whole budget (what an AUC needs).
         ``method`` runs another method with the same budget (cached as "NAME (method)").
-        When a white-box attack cannot get gradients from an ONNX model, it falls back to
-        ``spsa`` and the outcome's ``warnings`` say so.
+        When a white-box attack cannot get gradients from an ONNX model, it fails, or with
+        ``on_gradient_failure = "spsa"`` runs ``spsa`` and the outcome's ``warnings`` and
+        ``fallback`` say so.
         """
         decision = decision or Decision(self.spec.model.signal_class)
         label = attack_name if method is None else f"{attack_name} ({method})"
@@ -508,6 +528,7 @@ class SpecRun:
             fooled_shifts=shifts.means(),
             kept=kept,
             uses_seed=attack.uses_seed,
+            fallback="spsa" if notes else None,
         )
         self._adversaries[key] = result
         return result

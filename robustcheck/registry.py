@@ -54,6 +54,18 @@ ATTACK_OPTIONS: dict[str, Field] = {
     ),
 }
 
+# Options of every white-box attack that the gradient-free spsa may stand in for
+GRADIENT_OPTIONS: dict[str, Field] = {
+    "on_gradient_failure": Field(
+        "str",
+        "error",
+        doc="when the model gives no input gradients (an ONNX model the bridge cannot "
+        "convert): error, or spsa to run the gradient-free spsa attack with the same budget "
+        "(the verdict then says gradient-free fallback)",
+        choices=("error", "spsa"),
+    ),
+}
+
 # Options of every [[checks]] table
 CHECK_OPTIONS: dict[str, Field] = {
     "name": Field("str", None, doc="the check's name in reports and pytest item ids"),
@@ -86,6 +98,8 @@ def with_shared_options(kind: str, declaration: Declaration) -> Declaration:
     """The declaration with the options its kind shares added (its own override them)."""
     if kind == "attacks":
         shared: dict[str, Field] = dict(ATTACK_OPTIONS)
+        if declaration.spsa_stand_in:
+            shared.update(GRADIENT_OPTIONS)
     elif kind == "checks":
         shared = dict(CHECK_OPTIONS)
         if declaration.regression is not None:

@@ -227,7 +227,7 @@ def test_constrained_pgd_without_random_start_claims_no_seed(model_dir: Path) ->
     assert torch.equal(
         run.adversaries("pgd").adversarial["x"], other.adversaries("pgd").adversarial["x"]
     )
-    assert run.adversaries("pgd").seed_figures() == {}
+    assert run.adversaries("pgd").attack_figures() == {}
 
 
 @pytest.mark.parametrize(

@@ -13,14 +13,15 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from robustcheck.attacks.random_search import event_loss
+from robustcheck.cli import main
 from robustcheck.core import SpecRun
 from robustcheck.decision import Decision
 from robustcheck.errors import ModelError
 from robustcheck.spec import parse_spec
-from tests.conftest import base_spec, make_events
+from tests.conftest import base_spec, make_events, write_spec
 from tests.test_property import StepModel, save_scripted
 
-FALLBACK = "fell back to the gradient-free spsa attack"
+FALLBACK = "ran as the gradient-free spsa attack"
 GRADIENT_FREE = [("random", {"samples": 30}), ("spsa", {"steps": 8, "samples": 4})]
 
 
@@ -122,10 +123,30 @@ def test_event_loss_sums_to_the_decision_loss(threshold: float | None) -> None:
     assert float(event_loss(decision, log_probs, target).sum()) == pytest.approx(float(total))
 
 
-def test_unconvertible_onnx_falls_back_to_spsa(folder: Path) -> None:
+def test_without_gradients_a_white_box_attack_fails_unless_asked_to_fall_back(
+    folder: Path,
+) -> None:
     run = make_run(folder, "asinh.onnx", {"method": "pgd", "steps": 6})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no silent (or warned) weaker attack
+        with pytest.raises(ModelError) as info:
+            run.run_check(run.spec.checks[0])
+    error = info.value
+    assert error.field == "attacks.a" and "needs input gradients" in error.message
+    assert "operation_type='Asinh'" in error.message
+    assert 'on_gradient_failure = "spsa"' in str(error.fix)
+    # the CLI says the same, as a model error (exit 2), never a verdict
+    spec = write_spec(folder, base_spec(model="asinh.onnx"), "nograd.robust.toml")
+    assert main(["run", str(spec)]) == 2
+
+
+def test_unconvertible_onnx_falls_back_to_spsa_when_asked(folder: Path) -> None:
+    run = make_run(
+        folder, "asinh.onnx", {"method": "pgd", "steps": 6, "on_gradient_failure": "spsa"}
+    )
     with pytest.warns(UserWarning, match=FALLBACK):
         result = run.run_check(run.spec.checks[0])
+    assert result.figures["fallback"] == "spsa"
     assert "operation_type='Asinh'" in result.message() and FALLBACK in result.message()
     assert result.details[0].startswith("WARNING: gradients unavailable (onnx2torch cannot")
     assert "(gradient-free fallback)" in result.summary
@@ -133,12 +154,13 @@ def test_unconvertible_onnx_falls_back_to_spsa(folder: Path) -> None:
     assert result.figures["seed"] == 7  # spsa draws random directions: its seed counts
     # the fallback is spsa with the same epsilon, seed, batch size and steps, computed here
     spsa = make_run(folder, "asinh.onnx", {"method": "spsa", "steps": 6})
+    assert "fallback" not in spsa.run_check(spsa.spec.checks[0]).figures
     assert torch.equal(
         spsa.adversaries("a").adversarial["x"], run.adversaries("a").adversarial["x"]
     )
     # and the invariance check carries the same warning
     doc = base_spec(model="asinh.onnx")
-    doc["attacks"] = {"a": {"method": "fgsm", "epsilon": 2.0}}
+    doc["attacks"] = {"a": {"method": "fgsm", "epsilon": 2.0, "on_gradient_failure": "spsa"}}
     doc["checks"] = [{"type": "invariance", "attack": "a", "ks_min_pvalue": 0.0}]
     invariance = SpecRun(parse_spec(doc, folder / "robustness.toml"), device="cpu")
     with pytest.warns(UserWarning, match=FALLBACK):
@@ -160,7 +182,7 @@ def test_no_fallback_for_another_threat_model(folder: Path) -> None:
             run.adversaries("pgd")
 
 
-def test_bridge_that_disagrees_falls_back_to_spsa(model_dir: Path, monkeypatch) -> None:
+def test_bridge_that_disagrees_falls_back_to_spsa_when_asked(model_dir: Path, monkeypatch) -> None:
     from robustcheck.taggers import onnx as onnx_backend
 
     def wrong_conversion(self):
@@ -168,7 +190,8 @@ def test_bridge_that_disagrees_falls_back_to_spsa(model_dir: Path, monkeypatch) 
         return torch.nn.Sequential(torch.nn.Linear(4, 2))
 
     monkeypatch.setattr(onnx_backend.OnnxTagger, "_convert", wrong_conversion)
-    run = make_run(model_dir, "tagger.onnx", {"method": "pgd", "steps": 5})
+    attack = {"method": "pgd", "steps": 5, "on_gradient_failure": "spsa"}
+    run = make_run(model_dir, "tagger.onnx", attack)
     inputs = {"x": run.inputs()[0]["x"][:64]}
     with pytest.raises(ModelError, match="disagrees with onnxruntime"):
         run.tagger.prepare_gradients(inputs)  # the bridge is still refused ...

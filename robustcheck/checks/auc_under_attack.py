@@ -28,7 +28,7 @@ class AucUnderAttack(Check):
             "auc_adversarial_error": err_adv,
             "auc_drop": drop,
             "epsilon": adv.epsilon,
-            **adv.seed_figures(),
+            **adv.attack_figures(),
         }
         failures = []
         if o["max_auc_drop"] is not None:

@@ -65,7 +65,7 @@ class FoolingRate(Check):
             "threshold": limit,
             "confidence": confidence,
             "epsilon": outcome.epsilon,
-            **outcome.seed_figures(),
+            **outcome.attack_figures(),
         }
         if decision.threshold is not None:
             figures["decision_threshold"] = decision.threshold

@@ -110,7 +110,7 @@ class Invariance(Check):
             "n_entries": figures.n_entries,
             "correlation_change": figures.correlation_change,
             "correlation_frobenius": figures.correlation_frobenius,
-            **adv.seed_figures(),
+            **adv.attack_figures(),
             "epsilon": adv.epsilon,
         }
         if figures.features:
