@@ -5,14 +5,14 @@ from __future__ import annotations
 import contextlib
 import copy
 import inspect
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from robustcheck.errors import ModelError
+from robustcheck.errors import ModelError, exception_text
 
 Inputs = dict[str, torch.Tensor]
 
@@ -43,6 +43,36 @@ def to_log_probs(scores: torch.Tensor, kind: str) -> torch.Tensor:
     if kind == "logits":
         return F.log_softmax(scores, dim=1)
     return torch.log(scores.clamp_min(1e-12))
+
+
+def gradient_problem(
+    log_probs: Callable[[Inputs], torch.Tensor], sample: Inputs, finite: bool = True
+) -> str | None:
+    """Why ``log_probs`` gives no usable input gradients on ``sample`` (None when it does):
+    an operation without a derivative, an output cut off from its inputs, or (``finite``)
+    gradients that are NaN or infinite. Only input gradients are taken."""
+    inputs = {
+        name: x.detach().clone().requires_grad_(True) if x.is_floating_point() else x
+        for name, x in sample.items()
+    }
+    names = [name for name, x in inputs.items() if x.requires_grad]
+    if not names:
+        return None
+    try:
+        out = log_probs(inputs)
+        if not out.requires_grad:
+            return "its scores do not depend differentiably on its inputs"
+        grads = torch.autograd.grad(out.sum(), [inputs[n] for n in names], allow_unused=True)
+    except RuntimeError as exc:
+        return exception_text(exc)
+    for name, grad in zip(names, grads, strict=True):
+        if finite and grad is not None and not bool(torch.isfinite(grad).all()):
+            bad = int((~torch.isfinite(grad)).sum())
+            return (
+                f"its input gradients of `{name}` are NaN or infinite for {bad:,} of "
+                f"{grad.numel():,} entries"
+            )
+    return None
 
 
 def select_output(raw: Any, output: str | int, names: Sequence[str] | None = None) -> torch.Tensor:
@@ -89,8 +119,9 @@ class Tagger:
     """A classifier with named inputs, giving class log-probabilities.
 
     ``binding`` lists the spec's input names in the model's call order. ``bridge_error``
-    says why a backend that reaches gradients through a bridge (ONNX through onnx2torch)
-    cannot give them; None when it can, or has not tried yet.
+    says why the model cannot give input gradients (an ONNX model through its onnx2torch
+    bridge, a TorchScript model traced without gradients); None when it can, or has not been
+    asked yet.
     """
 
     backend = "base"
@@ -184,6 +215,7 @@ class TorchTagger(Tagger):
         self.module = module
         self.owned = owned
         self.device = _module_device(module)
+        self._gradients_checked = False
 
     def to(self, device: torch.device) -> TorchTagger:
         """Move to ``device``; a module the caller owns is copied, never moved."""
@@ -196,6 +228,32 @@ class TorchTagger(Tagger):
 
     def log_probs(self, inputs: Inputs) -> torch.Tensor:
         return to_log_probs(self._output(inputs), self.scores)
+
+    def prepare_gradients(self, sample: Inputs) -> None:
+        """Check once, on ``sample``, that the model gives input gradients."""
+        if self._gradients_checked:
+            return
+        with self.frozen():
+            reason = gradient_problem(self.log_probs, sample, finite=False)
+        if reason is not None:
+            scripted = isinstance(self.module, torch.jit.ScriptModule)
+            self.bridge_error = f"the model gives no input gradients: {reason}" + (
+                " (a TorchScript model traced under torch.no_grad() keeps inference-only "
+                "operations, such as the fast path of nn.TransformerEncoderLayer, that have "
+                "no gradient)"
+                if scripted
+                else ""
+            )
+            raise ModelError(
+                self.bridge_error,
+                file=self.source,
+                field="model.path",
+                fix="trace the model with gradients enabled (torch.jit.trace outside "
+                "torch.no_grad()) or export it with torch.export"
+                if scripted
+                else "make the model's forward differentiable in its inputs",
+            )
+        self._gradients_checked = True
 
     def raw_scores(self, inputs: Inputs) -> torch.Tensor:
         with torch.no_grad():

@@ -15,8 +15,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from robustcheck.errors import ModelError
-from robustcheck.taggers.base import Inputs, Tagger, select_output, to_log_probs
+from robustcheck.errors import ModelError, exception_text
+from robustcheck.taggers.base import (
+    Inputs,
+    Tagger,
+    gradient_problem,
+    select_output,
+    to_log_probs,
+)
 
 _NUMPY_TYPES = {
     "tensor(float)": np.float32,
@@ -130,6 +136,18 @@ class OnnxTagger(Tagger):
                 field="attacks",
                 fix="export the torch model (TorchScript or .pt2) for gradients",
             )
+        with torch.enable_grad():
+            reason = gradient_problem(
+                lambda inputs: self._bridge_log_probs(module, inputs), sample, finite=True
+            )
+        if reason is not None:
+            self.bridge_error = f"the onnx2torch conversion gives no usable gradients: {reason}"
+            raise ModelError(
+                self.bridge_error,
+                file=self.path,
+                field="attacks",
+                fix="export the torch model (TorchScript or .pt2) for gradients",
+            )
         self._bridge = module
 
     def _convert(self) -> torch.nn.Module:
@@ -149,16 +167,22 @@ class OnnxTagger(Tagger):
             (o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
             default=BRIDGE_OPSET,
         )
+        downgrade = ""
         if opset > BRIDGE_OPSET:
-            with contextlib.suppress(Exception):
+            try:
                 model = onnx.version_converter.convert_version(model, BRIDGE_OPSET)
+            except Exception as exc:  # convert as it is; the cause is named if that fails
+                downgrade = (
+                    f" (its opset {opset} could not be converted to {BRIDGE_OPSET} first: "
+                    f"{exception_text(exc)})"
+                )
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 return convert(model)
         except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            self.bridge_error = f"onnx2torch cannot convert the model: {first}"
+            self.bridge_error = f"onnx2torch cannot convert the model: {first}{downgrade}"
             raise ModelError(
                 self.bridge_error,
                 file=self.path,
