@@ -39,6 +39,9 @@ BRIDGE_ATOL = 1e-4
 BRIDGE_RTOL = 1e-3
 
 
+EXPORT_FIX = "export the torch model (TorchScript or .pt2) for gradients"
+
+
 class OnnxTagger(Tagger):
     """Scores from onnxruntime; input gradients through a verified onnx2torch bridge."""
 
@@ -126,41 +129,32 @@ class OnnxTagger(Tagger):
         diff = float((ours - theirs).abs().max()) if ours.numel() else 0.0
         self.bridge_max_diff = diff
         if not torch.allclose(ours, theirs, atol=BRIDGE_ATOL, rtol=BRIDGE_RTOL):
-            self.bridge_error = (
+            raise self._no_gradients(
                 f"the onnx2torch conversion disagrees with onnxruntime by up to {diff:.3g} in "
                 "class probability"
-            )
-            raise ModelError(
-                self.bridge_error,
-                file=self.path,
-                field="attacks",
-                fix="export the torch model (TorchScript or .pt2) for gradients",
             )
         with torch.enable_grad():
             reason = gradient_problem(
                 lambda inputs: self._bridge_log_probs(module, inputs), sample, finite=True
             )
         if reason is not None:
-            self.bridge_error = f"the onnx2torch conversion gives no usable gradients: {reason}"
-            raise ModelError(
-                self.bridge_error,
-                file=self.path,
-                field="attacks",
-                fix="export the torch model (TorchScript or .pt2) for gradients",
+            raise self._no_gradients(
+                f"the onnx2torch conversion gives no usable gradients: {reason}"
             )
         self._bridge = module
+
+    def _no_gradients(self, reason: str, fix: str = EXPORT_FIX) -> ModelError:
+        """Record why the bridge gives no gradients, as the error to raise."""
+        self.bridge_error = reason
+        return ModelError(reason, file=self.path, field="attacks", fix=fix)
 
     def _convert(self) -> torch.nn.Module:
         try:
             import onnx
             from onnx2torch import convert
         except Exception as exc:
-            self.bridge_error = f"onnx2torch is not usable here ({exc})"
-            raise ModelError(
-                self.bridge_error,
-                file=self.path,
-                field="attacks",
-                fix='pip install "pytest-robustcheck[onnx]"',
+            raise self._no_gradients(
+                f"onnx2torch is not usable here ({exc})", 'pip install "pytest-robustcheck[onnx]"'
             ) from None
         model = onnx.load(str(self.path))
         opset = max(
@@ -182,12 +176,8 @@ class OnnxTagger(Tagger):
                 return convert(model)
         except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            self.bridge_error = f"onnx2torch cannot convert the model: {first}{downgrade}"
-            raise ModelError(
-                self.bridge_error,
-                file=self.path,
-                field="attacks",
-                fix="export the torch model (TorchScript or .pt2) for gradients",
+            raise self._no_gradients(
+                f"onnx2torch cannot convert the model: {first}{downgrade}"
             ) from None
 
     def _bridge_log_probs(self, module: torch.nn.Module, inputs: Inputs) -> torch.Tensor:
