@@ -217,7 +217,7 @@ def assess(
         accuracy=accuracy,
         balanced_accuracy=balanced,
         majority_rate=majority,
-        skipped_gates=tuple(g for g in model.skip_gates),
+        skipped_gates=model.skip_gates,
         warnings=notes,
         failures=failures,
     )
