@@ -12,7 +12,7 @@ from typing import Any
 
 from robustcheck import registry
 from robustcheck import spec as spec_module
-from robustcheck.registry import Declaration
+from robustcheck.declaration import Declaration
 from robustcheck.schema import to_json_schema
 
 SCHEMA_ID = "urn:pytest-robustcheck:spec:1"

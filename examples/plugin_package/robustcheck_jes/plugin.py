@@ -9,8 +9,8 @@ default and doc.
 
 from __future__ import annotations
 
+from robustcheck.declaration import Declaration
 from robustcheck.hookspecs import hookimpl
-from robustcheck.registry import Declaration
 from robustcheck.schema import Field
 
 
