@@ -156,6 +156,8 @@ class OnnxTagger(Tagger):
             raise self._no_gradients(
                 f"onnx2torch is not usable here ({exc})", 'pip install "pytest-robustcheck[onnx]"'
             ) from None
+        from robustcheck.taggers import onnx_ops  # noqa: F401  (registers what onnx2torch lacks)
+
         model = onnx.load(str(self.path))
         opset = max(
             (o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),

@@ -1,0 +1,174 @@
+"""The ONNX bridge converts what today's torch exporters write: Split-18 (torch.split and
+chunk), Reshape with allowzero=1 and Clip with an empty bound, and
+white-box PGD through it fools the same events as the torch module itself."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import helper
+
+from robustcheck.core import SpecRun
+from robustcheck.spec import parse_spec
+from tests.conftest import base_spec, export_onnx, make_events
+
+MODELS_SOURCE = '''
+import torch
+
+
+class Tagger(torch.nn.Module):
+    """Standardised features through one construct of interest, then a linear head."""
+
+    def __init__(self, kind):
+        super().__init__()
+        torch.manual_seed(0)
+        self.kind = kind
+        self.register_buffer("mean", torch.zeros(4))
+        self.register_buffer("std", torch.ones(4))
+        self.embed = torch.nn.Linear(1, 4)
+        self.inner = torch.nn.Linear(4, 16)
+        self.head = torch.nn.Linear(16, 2)
+
+    def forward(self, input):
+        z = (input - self.mean) / self.std
+        if self.kind == "reshape":  # tokens of width 4, flattened back per event
+            h = torch.tanh(self.embed(z.unsqueeze(-1)).reshape(z.shape[0], -1))
+        elif self.kind == "split":
+            a, b = torch.split(self.inner(z), [6, 10], dim=-1)
+            c, d = torch.chunk(b, 2, dim=-1)
+            h = torch.cat([torch.tanh(a), c * torch.sigmoid(d), d], dim=-1)
+        else:
+            h = torch.clamp(self.inner(z), min=0.0)
+        return self.head(h)
+
+
+def split():
+    return Tagger("split")
+
+
+def reshape():
+    return Tagger("reshape")
+
+
+def clamp():
+    return Tagger("clamp")
+'''
+
+KINDS = ["split", "reshape", "clamp"]
+# (exporter, legacy opset): torch's default exporter, the legacy one at its default opset, and
+# the legacy one at opset 17 for clamp (Clip with an empty `max`)
+EXPORTS = [("dynamo", None), ("legacy", None)]
+EXTRA_EXPORTS = {"clamp": [("legacy", 17)]}
+
+
+def export_name(kind: str, exporter: str, opset: int | None) -> str:
+    return f"{kind}_{exporter}{opset or ''}.onnx"
+
+
+def export(
+    model: torch.nn.Module, example: torch.Tensor, path: Path, exporter: str, opset: int | None
+) -> None:
+    if opset is None:
+        export_onnx(model, example, path, dynamo=exporter == "dynamo")
+        return
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (example,),
+            str(path),
+            input_names=["x"],
+            dynamo=False,
+            opset_version=opset,
+            dynamic_axes={"x": {0: "batch"}},
+        )
+
+
+def train(model: torch.nn.Module, events: dict[str, np.ndarray]) -> torch.nn.Module:
+    x = torch.from_numpy(events["x"])
+    model.mean.copy_(x.mean(0))
+    model.std.copy_(x.std(0))
+    y = torch.from_numpy(events["y"])
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(150):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("onnx_bridge")
+    events = make_events(600, seed=4)
+    np.savez(path / "data.npz", **events)
+    (path / "ops_models.py").write_text(MODELS_SOURCE)
+    namespace: dict[str, Any] = {}
+    exec(MODELS_SOURCE, namespace)
+    example = torch.from_numpy(events["x"][:8])
+    for kind in KINDS:
+        model = train(namespace[kind](), events)
+        torch.save(model.state_dict(), path / f"{kind}.pt")
+        for exporter, opset in EXPORTS + EXTRA_EXPORTS.get(kind, []):
+            export(model, example, path / export_name(kind, exporter, opset), exporter, opset)
+    return path
+
+
+def make_run(folder: Path, model: str) -> SpecRun:
+    doc = base_spec(model=model, epsilon=2.0, random_start=False)
+    if ":" in model:
+        doc["model"]["weights"] = model.split(":")[1] + ".pt"
+    return SpecRun(parse_spec(doc, folder / "robustness.toml"), device="cpu")
+
+
+def constructs(path: Path) -> set[str]:
+    """The constructs of interest in an exported graph."""
+    model = onnx.load(str(path))
+    found = set()
+    for node in model.graph.node:
+        attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type == "Split":
+            found.add("Split")
+        elif node.op_type == "Reshape" and attributes.get("allowzero") == 1:
+            found.add("Reshape:allowzero")
+        elif node.op_type == "Clip" and len(node.input) == 3 and node.input[2] == "":
+            found.add("Clip:empty_max")
+    return found
+
+
+# what each export must contain, or the test would not reproduce what onnx2torch lacked
+EXPECTED = {
+    ("split", "dynamo"): "Split",
+    ("split", "legacy"): "Split",
+    ("reshape", "dynamo"): "Reshape:allowzero",
+    ("clamp", "legacy17"): "Clip:empty_max",
+    ("clamp", "legacy"): "Clip:empty_max",
+}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_pgd_through_the_bridge_fools_the_same_events_as_the_module(
+    folder: Path, kind: str
+) -> None:
+    reference = make_run(folder, f"ops_models:{kind}").adversaries("pgd")
+    assert reference.fooled.any(), "the test needs fooled events to compare"
+    for exporter, opset in EXPORTS + EXTRA_EXPORTS.get(kind, []):
+        name = export_name(kind, exporter, opset)
+        expected = EXPECTED.get((kind, f"{exporter}{opset or ''}"))
+        if expected is not None:
+            assert expected in constructs(folder / name), name
+        run = make_run(folder, name)
+        adversaries = run.adversaries("pgd")
+        assert run.tagger.differentiable, (name, run.tagger.bridge_error)
+        assert adversaries.fallback is None
+        assert run.tagger.bridge_max_diff is not None and run.tagger.bridge_max_diff < 1e-5, name
+        assert torch.equal(adversaries.correct, reference.correct), name
+        assert torch.equal(adversaries.fooled, reference.fooled), name
