@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -14,11 +15,18 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from onnx import helper
+import torch._dynamo  # noqa: F401  (see below)
+from onnx import TensorProto, helper, numpy_helper
 
 from robustcheck.core import SpecRun
+from robustcheck.errors import ModelError
 from robustcheck.spec import parse_spec
+from robustcheck.taggers import onnx as onnx_backend
 from tests.conftest import base_spec, export_onnx, make_events
+
+# torch._dynamo (which the dynamo exporter needs) is imported at collection: a module first
+# imported inside a pytester inline run is dropped from sys.modules after it, and importing
+# it again fails, since torch's operator library registrations cannot be repeated.
 
 MODELS_SOURCE = '''
 import torch
@@ -170,5 +178,81 @@ def test_pgd_through_the_bridge_fools_the_same_events_as_the_module(
         assert run.tagger.differentiable, (name, run.tagger.bridge_error)
         assert adversaries.fallback is None
         assert run.tagger.bridge_max_diff is not None and run.tagger.bridge_max_diff < 1e-5, name
+        assert run.tagger.bridge_gradient_events == onnx_backend.GRAD_EVENTS, name
         assert torch.equal(adversaries.correct, reference.correct), name
         assert torch.equal(adversaries.fooled, reference.fooled), name
+
+
+class ScaledGradient(torch.autograd.Function):
+    """The identity forward, a backward that scales the gradient by ``factor``."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, factor: float) -> torch.Tensor:
+        ctx.factor = factor
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad * ctx.factor, None
+
+
+class WrongGradients(torch.nn.Module):
+    """A conversion whose scores are onnxruntime's and whose input gradients are not."""
+
+    def __init__(self, inner: torch.nn.Module, factor: float) -> None:
+        super().__init__()
+        self.inner = inner
+        self.factor = factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(ScaledGradient.apply(x, self.factor))
+
+
+@pytest.mark.parametrize("factor", [-1.0, 1.5])
+def test_a_bridge_with_wrong_gradients_is_refused(
+    folder: Path, monkeypatch: pytest.MonkeyPatch, factor: float
+) -> None:
+    convert = onnx_backend.OnnxTagger._convert
+    monkeypatch.setattr(
+        onnx_backend.OnnxTagger, "_convert", lambda self: WrongGradients(convert(self), factor)
+    )
+    run = make_run(folder, "split_dynamo.onnx")
+    inputs, _ = run.inputs()
+    with pytest.raises(ModelError) as info:
+        run.tagger.prepare_gradients({"x": inputs["x"][:256]})
+    text = str(info.value)
+    assert "input gradients disagree with finite differences of onnxruntime's scores" in text
+    assert "fix: export the torch model" in text
+    assert not run.tagger.differentiable
+    assert run.tagger.bridge_max_diff is not None and run.tagger.bridge_max_diff < 1e-5
+    # the message gives both changes of the log-probability, off in the direction of factor
+    measured, predicted = (
+        float(v)
+        for v in re.search(r"by (\S+) in onnxruntime, and by (\S+) by the bridge", text).groups()
+    )
+    ratio = predicted / measured
+    assert (ratio - 1) * (factor - 1) > 0 and abs(ratio - 1) > onnx_backend.GRAD_RTOL
+    # and a white-box attack fails as a model error that names it
+    with pytest.raises(ModelError, match="disagree with finite differences"):
+        make_run(folder, "split_dynamo.onnx").adversaries("pgd")
+
+
+def test_saturated_events_are_not_used_for_the_gradient_check(folder: Path) -> None:
+    # logit 1 is jet_pt (about 500): the other class's probability is about exp(-500)
+    w = np.zeros((4, 2), np.float32)
+    w[0, 1] = 1.0
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["logits"])],
+        "saturated",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2])],
+        [numpy_helper.from_array(w, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(folder / "saturated.onnx"))
+    run = make_run(folder, "saturated.onnx")
+    inputs, _ = run.inputs()
+    run.tagger.prepare_gradients({"x": inputs["x"][:64]})
+    assert run.tagger.differentiable
+    assert run.tagger.bridge_gradient_events == 0

@@ -37,6 +37,15 @@ _NUMPY_TYPES = {
 BRIDGE_OPSET = 18
 BRIDGE_ATOL = 1e-4
 BRIDGE_RTOL = 1e-3
+# The bridge's input gradients are checked against central differences of onnxruntime's
+# scores on a few events, along the gradient's own direction: the bridge predicts the change
+# of the least likely class's log-probability over the (float32-rounded) step, and it must
+# match within GRAD_RTOL at one step at least of a ladder of sizes relative to the event's
+# input scale (large steps meet curvature and kinks, small ones float32 rounding).
+GRAD_EVENTS = 4
+GRAD_RTOL = 0.03
+GRAD_STEPS = tuple(10.0**-k for k in range(1, 8))
+GRAD_MIN_PROB = 1e-5  # events whose least likely class is below this are saturated: skipped
 
 
 EXPORT_FIX = "export the torch model (TorchScript or .pt2) for gradients"
@@ -82,6 +91,7 @@ class OnnxTagger(Tagger):
         self._bridge: torch.nn.Module | None = None
         self.bridge_error: str | None = None
         self.bridge_max_diff: float | None = None
+        self.bridge_gradient_events: int | None = None  # events whose gradient was checked
 
     def evaluate(self, inputs: Inputs) -> torch.Tensor:
         return to_log_probs(self.raw_scores(inputs).float(), self.scores).to(self.device)
@@ -125,7 +135,8 @@ class OnnxTagger(Tagger):
         module.eval()
         with torch.no_grad():
             ours = torch.exp(self._bridge_log_probs(module, sample))
-        theirs = torch.exp(self.evaluate(sample))
+        their_log_probs = self.evaluate(sample)
+        theirs = torch.exp(their_log_probs)
         diff = float((ours - theirs).abs().max()) if ours.numel() else 0.0
         self.bridge_max_diff = diff
         if not torch.allclose(ours, theirs, atol=BRIDGE_ATOL, rtol=BRIDGE_RTOL):
@@ -141,7 +152,98 @@ class OnnxTagger(Tagger):
             raise self._no_gradients(
                 f"the onnx2torch conversion gives no usable gradients: {reason}"
             )
+        reason = self._gradient_disagreement(module, sample, their_log_probs)
+        if reason is not None:
+            raise self._no_gradients(
+                "the onnx2torch conversion's input gradients disagree with finite differences "
+                f"of onnxruntime's scores: {reason}"
+            )
         self._bridge = module
+
+    def _gradient_disagreement(
+        self, module: torch.nn.Module, sample: Inputs, log_probs: torch.Tensor
+    ) -> str | None:
+        """Where the bridge's input gradient disagrees with a central difference of
+        onnxruntime's scores (``log_probs`` on ``sample``), or None when it agrees on every
+        event checked; sets ``bridge_gradient_events``."""
+        names = [name for name in self.binding if sample[name].is_floating_point()]
+        self.bridge_gradient_events = 0
+        if not names:
+            return None
+        log_probs = log_probs.double().cpu()
+        least = log_probs.argmin(dim=1)
+        unsaturated = log_probs.gather(1, least[:, None])[:, 0].exp() >= GRAD_MIN_PROB
+        events = torch.nonzero(unsaturated).flatten()[: 4 * GRAD_EVENTS]
+        if not len(events):
+            return None
+        least = least[events]
+        picked = {name: x.detach()[events.to(x.device)] for name, x in sample.items()}
+        leaves = {
+            name: x.clone().requires_grad_(True) if name in names else x
+            for name, x in picked.items()
+        }
+        with torch.enable_grad():
+            out = self._bridge_log_probs(module, leaves)
+            chosen = out.gather(1, least[:, None].to(out.device)).sum()
+            grads = torch.autograd.grad(chosen, [leaves[name] for name in names])
+        n = len(events)
+        grad = torch.cat([g.detach().double().cpu().reshape(n, -1) for g in grads], dim=1)
+        norm = grad.norm(dim=1)
+        keep = torch.nonzero(norm > 0).flatten()[:GRAD_EVENTS]  # no direction without a gradient
+        if not len(keep):
+            return None
+        n, events, least, grad = len(keep), events[keep], least[keep], grad[keep]
+        x = torch.cat(
+            [
+                picked[name][keep.to(picked[name].device)].double().cpu().reshape(n, -1)
+                for name in names
+            ],
+            dim=1,
+        )
+        direction = grad / norm[keep, None]
+        # the size of what the direction moves: of the features it leans on, not of all
+        scale = (direction * x).norm(dim=1)
+        rms = x.pow(2).mean(dim=1).sqrt()
+        scale = torch.where(scale > 0, scale, torch.where(rms > 0, rms, torch.ones_like(rms)))
+        steps = torch.tensor(GRAD_STEPS, dtype=torch.float64)
+        # rows: step, then sign (+, -), then event
+        offsets = steps[:, None, None] * torch.tensor([1.0, -1.0])[None, :, None] * scale
+        moved = x[None, None] + offsets[..., None] * direction[None, None]
+        feed: Inputs = {}
+        start = 0
+        rounded_parts = []
+        for name in names:
+            original = picked[name][keep.to(picked[name].device)]
+            width = original[0].numel()
+            part = moved[..., start : start + width].to(original.dtype)
+            rounded_parts.append(part.double())
+            feed[name] = part.reshape(-1, *original.shape[1:]).to(original.device)
+            start += width
+        for name in self.binding:
+            if name not in names:
+                original = picked[name][keep.to(picked[name].device)]
+                feed[name] = original.repeat(len(GRAD_STEPS) * 2, *[1] * (original.dim() - 1))
+        rounded = torch.cat(rounded_parts, dim=-1)
+        with torch.no_grad():
+            scores = self.evaluate(feed).double().cpu()
+        rows = least.repeat(len(GRAD_STEPS) * 2)
+        f = scores.gather(1, rows[:, None])[:, 0].reshape(len(GRAD_STEPS), 2, n)
+        measured = f[:, 0] - f[:, 1]
+        predicted = ((rounded[:, 0] - rounded[:, 1]) * grad[None]).sum(dim=-1)
+        error = (measured - predicted).abs() / predicted.abs().clamp(min=1e-300)
+        self.bridge_gradient_events = n
+        best, at = error.min(dim=0)
+        for i in range(n):
+            if not bool(best[i] <= GRAD_RTOL):
+                k = int(at[i])
+                return (
+                    f"on event {int(events[i])}, a step of {float(steps[k] * scale[i]):.3g} "
+                    f"along the bridge's gradient changes the log-probability of class "
+                    f"{int(least[i])} by {float(measured[k, i]):.4g} in onnxruntime, and by "
+                    f"{float(predicted[k, i]):.4g} by the bridge's gradient (closest of "
+                    f"{len(GRAD_STEPS)} step sizes; tolerance {GRAD_RTOL:.0%})"
+                )
+        return None
 
     def _no_gradients(self, reason: str, fix: str = EXPORT_FIX) -> ModelError:
         """Record why the bridge gives no gradients, as the error to raise."""
@@ -156,7 +258,9 @@ class OnnxTagger(Tagger):
             raise self._no_gradients(
                 f"onnx2torch is not usable here ({exc})", 'pip install "pytest-robustcheck[onnx]"'
             ) from None
-        from robustcheck.taggers import onnx_ops  # noqa: F401  (registers what onnx2torch lacks)
+        from robustcheck.taggers import onnx_ops
+
+        onnx_ops.register()  # the converters onnx2torch lacks
 
         model = onnx.load(str(self.path))
         opset = max(

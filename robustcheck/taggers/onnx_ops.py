@@ -2,43 +2,22 @@
 lacks or gets wrong: Split-18, Reshape with allowzero=1, and Clip with an empty optional bound
 (the legacy export of ``clamp(min=...)``).
 
-Importing this module registers them in onnx2torch's own registry; each converter is a small
-module of differentiable torch ops.
+``register`` installs them in onnx2torch's own registry; each converter builds a small module
+of differentiable torch ops.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
-from onnx2torch.node_converters import registry
-from onnx2torch.onnx_graph import OnnxGraph
-from onnx2torch.onnx_node import OnnxNode
-from onnx2torch.utils.common import (
-    OnnxMapping,
-    OnnxToTorchModule,
-    OperationConverterResult,
-    onnx_mapping_from_node,
-)
 
-Converter = Callable[[OnnxNode, OnnxGraph], OperationConverterResult]
+Converter = Callable[[Any, Any], Any]  # (OnnxNode, OnnxGraph) -> OperationConverterResult
 
 
-def _replace(operation_type: str, version: int) -> Callable[[Converter], Converter]:
-    """Register a converter in place of onnx2torch's own for this op and version."""
-
-    def deco(converter: Converter) -> Converter:
-        description = registry.OperationDescription(
-            domain="", operation_type=operation_type, version=version
-        )
-        registry._CONVERTER_REGISTRY.pop(description, None)
-        return registry.add_converter(operation_type=operation_type, version=version)(converter)
-
-    return deco
-
-
-class Split18(torch.nn.Module, OnnxToTorchModule):
+class Split18(torch.nn.Module):
     """Split-18: sizes from the optional second input, else ``num_outputs`` parts of
     ceil(length / num_outputs), the last one smaller."""
 
@@ -56,35 +35,14 @@ class Split18(torch.nn.Module, OnnxToTorchModule):
         return torch.split(x, size, dim=self.axis)
 
 
-@registry.add_converter(operation_type="Split", version=18)
-def _split18(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
-    num_outputs = node.attributes.get("num_outputs", len(node.output_values))
-    return OperationConverterResult(
-        torch_module=Split18(axis=node.attributes.get("axis", 0), num_outputs=num_outputs),
-        onnx_mapping=onnx_mapping_from_node(node),
-    )
-
-
-class ReshapeAllowZero(torch.nn.Module, OnnxToTorchModule):
+class ReshapeAllowZero(torch.nn.Module):
     """Reshape with allowzero=1: a 0 in the shape is a zero-length axis, not a copied one."""
 
     def forward(self, x: torch.Tensor, shape: torch.Tensor) -> torch.Tensor:
         return torch.reshape(x, [int(s) for s in shape.tolist()])
 
 
-_reshape14 = registry.get_converter("Reshape", 14)
-
-
-@_replace("Reshape", 14)
-def _reshape(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
-    if node.attributes.get("allowzero", 0) != 1:
-        return _reshape14(node, graph)
-    return OperationConverterResult(
-        torch_module=ReshapeAllowZero(), onnx_mapping=onnx_mapping_from_node(node)
-    )
-
-
-class Clip(torch.nn.Module, OnnxToTorchModule):
+class Clip(torch.nn.Module):
     """Clip-11 and newer: either bound may be absent (an empty input name) or computed."""
 
     def forward(
@@ -95,12 +53,60 @@ class Clip(torch.nn.Module, OnnxToTorchModule):
         return torch.clamp(x, low, high)
 
 
-def _clip(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+def _result(module: torch.nn.Module, node: Any) -> Any:
+    """The converter's answer: ``module`` fed with all of the node's inputs (an empty optional
+    input arrives as None) and giving all of its outputs."""
+    from onnx2torch.utils.common import OnnxMapping, OperationConverterResult
+
     return OperationConverterResult(
-        torch_module=Clip(),
+        torch_module=module,
         onnx_mapping=OnnxMapping(inputs=node.input_values, outputs=node.output_values),
     )
 
 
-for _version in (11, 12, 13):
-    _replace("Clip", _version)(_clip)
+def _split18(node: Any, graph: Any) -> Any:
+    num_outputs = node.attributes.get("num_outputs", len(node.output_values))
+    return _result(Split18(axis=node.attributes.get("axis", 0), num_outputs=num_outputs), node)
+
+
+def _reshape(node: Any, graph: Any) -> Any:
+    if node.attributes.get("allowzero", 0) == 1:
+        return _result(ReshapeAllowZero(), node)
+    from onnx2torch.node_converters.reshape import OnnxReshape
+
+    return _result(OnnxReshape(), node)
+
+
+def _clip(node: Any, graph: Any) -> Any:
+    return _result(Clip(), node)
+
+
+CONVERTERS: dict[tuple[str, int], Converter] = {
+    ("Split", 18): _split18,
+    ("Reshape", 14): _reshape,  # in place of onnx2torch's, which refuses allowzero=1
+    ("Clip", 11): _clip,  # in place of onnx2torch's, which reads an empty bound as dynamic
+    ("Clip", 12): _clip,
+    ("Clip", 13): _clip,
+}
+
+
+def register() -> None:
+    """Install CONVERTERS in onnx2torch's registry as it is now; a no-op when they are there.
+
+    Called before every conversion rather than at import: onnx2torch may have been imported
+    afresh since this module was (a pytester inline run drops the modules it imported).
+    """
+    from onnx2torch.node_converters import registry
+
+    table = registry._CONVERTER_REGISTRY  # replacing a converter has no public API
+    for (operation_type, version), converter in CONVERTERS.items():
+        key = registry.OperationDescription(
+            domain="", operation_type=operation_type, version=version
+        )
+        current = table.get(key)
+        if current is converter:
+            continue
+        if current is None:
+            registry.add_converter(operation_type=operation_type, version=version)(converter)
+        else:
+            table[key] = converter
