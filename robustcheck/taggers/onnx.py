@@ -40,11 +40,11 @@ BRIDGE_RTOL = 1e-3
 # The bridge's input gradients are checked against central differences of onnxruntime's
 # scores on a few events, along the gradient's own direction: the bridge predicts the change
 # of the least likely class's log-probability over the (float32-rounded) step, and it must
-# match within GRAD_RTOL at one step at least of a ladder of sizes relative to the event's
-# input scale (large steps meet curvature and kinks, small ones float32 rounding).
+# match within GRAD_RTOL at one step at least of a ladder of sizes relative to the spread of
+# the inputs it moves (large steps meet curvature and kinks, small ones float32 rounding).
 GRAD_EVENTS = 4
 GRAD_RTOL = 0.03
-GRAD_STEPS = tuple(10.0**-k for k in range(1, 8))
+GRAD_STEPS = tuple(10.0**-k for k in range(1, 7))
 GRAD_MIN_PROB = 1e-5  # events whose least likely class is below this are saturated: skipped
 
 
@@ -201,9 +201,16 @@ class OnnxTagger(Tagger):
             dim=1,
         )
         direction = grad / norm[keep, None]
-        # the size of what the direction moves: of the features it leans on, not of all
-        scale = (direction * x).norm(dim=1)
+        # the step scale: the spread over the sample of the entries the direction leans on
+        # (their values where they do not vary, the event's inputs' size where all are 0)
+        spread = torch.cat(
+            [sample[name].detach().double().cpu().reshape(len(log_probs), -1) for name in names],
+            dim=1,
+        ).std(dim=0, correction=0)
+        scale = (direction * spread).norm(dim=1)
+        size = (direction * x).norm(dim=1)
         rms = x.pow(2).mean(dim=1).sqrt()
+        scale = torch.where(scale > 0, scale, size)
         scale = torch.where(scale > 0, scale, torch.where(rms > 0, rms, torch.ones_like(rms)))
         steps = torch.tensor(GRAD_STEPS, dtype=torch.float64)
         # rows: step, then sign (+, -), then event
@@ -231,6 +238,7 @@ class OnnxTagger(Tagger):
         measured = f[:, 0] - f[:, 1]
         predicted = ((rounded[:, 0] - rounded[:, 1]) * grad[None]).sum(dim=-1)
         error = (measured - predicted).abs() / predicted.abs().clamp(min=1e-300)
+        error = torch.where(error.isnan(), torch.inf, error)  # a step out of the model's domain
         self.bridge_gradient_events = n
         best, at = error.min(dim=0)
         for i in range(n):
