@@ -18,9 +18,12 @@ FEATURES = ["jet_pt", "jet_mass", "jet_eta", "n_const"]
 
 def pytest_configure(config: pytest.Config) -> None:
     """No hypothesis example database in the working tree: tests that want one load their
-    own profile (see test_property.py)."""
+    own profile (see test_property.py). torch._dynamo (the ONNX exporter's) is imported once
+    here: an in-process pytester run undoes the imports made inside it, and importing
+    torch._dynamo a second time registers its operators twice and fails."""
     import tempfile
 
+    import torch._dynamo  # noqa: F401
     from hypothesis import settings
     from hypothesis.configuration import set_hypothesis_home_dir
 

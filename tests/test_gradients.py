@@ -65,15 +65,15 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
         {"w": w, "c": c},
         17,
     )
-    # Gelu exists from opset 20 only: no downgrade to the bridge's opset, no converter
+    # RMSNormalization exists from opset 23 only: no downgrade to the bridge's opset, no converter
     save_onnx(
-        path / "gelu.onnx",
+        path / "rmsnorm.onnx",
         [
-            helper.make_node("Gelu", ["x"], ["g"]),
+            helper.make_node("RMSNormalization", ["x", "scale"], ["g"], axis=-1),
             helper.make_node("MatMul", ["g", "w"], ["logits"]),
         ],
-        {"w": w},
-        20,
+        {"w": w, "scale": np.ones(4, np.float32)},
+        23,
     )
     model = Encoder().eval()
     example = torch.from_numpy(make_events(8, seed=5)["x"])
@@ -124,10 +124,10 @@ def test_the_bridge_refuses_non_finite_input_gradients(folder: Path) -> None:
 
 
 def test_a_failed_opset_downgrade_is_named(folder: Path) -> None:
-    run = make_run(folder, "gelu.onnx")
+    run = make_run(folder, "rmsnorm.onnx")
     with pytest.raises(ModelError) as info:
         run.run()
     text = str(info.value)
     assert "onnx2torch cannot convert the model" in text
-    assert "its opset 20 could not be converted to 18 first" in text
-    assert "Gelu" in text
+    assert "its opset 23 could not be converted to 18 first" in text
+    assert "RMSNormalization" in text

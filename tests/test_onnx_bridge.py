@@ -1,5 +1,5 @@
 """The ONNX bridge converts what today's torch exporters write: Split-18 (torch.split and
-chunk), Reshape with allowzero=1 and Clip with an empty bound, and
+chunk), Gelu-20 (exact and tanh), Reshape with allowzero=1 and Clip with an empty bound, and
 white-box PGD through it fools the same events as the torch module itself."""
 
 from __future__ import annotations
@@ -49,6 +49,10 @@ class Tagger(torch.nn.Module):
         z = (input - self.mean) / self.std
         if self.kind == "reshape":  # tokens of width 4, flattened back per event
             h = torch.tanh(self.embed(z.unsqueeze(-1)).reshape(z.shape[0], -1))
+        elif self.kind == "gelu":
+            h = torch.nn.functional.gelu(self.inner(z))
+        elif self.kind == "gelu_tanh":
+            h = torch.nn.functional.gelu(self.inner(z), approximate="tanh")
         elif self.kind == "split":
             a, b = torch.split(self.inner(z), [6, 10], dim=-1)
             c, d = torch.chunk(b, 2, dim=-1)
@@ -62,6 +66,14 @@ def split():
     return Tagger("split")
 
 
+def gelu():
+    return Tagger("gelu")
+
+
+def gelu_tanh():
+    return Tagger("gelu_tanh")
+
+
 def reshape():
     return Tagger("reshape")
 
@@ -70,7 +82,7 @@ def clamp():
     return Tagger("clamp")
 '''
 
-KINDS = ["split", "reshape", "clamp"]
+KINDS = ["split", "gelu", "gelu_tanh", "reshape", "clamp"]
 # (exporter, legacy opset): torch's default exporter, the legacy one at its default opset, and
 # the legacy one at opset 17 for clamp (Clip with an empty `max`)
 EXPORTS = [("dynamo", None), ("legacy", None)]
@@ -145,6 +157,8 @@ def constructs(path: Path) -> set[str]:
         attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         if node.op_type == "Split":
             found.add("Split")
+        elif node.op_type == "Gelu":
+            found.add(f"Gelu:{attributes.get('approximate', b'none').decode()}")
         elif node.op_type == "Reshape" and attributes.get("allowzero") == 1:
             found.add("Reshape:allowzero")
         elif node.op_type == "Clip" and len(node.input) == 3 and node.input[2] == "":
@@ -156,6 +170,10 @@ def constructs(path: Path) -> set[str]:
 EXPECTED = {
     ("split", "dynamo"): "Split",
     ("split", "legacy"): "Split",
+    ("gelu", "dynamo"): "Gelu:none",
+    ("gelu", "legacy"): "Gelu:none",
+    ("gelu_tanh", "dynamo"): "Gelu:tanh",
+    ("gelu_tanh", "legacy"): "Gelu:tanh",
     ("reshape", "dynamo"): "Reshape:allowzero",
     ("clamp", "legacy17"): "Clip:empty_max",
     ("clamp", "legacy"): "Clip:empty_max",
