@@ -180,15 +180,8 @@ class SpecRun:
 
     @cached_property
     def tagger(self) -> Tagger:
-        try:
+        with self._no_exit("loading"):
             return load_tagger(self.spec).to(self.device)
-        except SystemExit as exc:
-            raise ModelError(
-                f"the model's code called sys.exit({exc.code!r}) while loading",
-                file=self.spec.path,
-                field="model.path",
-                fix="remove the exit from the model's module or factory",
-            ) from None
 
     @cached_property
     def envelope(self) -> Envelope:
@@ -230,8 +223,8 @@ class SpecRun:
                 torch.cat(labels), all_weights, torch.cat(log_probs), inputs, kept_labels, kept
             )
         sample.out_of_bounds = bounds
-        if bounds and name != "nominal":
-            self._warn(f"[data.{name}] {self._bounds_text(bounds)}")
+        if bounds:
+            self._warn(self._bounds_note(name, bounds))
         return sample
 
     def _warn(self, message: str) -> None:
@@ -267,6 +260,12 @@ class SpecRun:
 
     def _bounds_text(self, bounds: dict[tuple[str, str], tuple[int, float]]) -> str:
         return bounds_message(bounds, self.envelope, len(self.envelope.inputs) == 1)
+
+    def _bounds_note(self, name: str, bounds: dict[tuple[str, str], tuple[int, float]]) -> str:
+        return (
+            f"[data.{name}] {self._bounds_text(bounds)}; attacks never move an entry further "
+            "outside (strict_bounds = true makes this an error)"
+        )
 
     def _chunk(self, start: int, dataset: Dataset, check: bool = False) -> Chunk:
         if check:
@@ -405,16 +404,14 @@ class SpecRun:
         fallback ("" when gradients are there)."""
         tagger = self.tagger
         attack = self.spec.attacks[attack_name]
-        if not registry.attacks()[attack.method].spsa_stand_in:  # another threat model
-            with self._model_errors(inputs):
-                tagger.prepare_gradients(take(inputs, slice(0, 512), tagger.device))
-            return ""
-        if tagger.bridge_error is None:
+        # spsa may stand in only in the epsilon box; another threat model keeps its error
+        stand_in = registry.attacks()[attack.method].spsa_stand_in
+        if tagger.bridge_error is None or not stand_in:
             try:
                 with self._model_errors(inputs):
                     tagger.prepare_gradients(take(inputs, slice(0, 512), tagger.device))
             except ModelError:
-                if tagger.bridge_error is None:
+                if tagger.bridge_error is None or not stand_in:
                     raise
         reason = tagger.bridge_error
         if reason is None:
@@ -554,12 +551,7 @@ class SpecRun:
         except RobustcheckError:
             raise
         except SystemExit as exc:
-            raise ModelError(
-                f"the model's code called sys.exit({exc.code!r}) while evaluating",
-                file=self.spec.path,
-                field="model.path",
-                fix="remove the exit from the model's forward (or the code it calls)",
-            ) from None
+            raise self._exit_error(exc, "evaluating") from None
         except Exception as exc:
             shapes = {name: tuple(x.shape) for name, x in inputs.items()}
             first = exception_text(exc)
@@ -570,6 +562,22 @@ class SpecRun:
                 fix="check that [inputs.*] features and the data match what the model expects",
             ) from None
 
+    @contextlib.contextmanager
+    def _no_exit(self, when: str) -> Iterator[None]:
+        """``sys.exit()`` in the model's code becomes a ModelError, not robustcheck's exit."""
+        try:
+            yield
+        except SystemExit as exc:
+            raise self._exit_error(exc, when) from None
+
+    def _exit_error(self, exc: SystemExit, when: str) -> ModelError:
+        return ModelError(
+            f"the model's code called sys.exit({exc.code!r}) while {when}",
+            file=self.spec.path,
+            field="model.path",
+            fix="remove the exit from the model's module, factory or forward",
+        )
+
     @cached_property
     def nominal(self) -> Nominal:
         """The tagger's nominal performance and the sanity gates' outcome (see sanity.py)."""
@@ -578,14 +586,8 @@ class SpecRun:
         head = take(inputs, slice(0, SCORE_EVENTS), self.tagger.device)
         with self._model_errors(head), self.tagger.frozen():
             raw = self.tagger.raw_scores(head)
-        notes = []
-        bounds = self._sample("nominal").out_of_bounds
-        if bounds:
-            notes.append(
-                f"[data.nominal] {self._bounds_text(bounds)}; attacks never move an entry "
-                "further outside (strict_bounds = true makes this an error)"
-            )
-            self._warn(notes[-1])
+        bounds = self._sample("nominal").out_of_bounds  # warned about when read
+        notes = [self._bounds_note("nominal", bounds)] if bounds else []
         return assess(
             self.spec.model,
             log_probs,

@@ -116,7 +116,11 @@ def train_mlp(
     return model.eval()
 
 
-def export_onnx(model: Any, example: Any, path: Path, dynamo: bool) -> None:
+def export_onnx(
+    model: Any, example: Any, path: Path, dynamo: bool, opset: int | None = None
+) -> None:
+    """Export with torch's dynamo or legacy ONNX exporter (the legacy one at ``opset`` when
+    given, else at its default)."""
     import torch
 
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
@@ -138,6 +142,7 @@ def export_onnx(model: Any, example: Any, path: Path, dynamo: bool) -> None:
                 input_names=["x"],
                 dynamo=False,
                 dynamic_axes={"x": {0: "batch"}},
+                **({} if opset is None else {"opset_version": opset}),
             )
 
 

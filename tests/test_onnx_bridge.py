@@ -4,10 +4,7 @@ white-box PGD through it fools the same events as the torch module itself."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import re
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +12,6 @@ import numpy as np
 import onnx
 import pytest
 import torch
-import torch._dynamo  # noqa: F401  (see below)
 from onnx import TensorProto, helper, numpy_helper
 
 from robustcheck.core import SpecRun
@@ -23,10 +19,6 @@ from robustcheck.errors import ModelError
 from robustcheck.spec import parse_spec
 from robustcheck.taggers import onnx as onnx_backend
 from tests.conftest import base_spec, export_onnx, make_events
-
-# torch._dynamo (which the dynamo exporter needs) is imported at collection: a module first
-# imported inside a pytester inline run is dropped from sys.modules after it, and importing
-# it again fails, since torch's operator library registrations cannot be repeated.
 
 MODELS_SOURCE = '''
 import torch
@@ -93,25 +85,6 @@ def export_name(kind: str, exporter: str, opset: int | None) -> str:
     return f"{kind}_{exporter}{opset or ''}.onnx"
 
 
-def export(
-    model: torch.nn.Module, example: torch.Tensor, path: Path, exporter: str, opset: int | None
-) -> None:
-    if opset is None:
-        export_onnx(model, example, path, dynamo=exporter == "dynamo")
-        return
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model,
-            (example,),
-            str(path),
-            input_names=["x"],
-            dynamo=False,
-            opset_version=opset,
-            dynamic_axes={"x": {0: "batch"}},
-        )
-
-
 def train(model: torch.nn.Module, events: dict[str, np.ndarray]) -> torch.nn.Module:
     x = torch.from_numpy(events["x"])
     model.mean.copy_(x.mean(0))
@@ -138,7 +111,13 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
         model = train(namespace[kind](), events)
         torch.save(model.state_dict(), path / f"{kind}.pt")
         for exporter, opset in EXPORTS + EXTRA_EXPORTS.get(kind, []):
-            export(model, example, path / export_name(kind, exporter, opset), exporter, opset)
+            export_onnx(
+                model,
+                example,
+                path / export_name(kind, exporter, opset),
+                dynamo=exporter == "dynamo",
+                opset=opset,
+            )
     return path
 
 
