@@ -231,6 +231,15 @@ CHECKS: dict[str, Declaration] = {
                 minimum=0.0,
             ),
             "bins": Field("int", 20, doc="bins of the discriminant templates", minimum=2),
+            "template_errors": Field(
+                "str",
+                "da",
+                doc="the templates' statistical uncertainty in the fit: iminuit's "
+                "Barlow-Beeston-lite method da (default), jsc or asy; none takes the "
+                "templates as exact (understates the error when the nominal sample is small; "
+                "weighted data then enter as counts)",
+                choices=("da", "jsc", "asy", "none"),
+            ),
         },
         doc="bias of a template fit of the signal fraction in the alternative sample",
         regression=RegressionFigure(
