@@ -167,6 +167,25 @@ def test_pytest_report_json_html_and_summary(project: pytest.Pytester, model_dir
         row = re.search(rf"<tr><td>{name}<details>.*?</tr>", page, re.S)
         assert row is not None and f">{verdict}</span>" in row.group(0)
 
+    # no folder of this machine in the report: paths are relative to the report folder
+    root = str(project.path)
+    raw = (project.path / "rep" / "report.json").read_text()
+    assert root not in raw and root not in page
+    assert spec["path"] == "../robustness.toml"
+    assert (project.path / "rep" / spec["path"]).resolve() == project.path / "robustness.toml"
+
+    # summary.md: the verdict table in Markdown, ready for a CI job summary
+    markdown = (project.path / "rep" / "summary.md").read_text()
+    assert root not in markdown
+    assert markdown.startswith("## robustcheck: ❌ 2 passed, 1 failed, 0 errors in 1 spec")
+    rows = [line for line in markdown.splitlines() if line.startswith("| ")]
+    assert rows[0] == "| verdict | spec | check | figure | threshold | attack |"
+    assert len(rows) == 1 + len(CHECK_NAMES)
+    strict_row = next(r for r in rows if "| strict |" in r)
+    assert strict_row.startswith("| ❌ FAILED | `../robustness.toml` | strict |")
+    assert "| upper limit <= 0 | fgsm |" in strict_row
+    assert "nominal AUC" in markdown and "report.html" in markdown
+
 
 def test_summary_under_xdist_lists_each_check_once(project: pytest.Pytester) -> None:
     doc = report_spec()
@@ -297,7 +316,7 @@ def test_report_without_matplotlib_still_writes_json_and_html(
     monkeypatch.setattr(plots, "unavailable", lambda: "matplotlib is not installed")
     outcome = write_report([record("rate", True, **figures(3, 100))], tmp_path, "test")
     assert outcome.problems == ["no plots in the report: matplotlib is not installed"]
-    assert {p.name for p in outcome.written} == {"report.json", "report.html"}
+    assert {p.name for p in outcome.written} == {"report.json", "report.html", "summary.md"}
     assert ">PASSED</span>" in (tmp_path / "report.html").read_text()
 
 
@@ -398,3 +417,31 @@ def test_pareto_frontier_of_specs_on_the_same_data(model_copy: Path, tmp_path: P
     html = (report / "report.html").read_text()
     assert "AUC / resilience Pareto frontier" in html
     assert html.count("data:image/png;base64,") >= 1 + 2  # the frontier and each spec's ROC
+
+
+def test_relative_paths_rewrite_only_paths(tmp_path: Path) -> None:
+    from robustcheck.report.writer import relative_paths
+
+    folder = tmp_path / "report"
+    spec = tmp_path / "specs" / "a.robust.toml"
+    document = {
+        "path": str(spec),
+        f"{spec}::rate": 1.0,
+        "texts": [
+            f"spec error: {spec}: checks[0]: unknown key",
+            "ratio (a+b)/c and 1/2 of https://example.org/x and sigma/2",
+            "/nonexistent-root/x/y stays",
+            f"folder {tmp_path}/specs/",
+        ],
+        "number": 3,
+    }
+    out = relative_paths(document, folder)
+    assert out["path"] == "../specs/a.robust.toml"
+    assert out["../specs/a.robust.toml::rate"] == 1.0
+    assert out["texts"] == [
+        "spec error: ../specs/a.robust.toml: checks[0]: unknown key",
+        "ratio (a+b)/c and 1/2 of https://example.org/x and sigma/2",
+        "/nonexistent-root/x/y stays",
+        "folder ../specs/",
+    ]
+    assert out["number"] == 3

@@ -9,13 +9,14 @@ runs writing one folder never leave it half-written or mixed.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from robustcheck.report import html, plots
+from robustcheck.report import html, markdown, plots
 from robustcheck.report import json as json_report
 from robustcheck.report.figures import Plot
 
@@ -158,6 +159,40 @@ def pareto_groups(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+# an absolute path inside a text: a "/" not preceded by a word character, a dot, a colon
+# (URLs) or another slash, then characters that paths hold
+_ABSOLUTE = re.compile(r"(?<![\w.~:/])/[^\s'\"`<>|:,;()\[\]{}]+")
+
+
+def relative_paths(value: Any, folder: Path) -> Any:
+    """``value`` (a JSON document) with every absolute path in its strings, keys included,
+    written relative to the report folder, so that neither report.json nor report.html
+    shows the folders of the machine that ran it.
+
+    A path is recognised when it has two or more parts and its first folder exists here
+    (``/tmp/...``, ``/home/...``): ``(a+b)/c`` or ``1/2`` are left alone.
+    """
+    if isinstance(value, str):
+        return _relative_text(value, folder)
+    if isinstance(value, list):
+        return [relative_paths(v, folder) for v in value]
+    if isinstance(value, dict):
+        return {relative_paths(k, folder): relative_paths(v, folder) for k, v in value.items()}
+    return value
+
+
+def _relative_text(text: str, folder: Path) -> str:
+    def swap(match: re.Match[str]) -> str:
+        token = match.group(0)
+        parts = Path(token).parts
+        if len(parts) < 3 or not Path(parts[0], parts[1]).is_dir():
+            return token
+        tail = "/" if token.endswith("/") else ""
+        return os.path.relpath(token, folder) + tail
+
+    return _ABSOLUTE.sub(swap, text) if "/" in text else text
+
+
 LOCK_NAME = ".robustcheck.lock"
 # the plot files robustcheck names (see spec_plots and pareto_groups): only these are removed
 OWN_PLOT = re.compile(r"^(?:[A-Za-z0-9_.-]+-[0-9a-f]{6}__[A-Za-z0-9_.-]+|pareto_\d+)\.png$")
@@ -179,6 +214,7 @@ def write_report(
     """
     from robustcheck import atomic
 
+    records = list(records)
     folder = Path(folder)
     outcome = ReportOutcome(folder)
     try:
@@ -208,6 +244,7 @@ def write_report(
     try:
         with atomic.locked(folder / LOCK_NAME, f"the report in {folder}", notice):
             _write_files(document, drawn, pareto_png, folder, outcome)
+            _write_summary(records, folder, partial, outcome)
     except OSError as exc:  # the lock: another run held it too long, or it cannot be made
         outcome.problems.append(f"cannot write the report to {folder}: {_reason(exc)}")
     return outcome
@@ -250,9 +287,12 @@ def _write_files(
                 group["file"] = None
     outcome.removed = remove_stale_plots(folder / "plots", written, outcome.problems)
     document["problems"] = [*document["problems"], *outcome.problems]
+    here = folder.resolve()
+    public = relative_paths(document, here)
+    shown = {relative_paths(path, here): plots_ for path, plots_ in drawn.items()}
     for name, write in (
-        ("report.json", lambda: json_report.write(document, folder)),
-        ("report.html", lambda: html.write(document, drawn, folder)),
+        ("report.json", lambda: json_report.write(public, folder)),
+        ("report.html", lambda: html.write(public, shown, folder)),
     ):
         try:
             outcome.written.append(write())
@@ -260,6 +300,20 @@ def _write_files(
             outcome.problems.append(f"cannot write {folder / name}: {_reason(exc)}")
         except Exception as exc:  # one broken page must not cost the other file
             outcome.problems.append(f"cannot build {name}: {type(exc).__name__}: {exc}")
+
+
+def _write_summary(
+    records: list[dict[str, Any]],
+    folder: Path,
+    partial: dict[str, Any] | None,
+    outcome: ReportOutcome,
+) -> None:
+    """summary.md beside report.html (paths relative to the folder)."""
+    try:
+        here = folder.resolve()
+        outcome.written.append(markdown.write(relative_paths(records, here), here, partial))
+    except OSError as exc:
+        outcome.problems.append(f"cannot write {folder / 'summary.md'}: {_reason(exc)}")
 
 
 def remove_stale_plots(plots_folder: Path, keep: set[str], problems: list[str]) -> list[Path]:
