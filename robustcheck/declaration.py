@@ -99,6 +99,10 @@ class Declaration:
         default=None, compare=False
     )
     plots_attack: bool = False  # the report draws histograms of the check's attack
+    # a check's own rule across its validated options: (option, problem, fix) or None
+    validate: Callable[[Mapping[str, Any]], tuple[str, str, str] | None] | None = field(
+        default=None, compare=False
+    )
     # attacks
     box: bool = False  # searches the whole epsilon box, as random search does
     spsa_stand_in: bool = False  # spsa may stand in when the model gives no gradients

@@ -44,6 +44,28 @@ def _fooling_rate_headline(f: Figures) -> tuple[str, str] | None:
     return figure, f"upper limit <= {float(f['threshold']):g}"
 
 
+def _invariance_options(options: Figures) -> tuple[str, str, str] | None:
+    """Regions must parse; control_region_events needs a p-value threshold (its level)."""
+    from robustcheck.regions import FORM, parse_region
+
+    for name, text in (options.get("regions") or {}).items():
+        try:
+            parse_region(name, text)
+        except ValueError as exc:
+            return f"regions.{name}", str(exc), f"write {FORM}"
+    levels = ("ks_min_pvalue", "chi2_min_pvalue", "corr_min_pvalue")
+    if options.get("control_region_events") is not None and all(
+        options.get(key) is None for key in levels
+    ):
+        return (
+            "control_region_events",
+            "control_region_events needs a p-value threshold: events_to_detect is the size at "
+            "which a test at that level sees the shift",
+            f"set one of {', '.join(levels)} (e.g. ks_min_pvalue = 0.01)",
+        )
+    return None
+
+
 CHECKS: dict[str, Declaration] = {
     "fooling_rate": Declaration(
         "fooling_rate",
@@ -121,8 +143,46 @@ CHECKS: dict[str, Declaration] = {
                 minimum=0.0,
             ),
             "bins": Field("int", 20, doc="quantile bins for chi-squared and JSD", minimum=2),
+            "compare_to": Field(
+                "str",
+                "independent",
+                doc="independent: the attacked values of one half of the nominal sample "
+                "against the nominal values of the other half (split with split_seed), as data "
+                "against simulation in a control region; same_events: against the same events "
+                "before the attack",
+                choices=("independent", "same_events"),
+            ),
+            "split_seed": Field(
+                "int", 0, doc="seed of the split into attacked and reference halves", minimum=0
+            ),
+            "by_class": Field(
+                "bool", False, doc="also run every test within each true class (control regions)"
+            ),
+            "regions": Field(
+                "str_map",
+                None,
+                doc='control regions cut on the nominal discriminant, name -> "score OP NUMBER" '
+                'joined by "and", e.g. { high_score = "score > 0.8" }; every test also runs in '
+                "each",
+            ),
+            "corr_min_pvalue": Field(
+                "number",
+                None,
+                doc="smallest allowed p-value of the z test that a pair's Pearson correlation "
+                "is unchanged, after the correction (one family with KS and chi-squared)",
+                minimum=0.0,
+                maximum=1.0,
+            ),
+            "control_region_events": Field(
+                "number",
+                None,
+                doc="events per sample in the analysis's control regions: fails when a tested "
+                "shift would be visible with this many (events_to_detect <= this)",
+                minimum=1.0,
+            ),
         },
         doc="perturbed marginals and correlations are statistically the nominal ones",
+        validate=_invariance_options,
         option_limits={
             "ks_min_pvalue": OptionLimit("min KS p-value", "min_ks_pvalue", "min_ks_feature", ">="),
             "chi2_min_pvalue": OptionLimit(
@@ -135,6 +195,12 @@ CHECKS: dict[str, Declaration] = {
             "max_correlation_frobenius": OptionLimit(
                 "relative Frobenius change", "correlation_frobenius", None, "<="
             ),
+            "corr_min_pvalue": OptionLimit(
+                "min correlation p-value", "min_corr_pvalue", "min_corr_feature", ">="
+            ),
+            "control_region_events": OptionLimit(
+                "events to detect", "events_to_detect", "events_to_detect_test", ">="
+            ),
         },
         plots_attack=True,
         requires_one_of=(
@@ -143,6 +209,8 @@ CHECKS: dict[str, Declaration] = {
             "max_jsd",
             "max_correlation_change",
             "max_correlation_frobenius",
+            "corr_min_pvalue",
+            "control_region_events",
         ),
     ),
     "resilience": Declaration(

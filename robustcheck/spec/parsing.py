@@ -508,6 +508,11 @@ def _check_spec(
             where,
             f"set at least one of: {', '.join(declared)}",
         )
+    own_rule = registry.checks()[type_].validate
+    problem = own_rule(options) if own_rule is not None else None
+    if problem is not None:
+        option, message, fix = problem
+        raise error(path, message, f"{where}.{option}", fix)
     if registry.checks()[type_].needs_alternative and "alternative" not in data_names:
         raise error(
             path,
