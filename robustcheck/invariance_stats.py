@@ -252,28 +252,30 @@ def correlation_variance(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 # --------------------------------------------------------------------------------------------
-# Detectability: how many events per sample a test needs to see a measured shift.
+# Detectability: how many events per sample a test needs to see the attack's shift.
 #
-# Each measured figure gives a lower confidence bound on the true shift at the per-test level
-# ``level`` (the shift the sample supports: zero when the test at the sample's own size does not
-# reject at that level), and the bound is projected to N events per sample: the smallest N at
-# which a test at ``level`` sees a shift of that size with probability about 1/2. So a check
-# that fails when this N is at most the analysis's control-region size false-alarms on an
-# unchanged sample no more often than its p-value tests do.
+# The shift is measured on the same events before and after the attack (paired), so it holds
+# the attack's displacement without the sampling noise of two independent samples: nothing
+# moved gives no shift and no events_to_detect, however small the sample. It is projected to N
+# events per sample: the smallest N at which a test at ``level`` on two independent samples of
+# N events (nominal and attacked) sees a shift of that size with probability about 1/2 (KS:
+# the critical distance equals the shift; chi-squared: the median statistic at the critical
+# value; correlations: the z test's critical value equals the change over its standard error).
 # --------------------------------------------------------------------------------------------
 
 
 def ks_critical(level: float, n_a: float, n_b: float) -> float:
-    """The two-sample KS distance above which the asymptotic test at ``level`` rejects."""
+    """The two-sample KS distance above which the asymptotic test at ``level`` rejects:
+    ``K^-1(level) sqrt((n_a + n_b) / (n_a n_b))`` with K the Kolmogorov distribution."""
     from scipy.special import kolmogi
 
     return float(kolmogi(level) * np.sqrt((n_a + n_b) / (n_a * n_b)))
 
 
 def ks_events_to_detect(distance: float, level: float) -> float:
-    """Events per sample (N and N) at which a KS shift of CDF distance ``distance`` reaches
-    the critical distance of the test at ``level``: ``2 (K^-1(level) / distance)^2``, with K the
-    Kolmogorov distribution. Inf for no shift."""
+    """Events per sample (N and N) at which the KS test at ``level`` has its critical distance
+    at ``distance`` (the distance of the two CDFs): ``2 (K^-1(level) / distance)^2``. Inf for
+    no shift."""
     from scipy.special import kolmogi
 
     if not distance > 0:
@@ -281,43 +283,28 @@ def ks_events_to_detect(distance: float, level: float) -> float:
     return float(2.0 * (kolmogi(level) / distance) ** 2)
 
 
-def ks_shift_bound(statistic: float, n_a: int, n_b: int, level: float) -> float:
-    """Lower confidence bound on the true CDF distance: ``D - D_crit(level, n_a, n_b)`` (the
-    distance of the two empirical CDFs exceeds the true one by at most the critical distance
-    of the null test, with probability 1 - level), or 0."""
-    if not (n_a > 0 and n_b > 0) or np.isnan(statistic):
-        return 0.0
-    return max(0.0, float(statistic) - ks_critical(level, n_a, n_b))
-
-
 def chi2_events_to_detect(statistic: float, dof: int, n_a: int, n_b: int, level: float) -> float:
-    """Events per sample at which the binned chi-squared test (same bins) at ``level`` has a
-    median statistic at its critical value, for the lower confidence bound on the measured
-    non-centrality (the lambda at which the measured statistic is the upper ``level`` quantile
-    of the non-central chi-squared). The non-centrality grows as the harmonic sample size
-    ``n_a n_b / (n_a + n_b)``, which is N / 2 for N and N."""
+    """Events per sample at which the binned chi-squared test (same bins) at ``level`` has its
+    median at the critical value, for a paired statistic ``statistic`` measured on ``n_a`` and
+    ``n_b`` entries: that statistic is the non-centrality at those sizes, and the
+    non-centrality grows as the harmonic size ``n_a n_b / (n_a + n_b)`` (N / 2 for N and N)."""
     from scipy.optimize import brentq
     from scipy.stats import chi2, ncx2
 
-    if dof < 1 or not np.isfinite(statistic) or not (n_a > 0 and n_b > 0):
+    if dof < 1 or not statistic > 0 or not (n_a > 0 and n_b > 0):
         return float("inf")
-    if chi2.sf(statistic, dof) >= level:
-        return float("inf")  # no shift established at this level
-    low = brentq(lambda lam: ncx2.sf(statistic, dof, lam) - level, 1e-9, 2.0 * statistic + 10.0)
     critical = chi2.isf(level, dof)
     needed = brentq(lambda lam: ncx2.median(dof, lam) - critical, 1e-9, 4.0 * critical + 10.0 * dof)
     harmonic = n_a * n_b / (n_a + n_b)
-    return float(2.0 * harmonic * needed / low)
+    return float(2.0 * harmonic * needed / statistic)
 
 
 def correlation_events_to_detect(pair: PairFigures, level: float) -> float:
-    """Events per sample at which the z test of two correlations at ``level`` sees a change
-    equal to the measured one's lower confidence bound (``|dr| - z SE``) with probability
-    1/2: ``(V_ref + V_att) (z / bound)^2``."""
+    """Events per sample at which the z test of two correlations at ``level`` sees the pair's
+    change with probability 1/2: ``(V_ref + V_att) (z_{level/2} / change)^2``."""
     from scipy.stats import norm
 
-    z = float(norm.isf(level / 2.0))
-    bound = pair.change - z * pair.standard_error
-    if not bound > 0:
+    if not pair.change > 0:
         return float("inf")
-    return float((pair.variance_reference + pair.variance_attacked) * (z / bound) ** 2)
+    z = float(norm.isf(level / 2.0))
+    return float((pair.variance_reference + pair.variance_attacked) * (z / pair.change) ** 2)

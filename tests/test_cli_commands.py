@@ -241,6 +241,8 @@ def test_schema_accepts_real_specs_and_rejects_typos(
         "max_jsd",
         "max_correlation_change",
         "max_correlation_frobenius",
+        "corr_min_pvalue",
+        "control_region_events",
     ]
     assert sorted(e.message for e in error.context) == sorted(
         f"{key!r} is a required property" for key in thresholds

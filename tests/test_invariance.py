@@ -142,7 +142,9 @@ def small_shift_run(model_dir: Path, *checks: dict) -> SpecRun:
     """PGD at 0.3 sigma: jet_pt's distribution moves visibly but not overwhelmingly."""
     doc = base_spec()
     doc["attacks"] = {"small": {"method": "pgd", "epsilon": 0.3, "steps": 20, "seed": 2}}
-    doc["checks"] = [{"type": "invariance", "attack": "small", **c} for c in checks]
+    doc["checks"] = [
+        {"type": "invariance", "attack": "small", "compare_to": "same_events", **c} for c in checks
+    ]
     return SpecRun(parse_spec(doc, model_dir / "robustness.toml"), device="cpu")
 
 

@@ -10,8 +10,8 @@ fixed seed (``split_seed``) and compares the attacked values of one half with th
 values of the other, untouched half, as data is compared with simulation in a control region:
 the attack runs once on every event, and only the halves' roles differ. ``"same_events"``
 compares the attacked sample with the same events before the attack (earlier versions): the
-events the attack leaves alone are identical in both, so its p-values are near 1 by
-construction. Every test runs inclusively, per true class with ``by_class = true``, and in each
+events the attack leaves alone are identical in both and the tests take the two samples as
+independent, so its p-values are near 1 unless the attack moves many events. Every test runs inclusively, per true class with ``by_class = true``, and in each
 region of ``regions`` (cuts on the nominal discriminant, robustcheck.regions).
 
 The p-value tests form one family: with ``correction = "holm"`` (the default) the p-values of
@@ -23,8 +23,17 @@ false-alarms at most 1% of the time (at most the larger threshold when they diff
 ``correction = "none"`` each p-value is held at its threshold on its own, and with 10 features
 (20 tests) at 0.01 the check fails one unchanged sample in six (benchmarks/README.md). Holm and
 Bonferroni agree on whether the check fails; Holm's step-down names more of the failing
-features. The distances (JSD, correlation change) are not p-values and are held at their
-thresholds as given.
+features. The correlation z tests (``corr_min_pvalue``), of every region, join the same family.
+The distances (JSD, correlation change) are not p-values and are held at their thresholds as
+given; between independent halves they include both halves' sampling noise.
+
+Detectability: for every test, ``events_to_detect`` is the number of events per sample in its
+region at which that test on two independent samples, at the family's per-test level
+(threshold / number of tests with holm, the threshold with none), sees the attack's shift with
+probability about 1/2. The shift is the attack's displacement, measured on the region's events
+before and after the attack, so an attack that moves nothing has none (robustcheck.
+invariance_stats). With ``control_region_events = N`` the check fails when the smallest is at
+most N.
 """
 
 from __future__ import annotations
@@ -50,7 +59,6 @@ from robustcheck.invariance_stats import (
     correlation_events_to_detect,
     entries,
     ks_events_to_detect,
-    ks_shift_bound,
 )
 from robustcheck.invariance_stats import measure as measure  # re-exported
 from robustcheck.invariance_stats import real_entries as real_entries  # re-exported
@@ -148,7 +156,8 @@ class Test:
     region: Region
     name: str  # feature, or "a-b" for a correlation pair
     figures: object  # FeatureFigures or PairFigures
-    entries_per_event: float = 1.0
+    paired: object = None  # the same on the region's events before and after the attack
+    entries_per_event: float = 1.0  # real entries per event of the paired sample
 
     @property
     def label(self) -> str:
@@ -182,15 +191,36 @@ class Invariance(Check):
             attacked = entries(adv.adversarial, adv.real, adv.features, region.attacked)
             figures = compare(reference, attacked, adv.features, movable, int(o["bins"]))
             measured.figures.append(figures)
-            per_event = figures.n_entries / max(len(region.reference), 1)
+            paired = figures
+            if independent:  # the attack's own displacement, for events_to_detect
+                both = np.sort(np.concatenate([region.attacked, region.reference]))
+                paired = compare(
+                    entries(adv.nominal, adv.real, adv.features, both),
+                    entries(adv.adversarial, adv.real, adv.features, both),
+                    adv.features,
+                    movable,
+                    int(o["bins"]),
+                )
+            per_event = paired.n_entries / max(
+                len(np.union1d(region.attacked, region.reference)), 1
+            )
+            by_feature = {f.feature: f for f in paired.features}
+            by_pair = {p.features: p for p in paired.pairs}
             for f in figures.features:
                 for kind in ("ks", "chi2"):
                     measured.tests.setdefault(kind, []).append(
-                        Test(kind, region, f.feature, f, per_event)
+                        Test(kind, region, f.feature, f, by_feature.get(f.feature), per_event)
                     )
             for pair in figures.pairs:
                 measured.tests.setdefault("corr", []).append(
-                    Test("corr", region, "-".join(pair.features), pair, per_event)
+                    Test(
+                        "corr",
+                        region,
+                        "-".join(pair.features),
+                        pair,
+                        by_pair.get(pair.features),
+                        per_event,
+                    )
                 )
         inclusive = measured.figures[0]
         tests = self._tests(measured)
@@ -511,10 +541,11 @@ class Invariance(Check):
             if not level > 0:
                 continue
             for t in measured.tests[kind]:
-                f = t.figures
-                if kind == "ks":
-                    bound = ks_shift_bound(f.ks_statistic, f.n_reference, f.n_attacked, level)
-                    n = ks_events_to_detect(bound, level)
+                f = t.paired
+                if f is None:
+                    n = float("inf")
+                elif kind == "ks":
+                    n = ks_events_to_detect(f.ks_statistic, level)
                 elif kind == "chi2":
                     n = chi2_events_to_detect(
                         f.chi2_statistic, f.chi2_dof, f.n_reference, f.n_attacked, level
