@@ -257,10 +257,12 @@ def correlation_variance(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 # The shift is measured on the same events before and after the attack (paired), so it holds
 # the attack's displacement without the sampling noise of two independent samples: nothing
 # moved gives no shift and no events_to_detect, however small the sample. It is projected to N
-# events per sample: the smallest N at which a test at ``level`` on two independent samples of
-# N events (nominal and attacked) sees a shift of that size with probability about 1/2 (KS:
-# the critical distance equals the shift; chi-squared: the median statistic at the critical
-# value; correlations: the z test's critical value equals the change over its standard error).
+# events per sample on two independent samples (nominal and attacked) at the test's ``level``:
+# KS, the N at which the critical distance equals the shift (the test then fires in at least
+# half of such samples, more when the shift is broad: 80% for a shift of 30% of the events,
+# tests/test_detectability.py); chi-squared, the N at which the median statistic (non-central,
+# same bins) reaches the critical value (fires in half); correlations, the N at which the
+# change over its standard error reaches the z test's critical value (fires in half).
 # --------------------------------------------------------------------------------------------
 
 

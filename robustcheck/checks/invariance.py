@@ -29,8 +29,8 @@ given; between independent halves they include both halves' sampling noise.
 
 Detectability: for every test, ``events_to_detect`` is the number of events per sample in its
 region at which that test on two independent samples, at the family's per-test level
-(threshold / number of tests with holm, the threshold with none), sees the attack's shift with
-probability about 1/2. The shift is the attack's displacement, measured on the region's events
+(threshold / number of tests with holm, the threshold with none), sees the attack's shift in
+about half of such samples (KS: at least half). The shift is the attack's displacement, measured on the region's events
 before and after the attack, so an attack that moves nothing has none (robustcheck.
 invariance_stats). With ``control_region_events = N`` the check fails when the smallest is at
 most N.
