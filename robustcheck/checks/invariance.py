@@ -216,7 +216,7 @@ class Invariance(Check):
                     Test(
                         "corr",
                         region,
-                        "-".join(pair.features),
+                        f"({pair.features[0]}, {pair.features[1]})",
                         pair,
                         by_pair.get(pair.features),
                         per_event,
@@ -604,6 +604,6 @@ class Invariance(Check):
             line += f"{f.jsd:<8.3g}  "
             if detect:
                 n = fewest.get(id(f), np.inf)
-                line += f"{n:,.0f}" if np.isfinite(n) else "not established"
+                line += f"{n:,.0f}" if np.isfinite(n) else "no shift"
             lines.append(line.rstrip())
         return lines
