@@ -11,8 +11,9 @@ values of the other, untouched half, as data is compared with simulation in a co
 the attack runs once on every event, and only the halves' roles differ. ``"same_events"``
 compares the attacked sample with the same events before the attack (earlier versions): the
 events the attack leaves alone are identical in both and the tests take the two samples as
-independent, so its p-values are near 1 unless the attack moves many events. Every test runs inclusively, per true class with ``by_class = true``, and in each
-region of ``regions`` (cuts on the nominal discriminant, robustcheck.regions).
+independent, so its p-values are near 1 unless the attack moves many events. Every test runs
+inclusively, per true class with ``by_class = true``, and in each region of ``regions`` (cuts
+on the nominal discriminant, robustcheck.regions).
 
 The p-value tests form one family: with ``correction = "holm"`` (the default) the p-values of
 every movable feature of every input, KS and chi-squared together, are Holm-Bonferroni
@@ -30,10 +31,10 @@ given; between independent halves they include both halves' sampling noise.
 Detectability: for every test, ``events_to_detect`` is the number of events per sample in its
 region at which that test on two independent samples, at the family's per-test level
 (threshold / number of tests with holm, the threshold with none), sees the attack's shift in
-about half of such samples (KS: at least half). The shift is the attack's displacement, measured on the region's events
-before and after the attack, so an attack that moves nothing has none (robustcheck.
-invariance_stats). With ``control_region_events = N`` the check fails when the smallest is at
-most N.
+about half of such samples (KS: at least half). The shift is the attack's displacement,
+measured on the region's events before and after the attack, so an attack that moves nothing
+has none (robustcheck.invariance_stats). With ``control_region_events = N`` the check fails
+when the smallest is at most N.
 """
 
 from __future__ import annotations
