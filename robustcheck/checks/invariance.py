@@ -41,12 +41,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from robustcheck.checks.base import Check
-from robustcheck.errors import SpecError
+from robustcheck.errors import ModelError, SpecError
 from robustcheck.invariance_stats import (
     FeatureFigures as FeatureFigures,  # re-exported
 )
@@ -75,6 +75,7 @@ if TYPE_CHECKING:
 CORRECTIONS = ("holm", "none")
 
 COMPARISONS = ("independent", "same_events")
+OBSERVABLES = "[observables]"  # the pseudo-input the observables are tested as
 
 # The p-value tests: kind -> (threshold option, name in messages, figures attribute).
 PVALUE_KINDS = {
@@ -179,6 +180,13 @@ class Measured:
     skipped: list[str] = field(default_factory=list)
 
 
+def torch_ones(n: int) -> Any:
+    """All events real (observables have one value per event)."""
+    import torch
+
+    return torch.ones(n, dtype=torch.bool)
+
+
 class Invariance(Check):
     def evaluate(self) -> CheckResult:
         adv = self.run.adversaries(self.options["attack"])
@@ -187,39 +195,53 @@ class Invariance(Check):
         independent = o["compare_to"] == "independent"
         regions, skipped = self._regions(adv, independent)
         measured = Measured(regions, [], skipped=skipped)
+        nominal, adversarial, real, features = adv.nominal, adv.adversarial, adv.real, adv.features
+        observed = self._observables(adv)
+        if observed is not None:  # tested like the features of one more input
+            names, before, after = observed
+            nominal, adversarial = (
+                {**nominal, OBSERVABLES: before},
+                {**adversarial, OBSERVABLES: after},
+            )
+            real = {**real, OBSERVABLES: torch_ones(len(before))}
+            features = {**features, OBSERVABLES: names}
+            movable = {**movable, OBSERVABLES: np.ones(len(names), dtype=bool)}
         for region in regions:
-            reference = entries(adv.nominal, adv.real, adv.features, region.reference)
-            attacked = entries(adv.adversarial, adv.real, adv.features, region.attacked)
-            figures = compare(reference, attacked, adv.features, movable, int(o["bins"]))
+            reference = entries(nominal, real, features, region.reference)
+            attacked = entries(adversarial, real, features, region.attacked)
+            figures = compare(reference, attacked, features, movable, int(o["bins"]))
             measured.figures.append(figures)
             paired = figures
             if independent:  # the attack's own displacement, for events_to_detect
                 both = np.sort(np.concatenate([region.attacked, region.reference]))
                 paired = compare(
-                    entries(adv.nominal, adv.real, adv.features, both),
-                    entries(adv.adversarial, adv.real, adv.features, both),
-                    adv.features,
+                    entries(nominal, real, features, both),
+                    entries(adversarial, real, features, both),
+                    features,
                     movable,
                     int(o["bins"]),
                 )
-            per_event = paired.n_entries / max(
-                len(np.union1d(region.attacked, region.reference)), 1
-            )
+            # the paired sample's entries per event, of the input each test reads
+            events = max(len(np.union1d(region.attacked, region.reference)), 1)
             by_feature = {f.feature: f for f in paired.features}
             by_pair = {p.features: p for p in paired.pairs}
             for f in figures.features:
+                twin = by_feature.get(f.feature)
+                per_event = twin.n_reference / events if twin is not None else 1.0
                 for kind in ("ks", "chi2"):
                     measured.tests.setdefault(kind, []).append(
-                        Test(kind, region, f.feature, f, by_feature.get(f.feature), per_event)
+                        Test(kind, region, f.feature, f, twin, per_event)
                     )
             for pair in figures.pairs:
+                twin_pair = by_pair.get(pair.features)
+                per_event = twin_pair.n_reference / events if twin_pair is not None else 1.0
                 measured.tests.setdefault("corr", []).append(
                     Test(
                         "corr",
                         region,
                         f"({pair.features[0]}, {pair.features[1]})",
                         pair,
-                        by_pair.get(pair.features),
+                        twin_pair,
                         per_event,
                     )
                 )
@@ -302,6 +324,28 @@ class Invariance(Check):
             details=details,
             attack=adv.description,
         )
+
+    def _observables(self, adv: Adversaries) -> tuple[tuple[str, ...], Any, Any] | None:
+        """The spec's [observables] on the nominal and attacked inputs of the events held in
+        memory: names and two (events, observables) tensors, or None without observables."""
+        function = getattr(self.run.spec, "observables", None)
+        if function is None:
+            return None
+        from robustcheck.observables import evaluate_observables, load_observables, stacked
+
+        path = self.run.spec.path
+        compute = load_observables(function, path)
+        before = evaluate_observables(compute, adv.nominal, path, "nominal")
+        after = evaluate_observables(compute, adv.adversarial, path, "attacked")
+        if set(before) != set(after):
+            raise ModelError(
+                f"the observables function returned {sorted(before)} on the nominal inputs but "
+                f"{sorted(after)} on the attacked ones",
+                file=path,
+                field="observables.function",
+            )
+        names, nominal = stacked(before)
+        return names, nominal, stacked({k: after[k] for k in names})[1]
 
     # -- regions -------------------------------------------------------------------------------
 

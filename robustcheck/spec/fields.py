@@ -137,6 +137,30 @@ TOP_FIELDS: dict[str, Field] = {
     "baseline": Field(
         "path", None, doc="baseline file for no_regression checks, relative to the spec file"
     ),
+    "observables": Field(
+        "table",
+        None,
+        doc="per-event observables computed from the model inputs, tested by invariance checks "
+        "like features",
+        table={
+            "function": Field(
+                "str",
+                doc='"file.py:function" next to the spec, or "package.module:function": a '
+                "function of the inputs (dict of torch tensors, padding and mask included) "
+                "returning a dict of per-event tensors",
+            )
+        },
+    ),
 }
 
-TOP_LEVEL = ("version", "model", "data", "inputs", "envelope", "attacks", "checks", "baseline")
+TOP_LEVEL = (
+    "version",
+    "model",
+    "data",
+    "inputs",
+    "envelope",
+    "attacks",
+    "checks",
+    "baseline",
+    "observables",
+)

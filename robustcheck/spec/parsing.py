@@ -150,15 +150,51 @@ def _parse(doc: Mapping[str, Any], path: Path) -> tuple[Spec | None, list[SpecEr
     baseline = doc.get("baseline")
     if "baseline" in doc:
         errors.attempt(check_value, baseline, TOP_FIELDS["baseline"], "baseline", path)
+    observables = None
+    if "observables" in doc:
+        observables = errors.attempt(_parse_observables, doc["observables"], path)
     if errors:
         return None, errors.found
     assert model is not None and inputs is not None and envelope is not None
     assert groups is not None
     baseline_path = path.parent / baseline if baseline else None
     spec = Spec(
-        path, version, model, data, inputs, envelope, attacks, checks, groups, baseline_path
+        path,
+        version,
+        model,
+        data,
+        inputs,
+        envelope,
+        attacks,
+        checks,
+        groups,
+        baseline_path,
+        observables=observables,
     )
     return spec, []
+
+
+def _parse_observables(table: Any, path: Path) -> str:
+    """The [observables] function: ``file.py:function`` or ``package.module:function``."""
+    function = check_value(table, TOP_FIELDS["observables"], "observables", path)["function"]
+    target, colon, attr = function.rpartition(":")
+    module_path = target.endswith(".py")
+    if not colon or not attr.isidentifier() or not (module_path or is_import_path(function)):
+        raise error(
+            path,
+            f"function {function!r} names no function",
+            "observables.function",
+            'write "jetobs.py:observables" (a file next to the spec) or '
+            '"package.module:observables"',
+        )
+    if module_path and not (path.parent / target).is_file():
+        raise error(
+            path,
+            f"observables file {target!r} not found next to the spec",
+            "observables.function",
+            "put the file next to the spec, or name an importable module",
+        )
+    return function
 
 
 def _valid(value: Any, key: str, path: Path) -> bool:

@@ -147,6 +147,7 @@ class Spec:
     checks: tuple[CheckSpec, ...]
     groups: dict[str, tuple[EnvelopeGroup, ...]] = field(default_factory=dict)
     baseline: Path | None = None
+    observables: str | None = None  # [observables] function, "file.py:func" or "pkg.mod:func"
 
     @property
     def base_dir(self) -> Path:
