@@ -100,13 +100,14 @@ def evaluate_observables(
                     field=FIELD,
                     fix="return one value per event (a tensor of shape (events,))",
                 )
-            if parts and key not in parts:
-                raise ModelError(
-                    f"observable {key!r} appears in one batch and not in another",
-                    file=spec_path,
-                    field=FIELD,
-                )
             parts.setdefault(key, []).append(tensor)
+        if start and any(len(values) != len(parts[next(iter(out))]) for values in parts.values()):
+            raise ModelError(
+                f"the observables function returned {sorted(out)} for the events from {start} "
+                f"but {sorted(parts)} before",
+                file=spec_path,
+                field=FIELD,
+            )
     out = {key: torch.cat(values) for key, values in parts.items()}
     bad = [key for key, value in out.items() if not bool(torch.isfinite(value).all())]
     if bad:
