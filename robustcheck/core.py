@@ -22,7 +22,7 @@ from robustcheck.attacks.base import Attack
 from robustcheck.baseline import Baseline
 from robustcheck.data import Dataset, load_dataset, read_chunks
 from robustcheck.decision import Decision
-from robustcheck.digest import file_digest, json_digest
+from robustcheck.digest import file_digest, json_digest, model_file_digest
 from robustcheck.engine import (
     default_batch_size,
     evaluate,
@@ -641,7 +641,7 @@ class SpecRun:
         spec = self.spec
         path = spec.model_path()
         if path is not None:
-            return file_digest(path)
+            return model_file_digest(path)  # with an ONNX model's external data files
         if spec.model.weights:
             return file_digest(spec.base_dir / spec.model.weights)
         source = self.tagger.source_file()
