@@ -84,13 +84,13 @@ class LossSurface:
 
 
 def movable_axes(envelope: Envelope) -> list[Axis]:
-    """Every movable feature, named ``feature`` (or ``input.feature`` with several inputs)."""
+    """Every continuously movable feature, named ``feature`` (or ``input.feature`` with several inputs)."""
     several = len(envelope.inputs) > 1
     return [
         Axis(name, column, f"{name}.{feature}" if several else feature)
         for name, env in envelope.inputs.items()
         for column, feature in enumerate(env.features)
-        if bool(env.movable[column])
+        if bool(env.continuous[column])
     ]
 
 
@@ -104,9 +104,13 @@ def find_axis(axes: list[Axis], envelope: Envelope, wanted: str, where: str) -> 
         f
         for name, env in envelope.inputs.items()
         for column, f in enumerate(env.features)
-        if not bool(env.movable[column]) and wanted in (f, f"{name}.{f}")
+        if not bool(env.continuous[column]) and wanted in (f, f"{name}.{f}")
     ]
-    reason = "is frozen or integer, so it has no axis" if frozen else "is not a perturbed feature"
+    reason = (
+        "is frozen, integer or categorical, so it has no axis"
+        if frozen
+        else "is not a perturbed feature"
+    )
     raise SpecError(
         f"feature {wanted!r} {reason}",
         field=where,
