@@ -9,18 +9,25 @@ integer moves fool a tagger that leans on the integer feature more than leaving 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, find, given, settings
+from hypothesis import strategies as st
 
 from robustcheck import registry
 from robustcheck.attacks.base import AttackBatch
 from robustcheck.decision import Decision
 from robustcheck.envelope import Envelope, InputEnvelope
-from robustcheck.spec import AttackSpec, EnvelopeGroup
+from robustcheck.errors import SpecError
+from robustcheck.spec import AttackSpec, EnvelopeGroup, load_spec
+from robustcheck.strategies import perturbations
 from robustcheck.taggers.torch_module import wrap_module
 from robustcheck.training import make_envelope
+from tests.conftest import base_spec, write_spec
 
 JETS = ["a", "n", "r", "flag"]  # continuous; integer (absolute); integer (relative); integer
 PARTS = ["pt", "pid"]  # continuous; categorical
@@ -316,3 +323,143 @@ def _feature_table() -> dict[str, Any]:
         "n": feature_envelope({"integer": True, "absolute": 1.0, "min": 0}, "n", "test"),
         "a": feature_envelope({"absolute": 0.1}, "a", "test"),
     }
+
+
+# hypothesis strategies: draws on the lattice, shrinking to a one-unit move
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), epsilon=st.floats(0.0, 3.0), seed=st.integers(0, 50))
+def test_strategy_draws_stay_on_the_lattice(data: st.DataObject, epsilon: float, seed: int) -> None:
+    nominal, _ = sample(4, seed=seed)
+    arrays = {name: x.numpy() for name, x in nominal.items()}
+    moved = data.draw(perturbations(envelope(), arrays, epsilon))
+    assert_in_box(nominal, {name: torch.from_numpy(x) for name, x in moved.items()}, epsilon)
+
+
+def test_strategy_shrinks_to_one_integer_entry() -> None:
+    nominal, _ = sample(2, seed=0)
+    nominal["jets"][:, 1] = 5.0
+    arrays = {name: x.numpy() for name, x in nominal.items()}
+    strategy = perturbations(envelope(), arrays, 3.0)
+    found = find(
+        strategy, lambda p: bool((p["jets"][:, 1] != 5.0).any()), settings=settings(database=None)
+    )
+    shift = np.abs(found["jets"][:, 1] - 5.0)
+    # one event keeps the move, a whole number of units inside its box (hypothesis's simplest
+    # pull is 1: the box edge, as for a continuous feature); everything else is nominal
+    assert sorted(shift.tolist()) == [0.0, 3.0]
+    np.testing.assert_array_equal(found["jets"][:, [0, 2, 3]], arrays["jets"][:, [0, 2, 3]])
+    np.testing.assert_array_equal(found["parts"], arrays["parts"])
+
+
+def test_strategy_reaches_every_listed_value() -> None:
+    nominal, _ = sample(1, seed=0)
+    nominal["mask"][:] = 1.0
+    nominal["parts"][0, 0, 1] = 22.0
+    arrays = {name: x.numpy() for name, x in nominal.items()}
+    strategy = perturbations(envelope(), arrays, 1.0)
+    for value in set(CHOICES) - {22.0}:
+        found = find(
+            strategy, lambda p, v=value: p["parts"][0, 0, 1] == v, settings=settings(database=None)
+        )
+        assert found["parts"][0, 0, 1] == value
+
+
+# the spec: keys, meaning and errors
+
+
+def spec_file(folder: Path, doc: dict[str, Any]) -> Path:
+    """The spec written in ``folder``, beside empty stand-ins of its model and data files."""
+    (folder / "tagger.pt").touch()
+    (folder / "data.npz").touch()
+    return write_spec(folder, doc)
+
+ENTRY_ERRORS = [
+    (
+        {"choices": [22, 211], "absolute": 1.0},
+        "envelope.x.n_const.absolute",
+        "`choices` and a sigma (`absolute`) exclude each other",
+    ),
+    ({"choices": [22, "pion"]}, "envelope.x.n_const.choices", "must be a list of numbers"),
+    ({"choices": [211]}, "envelope.x.n_const.choices", "a swap needs at least two"),
+    ({"choices": [22, 211, 22]}, "envelope.x.n_const.choices", "lists 22 more than once"),
+    ({"choices": [22, 211], "frozen": True}, "envelope.x.n_const", "contradict each other"),
+    (
+        {"choices": [0.5, 2], "integer": True},
+        "envelope.x.n_const.choices",
+        "choice 0.5 is not a whole number",
+    ),
+    ({"choices": [-1, 2], "min": 0}, "envelope.x.n_const.choices", "lie outside [min, max]"),
+    (
+        {"integer": True, "absolute": 1.0, "min": 0.5},
+        "envelope.x.n_const.min",
+        "`min = 0.5` is not a whole number",
+    ),
+    (
+        {"integer": True, "absolute": 1.0, "max": 99.5},
+        "envelope.x.n_const.max",
+        "`max = 99.5` is not a whole number",
+    ),
+]
+
+
+@pytest.mark.parametrize(("entry", "field", "message"), ENTRY_ERRORS)
+def test_spec_errors_of_discrete_entries(
+    tmp_path: Path, entry: dict[str, Any], field: str, message: str
+) -> None:
+    doc = base_spec()
+    doc["envelope"]["x"]["n_const"] = entry
+    with pytest.raises(SpecError) as info:
+        load_spec(spec_file(tmp_path, doc))
+    assert info.value.field == field
+    assert message in info.value.message
+    assert info.value.fix
+
+
+@pytest.mark.parametrize(
+    ("entry", "group", "message"),
+    [
+        (
+            {"integer": True},  # its sigma would come from the covariance
+            {"features": ["n_const", "jet_mass"], "covariance": [[1.0, 0.0], [0.0, 4.0]]},
+            "cannot be in a correlated group",
+        ),
+        (
+            {"choices": [10, 20]},
+            {"features": ["n_const"], "coherent": True, "relative": 0.1},
+            "is categorical (`choices`), so no group may move it",
+        ),
+        (
+            {"integer": True},
+            {"features": ["n_const"], "coherent": True, "relative": 0.1},
+            "is integer without a sigma, so no group may move it",
+        ),
+    ],
+)
+def test_spec_errors_of_discrete_features_in_groups(
+    tmp_path: Path, entry: dict[str, Any], group: dict[str, Any], message: str
+) -> None:
+    doc = base_spec()
+    doc["envelope"]["x"]["n_const"] = entry
+    if "covariance" in group:
+        del doc["envelope"]["x"]["jet_mass"]["relative"]
+    doc["envelope"]["x"]["groups"] = [group]
+    with pytest.raises(SpecError) as info:
+        load_spec(spec_file(tmp_path, doc))
+    assert info.value.field == "envelope.x.groups[0].features"
+    assert message in info.value.message
+
+
+def test_spec_accepts_discrete_entries(tmp_path: Path) -> None:
+    doc = base_spec()
+    doc["envelope"]["x"]["n_const"] = {"integer": True, "relative": 0.1, "min": 0}
+    doc["envelope"]["x"]["jet_eta"] = {"choices": [-1, 0, 1], "integer": True}
+    doc["envelope"]["x"]["groups"] = [{"features": ["n_const"], "coherent": True, "absolute": 1}]
+    spec = load_spec(spec_file(tmp_path, doc))
+    entries = spec.envelope["x"]
+    assert entries["n_const"].movable and entries["n_const"].integer
+    assert entries["jet_eta"].choices == (-1.0, 0.0, 1.0) and entries["jet_eta"].movable
+    env = Envelope.from_spec(spec).inputs["x"]
+    assert env.continuous.tolist() == [True, True, False, False]
+    assert env.integer is not None and env.integer.tolist() == [False, False, False, True]

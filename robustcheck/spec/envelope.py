@@ -64,7 +64,10 @@ def _check_choices(entry: FeatureEnvelope, where: str, source: str | Path) -> No
     twice = sorted({v for v in choices if choices.count(v) > 1})
     if twice:
         raise error(
-            source, f"lists {', '.join(f'{v:g}' for v in twice)} more than once", f"{where}.choices"
+            source,
+            f"lists {', '.join(f'{v:g}' for v in twice)} more than once",
+            f"{where}.choices",
+            "list each value once",
         )
     for key in ("absolute", "relative"):
         if getattr(entry, key) is not None:
