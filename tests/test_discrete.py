@@ -24,7 +24,7 @@ from robustcheck.decision import Decision
 from robustcheck.envelope import Envelope, InputEnvelope
 from robustcheck.errors import SpecError
 from robustcheck.spec import AttackSpec, EnvelopeGroup, load_spec
-from robustcheck.strategies import perturbations
+from robustcheck.strategies import perturb, perturbations
 from robustcheck.taggers.torch_module import wrap_module
 from robustcheck.training import make_envelope
 from tests.conftest import base_spec, write_spec
@@ -338,32 +338,39 @@ def test_strategy_draws_stay_on_the_lattice(data: st.DataObject, epsilon: float,
 
 
 def test_strategy_shrinks_to_one_integer_entry() -> None:
-    nominal, _ = sample(2, seed=0)
-    nominal["jets"][:, 1] = 5.0
-    arrays = {name: x.numpy() for name, x in nominal.items()}
-    strategy = perturbations(envelope(), arrays, 3.0)
-    found = find(
-        strategy, lambda p: bool((p["jets"][:, 1] != 5.0).any()), settings=settings(database=None)
+    env = make_envelope(
+        {"x": {"a": {"absolute": 0.5}, "n": {"integer": True, "absolute": 1.0, "min": 0}}}
     )
-    shift = np.abs(found["jets"][:, 1] - 5.0)
+    nominal = {"x": np.array([[0.3, 5.0], [-1.0, 5.0], [2.0, 5.0]], np.float32)}
+    found = find(
+        perturbations(env, nominal, 3.0),
+        lambda p: bool((p["x"][:, 1] != 5.0).any()),
+        settings=settings(database=None),
+    )
+    shift = np.abs(found["x"][:, 1] - 5.0)
     # one event keeps the move, a whole number of units inside its box (hypothesis's simplest
     # pull is 1: the box edge, as for a continuous feature); everything else is nominal
-    assert sorted(shift.tolist()) == [0.0, 3.0]
-    np.testing.assert_array_equal(found["jets"][:, [0, 2, 3]], arrays["jets"][:, [0, 2, 3]])
-    np.testing.assert_array_equal(found["parts"], arrays["parts"])
+    assert sorted(shift.tolist()) == [0.0, 0.0, 3.0]
+    np.testing.assert_array_equal(found["x"][:, 0], nominal["x"][:, 0])
 
 
-def test_strategy_reaches_every_listed_value() -> None:
+def test_strategy_pulls_reach_every_listed_value() -> None:
+    env = envelope()
     nominal, _ = sample(1, seed=0)
     nominal["mask"][:] = 1.0
-    nominal["parts"][0, 0, 1] = 22.0
-    arrays = {name: x.numpy() for name, x in nominal.items()}
-    strategy = perturbations(envelope(), arrays, 1.0)
-    for value in set(CHOICES) - {22.0}:
-        found = find(
-            strategy, lambda p, v=value: p["parts"][0, 0, 1] == v, settings=settings(database=None)
-        )
-        assert found["parts"][0, 0, 1] == value
+    nominal["parts"][0, :, 1] = torch.tensor([22.0, 130.0, UNLISTED])
+    box = env.box(nominal, 1.0)
+    reached: set[tuple[float, ...]] = set()
+    for u in np.linspace(-1, 1, 81, dtype=np.float32):
+        pulls = {
+            "jets": np.zeros((1, len(JETS)), np.float32),
+            "parts": np.full((1, PARTICLES, len(PARTS)), u, np.float32),
+        }
+        moved = perturb(box, nominal, pulls)["parts"][0, :, 1]
+        reached.add(tuple(moved.tolist()))
+    assert {r[0] for r in reached} == set(CHOICES) == {r[1] for r in reached}
+    assert {r[2] for r in reached} == {UNLISTED}
+    assert (22.0, 130.0, UNLISTED) in reached  # pull 0: nominal
 
 
 # the spec: keys, meaning and errors
@@ -374,6 +381,7 @@ def spec_file(folder: Path, doc: dict[str, Any]) -> Path:
     (folder / "tagger.pt").touch()
     (folder / "data.npz").touch()
     return write_spec(folder, doc)
+
 
 ENTRY_ERRORS = [
     (
@@ -463,3 +471,46 @@ def test_spec_accepts_discrete_entries(tmp_path: Path) -> None:
     env = Envelope.from_spec(spec).inputs["x"]
     assert env.continuous.tolist() == [True, True, False, False]
     assert env.integer is not None and env.integer.tolist() == [False, False, False, True]
+
+
+# a spec end to end: the attack, the fooling rate's shifts, invariance, validate
+
+
+def test_spec_run_moves_the_integer_feature_by_whole_units(model_copy: Path) -> None:
+    from robustcheck.cli import main
+    from robustcheck.core import SpecRun
+
+    doc = base_spec("tagger.pt", epsilon=2.0, steps=10)
+    doc["envelope"]["x"]["n_const"] = {"integer": True, "absolute": 1.5, "min": 0}
+    doc["checks"] = [
+        {"name": "fooling", "type": "fooling_rate", "attack": "pgd", "max": 1.0},
+        {"name": "invariance", "type": "invariance", "attack": "pgd", "ks_min_pvalue": 1e-9},
+    ]
+    path = write_spec(model_copy, doc)
+    assert main(["validate", str(path)]) == 0
+    run = SpecRun.from_path(path)
+    adv = run.adversaries("pgd")
+    n0, n = adv.nominal["x"][:, 3], adv.adversarial["x"][:, 3]
+    assert torch.equal(n, n.round()) and (n >= 0).all()
+    assert ((n - n0).abs() <= 3).all()  # floor(2.0 * 1.5)
+    assert (n[adv.fooled] != n0[adv.fooled]).any()
+    shifts = dict(adv.mean_shift_of_fooled())
+    assert 0 < shifts["n_const"] <= 2.0 + 1e-6  # at most 3 units = 2 sigma
+    fooling, invariance = run.run()
+    assert "n_const" in "\n".join(fooling.details)
+    assert invariance.figures["n_pvalue_tests"] == 4  # KS of 4 movable features, n_const too
+    assert "n_const" in "\n".join(invariance.details)
+
+
+def test_invariance_statistics_on_integer_features() -> None:
+    """KS and binned chi-squared on counts (many ties): calibrated on two samples of one
+    distribution, and a shift of one unit is seen."""
+    from robustcheck.stats import chi2_homogeneity, ks_2samp
+
+    rng = np.random.default_rng(0)
+    a = rng.poisson(20, (20000, 1)).astype(np.float32)
+    b = rng.poisson(20, (20000, 1)).astype(np.float32)
+    same_ks, same_chi2 = ks_2samp(a, b).pvalue[0], chi2_homogeneity(a, b).pvalue[0]
+    shifted_ks, shifted_chi2 = ks_2samp(a, b + 1).pvalue[0], chi2_homogeneity(a, b + 1).pvalue[0]
+    assert same_ks > 1e-3 and same_chi2 > 1e-3
+    assert shifted_ks < 1e-9 and shifted_chi2 < 1e-9
