@@ -84,7 +84,8 @@ class LossSurface:
 
 
 def movable_axes(envelope: Envelope) -> list[Axis]:
-    """Every continuously movable feature, named ``feature`` (or ``input.feature`` with several inputs)."""
+    """Every continuously movable feature (not frozen, integer or categorical), named
+    ``feature`` (or ``input.feature`` with several inputs)."""
     several = len(envelope.inputs) > 1
     return [
         Axis(name, column, f"{name}.{feature}" if several else feature)
