@@ -188,7 +188,7 @@ def loss_surface(
     all_axes = movable_axes(envelope)
     if not all_axes:
         raise SpecError(
-            "no movable feature: every feature is frozen or integer",
+            "no continuously movable feature: every feature is frozen, integer or categorical",
             field=where,
             fix="give at least one feature an `absolute` or `relative` sigma",
         )

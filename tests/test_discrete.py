@@ -514,3 +514,10 @@ def test_invariance_statistics_on_integer_features() -> None:
     shifted_ks, shifted_chi2 = ks_2samp(a, b + 1).pvalue[0], chi2_homogeneity(a, b + 1).pvalue[0]
     assert same_ks > 1e-3 and same_chi2 > 1e-3
     assert shifted_ks < 1e-9 and shifted_chi2 < 1e-9
+
+
+def test_loss_surface_keeps_to_continuous_features() -> None:
+    from robustcheck.loss_surface import movable_axes
+
+    names = [axis.name for axis in movable_axes(envelope())]
+    assert names == ["jets.a", "parts.pt"]
