@@ -27,6 +27,11 @@ class AttackBatch:
     early_stop: bool = True
     features: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # the box rounds discrete entries with the batch's seeded generator (see Box.project_)
+        if self.box.generator is None:
+            self.box = replace(self.box, generator=self.generator)
+
     def start(self) -> Inputs:
         """Copies of the perturbed inputs, as leaves that record gradients."""
         return {name: self.nominal[name].clone().requires_grad_(True) for name in self.box.unit}
@@ -50,15 +55,25 @@ class AttackBatch:
 
     @torch.no_grad()
     def signed_step_(
-        self, adv: Inputs, grads: list[torch.Tensor], size: float, frozen: torch.Tensor
+        self,
+        adv: Inputs,
+        grads: list[torch.Tensor],
+        size: float,
+        frozen: torch.Tensor,
+        stochastic: bool = True,
     ) -> None:
-        """Move each unfrozen event by ``size`` sigma along the gradient sign, then project."""
+        """Move each unfrozen event by ``size`` sigma along the gradient sign, then project.
+
+        Integer and categorical entries are rounded by the projection: stochastically (a
+        step of a fraction of a unit moves them with that probability), or, with
+        ``stochastic`` False, to the nearest allowed value.
+        """
         scale = (~frozen).to(next(iter(adv.values())).dtype).mul_(size)
         for (name, x), g in zip(adv.items(), grads, strict=False):
             step = g.sign_().mul_(self.box.unit[name])
             step.mul_(scale.view(-1, *([1] * (step.dim() - 1))))
             x.add_(step)
-        self.box.project_(adv)
+        self.box.project_(adv, stochastic)
 
     def subset(self, rows: torch.Tensor) -> AttackBatch:
         """The same attack on some events of the batch (``rows`` indexes them)."""
