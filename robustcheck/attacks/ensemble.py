@@ -25,8 +25,8 @@ import torch
 from robustcheck import registry
 from robustcheck.attacks import ENSEMBLE_SHORTHANDS
 from robustcheck.attacks.base import Attack, AttackBatch
-from robustcheck.errors import SpecError
 from robustcheck.envelope import Inputs
+from robustcheck.errors import SpecError
 from robustcheck.spec import AttackSpec
 
 
