@@ -122,6 +122,11 @@ class Attack:
         """Adversarial values of the perturbed inputs for this batch."""
         raise NotImplementedError
 
+    def event_loss(self, batch: AttackBatch, log_probs: torch.Tensor) -> torch.Tensor:
+        """The per-event loss whose input gradients the attack follows (the decision's cross
+        entropy unless the attack says otherwise); sanity probes look at its gradients."""
+        return batch.decision.event_loss(log_probs, batch.target)
+
     def link(self, attacks: Mapping[str, AttackSpec], seed_for: Callable[[str], int]) -> None:
         """Called with the spec's attack tables (and the seed each runs with) before the
         attack runs: an attack built from others (the ensemble) finds them here."""

@@ -77,6 +77,13 @@ class Ensemble(Attack):
     def uses_seed(self) -> bool:
         return any(member.uses_seed for member in self._members())
 
+    def event_loss(self, batch: AttackBatch, log_probs: torch.Tensor) -> torch.Tensor:
+        """The first gradient member's loss (the cross entropy when there is none)."""
+        for member in self._members():
+            if member.needs_gradients:
+                return member.event_loss(batch, log_probs)
+        return super().event_loss(batch, log_probs)
+
     def describe(self) -> str:
         members = "; ".join(
             f"{name}: {member.describe()}"
