@@ -143,8 +143,8 @@ ATTACKS: dict[str, Declaration] = {
                 ["apgd_ce", "apgd_margin", "spsa"],
                 doc="members, in order, each run only on the events the earlier ones did not "
                 "fool: names of [attacks.NAME] tables with the same epsilon, or the built-in "
-                "apgd_ce, apgd_margin, spsa, random (default settings, the ensemble's epsilon "
-                "and seed); a table of the same name wins",
+                "apgd_ce, apgd_margin, spsa, random (default settings); a table of the same "
+                "name wins; every member runs with the ensemble's epsilon and seed",
             ),
         },
         doc="per-event worst case of several attacks in the same epsilon box (AutoAttack)",

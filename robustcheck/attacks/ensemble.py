@@ -8,8 +8,8 @@ free members (spsa, random) fool events the gradient members before them missed,
 
 Members are [attacks.NAME] tables of the spec or the built-ins of
 ``robustcheck.attacks.ENSEMBLE_SHORTHANDS`` (a table of the same name wins); every member
-runs at the ensemble's epsilon (a scan's too). Built-ins take the ensemble's seed; tables
-their own. Without early stopping (an AUC under attack) every member attacks every event and
+runs at the ensemble's epsilon (a scan's too) and draws its random numbers from the
+ensemble's random stream (its seed). Without early stopping (an AUC under attack) every member attacks every event and
 each event keeps the point of largest loss.
 """
 
@@ -45,8 +45,8 @@ class Ensemble(Attack):
         for name in self.names:
             table = attacks.get(name)
             if table is not None:
-                options = {**table.options, "epsilon": self.epsilon}
-                member_spec, seed = replace(table, options=options), seed_for(name)
+                options = {**table.options, "epsilon": self.epsilon, "seed": self.seed}
+                member_spec, seed = replace(table, options=options), self.seed
             elif name in ENSEMBLE_SHORTHANDS:
                 method, fixed = ENSEMBLE_SHORTHANDS[name]
                 table_options = {"epsilon": self.epsilon, "seed": self.seed, **fixed}
