@@ -111,7 +111,7 @@ def test_ensemble_never_attacks_an_event_already_fooled(model_dir: Path, monkeyp
                 adv = perturb(batch)
                 rows = [tuple(row) for row in batch.nominal["x"].tolist()]
                 fools = batch.fooled(adv).tolist()
-                seen.append((set(rows), {row for row, f in zip(rows, fools) if f}))
+                seen.append((set(rows), {row for row, f in zip(rows, fools, strict=True) if f}))
                 return adv
 
             member.perturb = spy
@@ -146,6 +146,7 @@ def toys(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+@pytest.mark.filterwarnings("ignore:WARNING")
 def test_zero_gradients_and_a_gradient_free_member_that_wins_are_flagged(toys: Path) -> None:
     attacks = {"ens": {"method": "ensemble", "epsilon": 3.0, "attacks": ["apgd_margin", "random"]}}
     run = make_run(toys, attacks, model="toys:build_step")
@@ -158,6 +159,7 @@ def test_zero_gradients_and_a_gradient_free_member_that_wins_are_flagged(toys: P
     assert any("input gradients are zero for" in d for d in result.details)
 
 
+@pytest.mark.filterwarnings("ignore:WARNING")
 def test_randomised_scores_are_flagged(toys: Path) -> None:
     run = make_run(
         toys,
@@ -201,7 +203,7 @@ def edgeconv_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
-    events = make_particles(500, seed=11)
+    events = make_particles(400, seed=11)
     np.savez(folder / "particles.npz", **events)
     model = module.build("edgeconv", width=16, k=4)
     parts, mask = torch.from_numpy(events["parts"]), torch.from_numpy(events["mask"])
@@ -219,36 +221,38 @@ def edgeconv_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def edge_run(folder: Path, attacks: dict[str, dict[str, Any]], **check: Any) -> SpecRun:
+def edge_doc(attacks: dict[str, dict[str, Any]], **check: Any) -> dict[str, Any]:
     doc = particle_spec("edge:build", attacks=attacks)
     doc["model"]["weights"] = "edge_state.pt"
     doc["checks"][0].update(check)
-    return SpecRun(parse_spec(doc, folder / "robustness.toml"), device="cpu")
+    return doc
 
 
 EDGE_ATTACKS = {
-    "pgd": {"method": "pgd", "epsilon": 1.0, "steps": 10, "seed": 1},
-    "apgd": {"method": "apgd", "epsilon": 1.0, "steps": 10},
-    "spsa": {"method": "spsa", "epsilon": 1.0, "steps": 10, "samples": 8, "seed": 1},
+    "pgd": {"method": "pgd", "epsilon": 1.0, "steps": 6, "seed": 1},
+    "apgd": {"method": "apgd", "epsilon": 1.0, "steps": 6},
+    # what the masking check of pgd runs as its spsa probe: the same epsilon, steps and seed
+    "spsa": {"method": "spsa", "epsilon": 1.0, "steps": 6, "seed": 1},
 }
 
 
 def test_edgeconv_masking_is_named_and_the_ensemble_closes_the_gap(edgeconv_dir: Path) -> None:
-    # PGD alone, checked against spsa: the verdict carries the masking warning
-    run = edge_run(
-        edgeconv_dir, EDGE_ATTACKS, gradient_masking_check=True, gradient_masking_attacks=["spsa"]
+    attacks = {"ens": {"method": "ensemble", "epsilon": 1.0, "attacks": ["apgd", "spsa"]}}
+    doc = edge_doc(
+        {**EDGE_ATTACKS, **attacks}, gradient_masking_check=True, gradient_masking_attacks=["spsa"]
     )
+    doc["checks"].append({"name": "ensemble", "type": "fooling_rate", "attack": "ens", "max": 0.5})
+    run = SpecRun(parse_spec(doc, edgeconv_dir / "robustness.toml"), device="cpu")
+    # PGD alone, checked against spsa: the verdict carries the masking warning
     with pytest.warns(UserWarning, match="possible gradient masking"):
         result = run.run_check(run.spec.checks[0])
-    assert result.figures["n_fooled_spsa"] > result.figures["n_fooled"]
+    k_pgd, k_spsa = result.figures["n_fooled"], result.figures["n_fooled_spsa"]
+    assert k_spsa > k_pgd
     assert any(d.startswith(f"{MASKING}: spsa with the same epsilon") for d in result.details)
     # the ensemble of apgd and spsa: the warning by default, and at least each member's count
-    attacks = {"ens": {"method": "ensemble", "epsilon": 1.0, "attacks": ["apgd", "spsa"]}}
-    run = edge_run(edgeconv_dir, {**attacks, **EDGE_ATTACKS})
     with pytest.warns(UserWarning, match="possible gradient masking"):
-        result = run.run_check(run.spec.checks[0])
-    k = result.figures["n_fooled"]
-    assert k >= max(fooled(run, name) for name in EDGE_ATTACKS)
+        result = run.run_check(run.spec.checks[1])
+    assert result.figures["n_fooled"] >= max(k_pgd, k_spsa, fooled(run, "apgd"))
     assert any(d.startswith(f"{MASKING}: the gradient-free members (spsa)") for d in result.details)
 
 
