@@ -51,6 +51,8 @@ def margin_loss(decision: Decision, log_probs: torch.Tensor, target: torch.Tenso
     """
     if decision.threshold is None:
         target_score = log_probs.gather(1, target.unsqueeze(1)).squeeze(1)
+        if log_probs.shape[1] == 2:  # the other class
+            return log_probs.gather(1, (1 - target).unsqueeze(1)).squeeze(1) - target_score
         others = log_probs.scatter(1, target.unsqueeze(1), -math.inf)
         return others.max(dim=1).values - target_score
     signal = decision.signal_class
