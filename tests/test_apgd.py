@@ -226,3 +226,45 @@ def test_apgd_options_are_validated(model_dir: Path, options: dict[str, Any], me
     doc["checks"][0]["attack"] = "a"
     with pytest.raises(SpecError, match=message):
         parse_spec(doc, model_dir / "robustness.toml")
+
+
+SYNCS = ("__bool__", "__int__", "__float__", "item", "tolist", "nonzero")
+
+
+def test_no_host_sync_between_compactions(model_dir: Path, monkeypatch) -> None:
+    """Reading a tensor's value on the host (a sync on a GPU) happens only where the fooled
+    events are compacted (every COMPACT_EVERY steps), never per step."""
+    run = run_of(model_dir, {"apgd": {"method": "apgd", "epsilon": 1.0, "steps": 20}})
+    inputs, labels = run.inputs()
+    nominal = {"x": inputs["x"][:512]}
+    reads: list[str] = []
+
+    def counting(name: str):
+        original = getattr(torch.Tensor, name)
+
+        def read(self, *args, **kwargs):
+            reads.append(name)
+            return original(self, *args, **kwargs)
+
+        return read
+
+    def batch(early_stop: bool) -> AttackBatch:
+        return AttackBatch(
+            tagger=run.tagger,
+            nominal=nominal,
+            target=labels[:512],
+            box=run.envelope.box(nominal, 1.0),
+            decision=Decision(1),
+            generator=torch.Generator(),
+            early_stop=early_stop,
+        )
+
+    attack = APGD(run.spec.attacks["apgd"], 0)
+    with run.tagger.frozen():
+        full, stopping = batch(False), batch(True)
+        for name in SYNCS:
+            monkeypatch.setattr(torch.Tensor, name, counting(name))
+        attack.perturb(full)
+        assert reads == []
+        attack.perturb(stopping)
+    assert 0 < len(reads) <= 20 // APGD.COMPACT_EVERY * 2
