@@ -196,21 +196,24 @@ ENSEMBLE_SHORTHANDS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
-def ensemble_member_methods() -> list[str]:
+def ensemble_member_methods(declarations: Mapping[str, Declaration]) -> list[str]:
     """Methods an ensemble member may have: attacks in the plain epsilon box."""
-    from robustcheck import registry
-
-    box = [name for name, declared in registry.attacks().items() if declared.box]
+    box = [name for name, declared in declarations.items() if declared.box]
     return [name for name in [*box, "random"] if name != "ensemble"]
 
 
 def check_ensemble(
-    name: str, attack: Any, attacks: Mapping[str, Any], declared: set[str], path: Path
+    name: str,
+    attack: Any,
+    attacks: Mapping[str, Any],
+    declared: set[str],
+    path: Path,
+    declarations: Mapping[str, Declaration],
 ) -> None:
     """An ensemble names existing members of the same threat model, each once.
 
     ``attacks`` are the spec's valid attack tables, ``declared`` all its table names (an
-    invalid table's own error is reported already).
+    invalid table's own error is reported already), ``declarations`` every registered method.
     """
     where = f"attacks.{name}.attacks"
     members = list(attack.options.get("attacks") or [])
@@ -250,7 +253,7 @@ def check_ensemble(
         table = attacks.get(member)
         if table is None:  # declared but invalid: its own error says why
             continue
-        allowed = ensemble_member_methods()
+        allowed = ensemble_member_methods(declarations)
         if table.method not in allowed:
             raise SpecError(
                 f"member {member!r} has method {table.method!r}; an ensemble combines attacks "

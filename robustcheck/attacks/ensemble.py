@@ -9,8 +9,8 @@ free members (spsa, random) fool events the gradient members before them missed,
 Members are [attacks.NAME] tables of the spec or the built-ins of
 ``robustcheck.attacks.ENSEMBLE_SHORTHANDS`` (a table of the same name wins); every member
 runs at the ensemble's epsilon (a scan's too) and draws its random numbers from the
-ensemble's random stream (its seed). Without early stopping (an AUC under attack) every member attacks every event and
-each event keeps the point of largest loss.
+ensemble's random stream (its seed). Without early stopping (an AUC under attack) every
+member attacks every event and each event keeps the point of largest loss.
 """
 
 from __future__ import annotations

@@ -414,7 +414,7 @@ def _check_attack_references(
     for name, attack in attacks.items():
         check = registry.attacks()[attack.method].check_spec
         if check is not None:
-            errors.attempt(check, name, attack, attacks, declared, path)
+            errors.attempt(check, name, attack, attacks, declared, path, registry.attacks())
 
 
 def _parse_attacks(section: Any, path: Path, errors: Errors) -> dict[str, AttackSpec]:
