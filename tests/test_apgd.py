@@ -268,3 +268,20 @@ def test_no_host_sync_between_compactions(model_dir: Path, monkeypatch) -> None:
         assert reads == []
         attack.perturb(stopping)
     assert 0 < len(reads) <= 20 // APGD.COMPACT_EVERY * 2
+
+
+def test_apgd_attacks_a_working_point_threshold(model_dir: Path) -> None:
+    """With a working point the margin is the log-odds distance to that threshold."""
+    run = run_of(
+        model_dir,
+        {
+            "pgd": {"method": "pgd", "epsilon": 1.0, "steps": 10, "seed": 7},
+            "apgd": {"method": "apgd", "epsilon": 1.0, "steps": 10},
+        },
+    )
+    decision = run.decision({"signal_efficiency": 0.3})
+    assert decision.threshold is not None
+    pgd, apgd = run.adversaries("pgd", decision), run.adversaries("apgd", decision)
+    assert int(apgd.fooled.sum()) >= int(pgd.fooled.sum()) > 0
+    target = decision.target(run.labels())
+    assert torch.equal(apgd.fooled, apgd.correct & (decision.decide(apgd.log_probs) != target))
