@@ -18,8 +18,11 @@ from robustcheck.attacks.ensemble import Ensemble
 from robustcheck.core import SpecRun
 from robustcheck.errors import SpecError
 from robustcheck.spec import parse_spec
+from tests import particle_fixtures
 from tests.conftest import base_spec, make_events
 from tests.particle_fixtures import make_particles, particle_spec
+
+particle_dir = particle_fixtures.particle_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 MASKING = "WARNING: possible gradient masking"
@@ -311,3 +314,20 @@ def test_masking_attacks_are_validated(model_dir: Path) -> None:
     doc["checks"][0]["gradient_masking_attacks"] = ["square"]
     with pytest.raises(SpecError, match=r"'square' is not one of 'random', 'spsa'"):
         parse_spec(doc, model_dir / "robustness.toml")
+
+
+def test_a_streamed_sample_gives_the_same_ensemble_and_probes(particle_dir: Path) -> None:
+    """Chunks and a kept sample: the same fooled events, and the probes on the kept events."""
+    attacks = {"ens": {"method": "ensemble", "epsilon": 1.0, "attacks": ["apgd_ce", "apgd_margin"]}}
+
+    def run(**data: int) -> SpecRun:
+        doc = particle_spec("pfn:build", attacks=attacks)
+        doc["data"]["nominal"].update(data)
+        doc["checks"][0]["gradient_masking_check"] = True
+        return SpecRun(parse_spec(doc, particle_dir / "robustness.toml"), device="cpu")
+
+    whole, streamed = run(), run(chunk_size=130, keep_events=200)
+    results = [r.run_check(r.spec.checks[0]) for r in (whole, streamed)]
+    assert results[0].figures["n_fooled"] == results[1].figures["n_fooled"] > 0
+    assert torch.equal(whole.adversaries("ens").fooled, streamed.adversaries("ens").fooled)
+    assert any(d.startswith("input gradients are nonzero for") for d in results[1].details)

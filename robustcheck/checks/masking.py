@@ -30,7 +30,10 @@ def zero_gradient_events(
     """Of up to PROBE_EVENTS correctly classified events that may move at all, how many have
     an input gradient of exactly zero in every entry the attack may move; and how many were
     probed. The gradient is the attack's own loss's (``Attack.event_loss``) at nominal."""
-    inputs, _ = run.inputs("nominal")
+    inputs, labels = run.inputs("nominal")  # for a streamed sample: its kept events
+    kept = run.kept("nominal")
+    if kept is not None:
+        correct = correct[torch.from_numpy(kept)]
     rows = torch.nonzero(correct).flatten()[:PROBE_EVENTS]
     if not len(rows):
         return 0, 0
@@ -40,7 +43,7 @@ def zero_gradient_events(
     batch = AttackBatch(
         tagger=tagger,
         nominal=nominal,
-        target=decision.target(run.labels("nominal")[rows].to(tagger.device)),
+        target=decision.target(labels[rows].to(tagger.device)),
         box=envelope.box(nominal, attack.epsilon),
         decision=decision,
         generator=torch.Generator(device=tagger.device),
