@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -136,3 +136,17 @@ class Attack:
     def perturb(self, batch: AttackBatch) -> Inputs:
         """Adversarial values of the perturbed inputs for this batch."""
         raise NotImplementedError
+
+    def event_loss(self, batch: AttackBatch, log_probs: torch.Tensor) -> torch.Tensor:
+        """The per-event loss whose input gradients the attack follows (the decision's cross
+        entropy unless the attack says otherwise); sanity probes look at its gradients."""
+        return batch.decision.event_loss(log_probs, batch.target)
+
+    def link(self, attacks: Mapping[str, AttackSpec], seed_for: Callable[[str], int]) -> None:
+        """Called with the spec's attack tables (and the seed each runs with) before the
+        attack runs: an attack built from others (the ensemble) finds them here."""
+
+    def report(self) -> tuple[list[str], dict[str, int | float | str]]:
+        """Notes on the run so far (lines for a check's details) and figures for its
+        results; an attack that has nothing to add returns none."""
+        return [], {}
