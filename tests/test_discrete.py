@@ -162,6 +162,8 @@ ATTACKS = [
     ("constrained_pgd", {"steps": 10, "lambda_chi2": 0.01}),
     ("spsa", {"steps": 4, "samples": 4}),
     ("random", {"samples": 8}),
+    ("apgd", {"steps": 10}),
+    ("apgd", {"steps": 10, "loss": "ce", "random_start": True}),
 ]
 
 
@@ -201,7 +203,7 @@ def test_integer_without_sigma_never_moves() -> None:
         assert torch.equal(adv["jets"][:, 1], nominal["jets"][:, 1]), method
 
 
-@pytest.mark.parametrize("method", ["pgd", "fgsm", "constrained_pgd"])
+@pytest.mark.parametrize("method", ["pgd", "fgsm", "constrained_pgd", "apgd"])
 def test_integer_moves_fool_more_than_a_frozen_integer(method: str) -> None:
     """The tagger leans on ``n``: moving it by one unit along the gradient fools the events
     within one unit of the boundary, which the continuous features alone cannot reach."""
