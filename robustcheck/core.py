@@ -22,7 +22,7 @@ from robustcheck.attacks.base import Attack
 from robustcheck.baseline import Baseline
 from robustcheck.data import Dataset, load_dataset, read_chunks
 from robustcheck.decision import Decision
-from robustcheck.digest import file_digest, json_digest
+from robustcheck.digest import file_digest, json_digest, model_file_digest
 from robustcheck.engine import (
     default_batch_size,
     evaluate,
@@ -91,14 +91,16 @@ class Adversaries:
     kept: np.ndarray | None = None
     uses_seed: bool = True  # whether the attack that ran drew random numbers
     fallback: str | None = None  # the method that stood in for the named attack's, if any
+    notes: list[str] = field(default_factory=list)  # the attack's own (Attack.report)
+    report_figures: dict[str, int | float | str] = field(default_factory=dict)
 
-    def attack_figures(self) -> dict[str, int | str]:
+    def attack_figures(self) -> dict[str, int | float | str]:
         """A check's figures about the attack that ran: its seed when the seed shaped the
-        outcome, and the stand-in method of a gradient-free fallback."""
-        out: dict[str, int | str] = {"seed": self.seed} if self.uses_seed else {}
+        outcome, the stand-in method of a gradient-free fallback, and the attack's own."""
+        out: dict[str, int | float | str] = {"seed": self.seed} if self.uses_seed else {}
         if self.fallback:
             out["fallback"] = self.fallback
-        return out
+        return {**out, **self.report_figures}
 
     @property
     def n_events(self) -> int:
@@ -395,7 +397,9 @@ class SpecRun:
             }
             options = registry.attack_options(method, shared, f"attacks.{name}", "")
             spec = replace(spec, method=method, options=options)
-        return registry.attacks()[spec.method].load()(spec, self.seed_for(name))
+        attack = registry.attacks()[spec.method].load()(spec, self.seed_for(name))
+        attack.link(self.spec.attacks, self.seed_for)
+        return attack
 
     def _gradient_fallback(self, attack_name: str, inputs: Inputs) -> str:
         """Prepare input gradients. When the model cannot give them (an ONNX model the bridge
@@ -507,6 +511,7 @@ class SpecRun:
         else:
             adversarial = {name: torch.cat([p[name] for p in kept_parts]) for name in inputs}
         sigma, real = self._sigma_and_real
+        report_lines, report_figures = attack.report()
         result = Adversaries(
             attack=attack_name,
             description=attack.describe() + (" (gradient-free fallback)" if notes else ""),
@@ -526,6 +531,8 @@ class SpecRun:
             kept=kept,
             uses_seed=attack.uses_seed,
             fallback="spsa" if notes else None,
+            notes=report_lines,
+            report_figures=report_figures,
         )
         self._adversaries[key] = result
         return result
@@ -641,7 +648,7 @@ class SpecRun:
         spec = self.spec
         path = spec.model_path()
         if path is not None:
-            return file_digest(path)
+            return model_file_digest(path)  # with an ONNX model's external data files
         if spec.model.weights:
             return file_digest(spec.base_dir / spec.model.weights)
         source = self.tagger.source_file()

@@ -548,7 +548,8 @@ def _envelope_line(feature: str, stats: dict[str, Any], width: int) -> str:
     if stats["integer"]:
         return (
             f"{key} = {{ integer = true }}  # TODO: guessed: integer-valued in the first "
-            "events, so never moved; check"
+            "events, so never moved; check (`absolute = 1.0` lets attacks move it by whole "
+            "units)"
         )
     relative = f"relative = {PLACEHOLDER_RELATIVE:g}"
     placeholder = (

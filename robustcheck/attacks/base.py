@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -27,6 +27,11 @@ class AttackBatch:
     early_stop: bool = True
     features: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # the box rounds discrete entries with the batch's seeded generator (see Box.project_)
+        if self.box.generator is None:
+            self.box = replace(self.box, generator=self.generator)
+
     def start(self) -> Inputs:
         """Copies of the perturbed inputs, as leaves that record gradients."""
         return {name: self.nominal[name].clone().requires_grad_(True) for name in self.box.unit}
@@ -50,15 +55,25 @@ class AttackBatch:
 
     @torch.no_grad()
     def signed_step_(
-        self, adv: Inputs, grads: list[torch.Tensor], size: float, frozen: torch.Tensor
+        self,
+        adv: Inputs,
+        grads: list[torch.Tensor],
+        size: float,
+        frozen: torch.Tensor,
+        stochastic: bool = True,
     ) -> None:
-        """Move each unfrozen event by ``size`` sigma along the gradient sign, then project."""
+        """Move each unfrozen event by ``size`` sigma along the gradient sign, then project.
+
+        Integer and categorical entries are rounded by the projection: stochastically (a
+        step of a fraction of a unit moves them with that probability), or, with
+        ``stochastic`` False, to the nearest allowed value.
+        """
         scale = (~frozen).to(next(iter(adv.values())).dtype).mul_(size)
         for (name, x), g in zip(adv.items(), grads, strict=False):
             step = g.sign_().mul_(self.box.unit[name])
             step.mul_(scale.view(-1, *([1] * (step.dim() - 1))))
             x.add_(step)
-        self.box.project_(adv)
+        self.box.project_(adv, stochastic)
 
     def subset(self, rows: torch.Tensor) -> AttackBatch:
         """The same attack on some events of the batch (``rows`` indexes them)."""
@@ -121,3 +136,17 @@ class Attack:
     def perturb(self, batch: AttackBatch) -> Inputs:
         """Adversarial values of the perturbed inputs for this batch."""
         raise NotImplementedError
+
+    def event_loss(self, batch: AttackBatch, log_probs: torch.Tensor) -> torch.Tensor:
+        """The per-event loss whose input gradients the attack follows (the decision's cross
+        entropy unless the attack says otherwise); sanity probes look at its gradients."""
+        return batch.decision.event_loss(log_probs, batch.target)
+
+    def link(self, attacks: Mapping[str, AttackSpec], seed_for: Callable[[str], int]) -> None:
+        """Called with the spec's attack tables (and the seed each runs with) before the
+        attack runs: an attack built from others (the ensemble) finds them here."""
+
+    def report(self) -> tuple[list[str], dict[str, int | float | str]]:
+        """Notes on the run so far (lines for a check's details) and figures for its
+        results; an attack that has nothing to add returns none."""
+        return [], {}

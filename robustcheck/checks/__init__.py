@@ -84,8 +84,18 @@ CHECKS: dict[str, Declaration] = {
             "working_point": WORKING_POINT,
             "gradient_masking_check": Field(
                 "bool",
-                False,
-                doc="also run random search with the same epsilon; warn when it fools more",
+                None,
+                doc="AutoAttack's sanity checks: warn when gradient-free attacks with the same "
+                "epsilon fool more, when input gradients vanish or scores are randomised "
+                "(default: on for an ensemble attack, off otherwise)",
+            ),
+            "gradient_masking_attacks": Field(
+                "str_list",
+                None,
+                doc="the gradient-free attacks the masking check runs: random and/or spsa "
+                "(default: random; for an ensemble with gradient-free members, none: their "
+                "own counts are compared)",
+                choices=("random", "spsa"),
             ),
         },
         doc="fraction of correctly classified events whose decision the attack flips",

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from robustcheck import registry
-from robustcheck.digest import file_digest
+from robustcheck.digest import external_data_files, file_digest
 from robustcheck.invariance_stats import measure, real_entries
 from robustcheck.report.records import clean
 from robustcheck.spec import is_import_path
@@ -49,6 +49,9 @@ class SpecReportData:
                 model = {"import": spec.model.path}
             else:
                 model = _file(spec.base_dir / spec.model.path)
+                extra = external_data_files(spec.base_dir / spec.model.path)
+                if extra:  # an ONNX model's weights beside it (torch's default exporter)
+                    model["external_data"] = [_file(file) for file in extra]
             if spec.model.weights:
                 model["weights"] = _file(spec.base_dir / spec.model.weights)
             self._files = clean(

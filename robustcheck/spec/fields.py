@@ -105,7 +105,18 @@ FEATURE_FIELDS: dict[str, Field] = {
     "min": Field("number", None, doc="physical lower bound"),
     "max": Field("number", None, doc="physical upper bound"),
     "frozen": Field("bool", False, doc="never changed by any attack"),
-    "integer": Field("bool", False, doc="integer-valued: never changed by continuous attacks"),
+    "integer": Field(
+        "bool",
+        False,
+        doc="integer-valued: moves by whole units within +-floor(epsilon * sigma) when a sigma "
+        "is given, else never",
+    ),
+    "choices": Field(
+        "number_list",
+        None,
+        doc="categorical: the values an attack may swap among (epsilon >= 1); other values "
+        "never move",
+    ),
     "default": Field("number", None, doc="placeholder value (e.g. -999) left untouched"),
 }
 

@@ -147,6 +147,7 @@ def _parse(doc: Mapping[str, Any], path: Path) -> tuple[Spec | None, list[SpecEr
         checks = _parse_checks(doc["checks"], attacks, declared_attacks, data_names, path, errors)
     if groups is not None:  # shift attacks name coherent groups of a whole envelope
         _check_shift_attacks(attacks, groups, path, errors)
+    _check_attack_references(attacks, declared_attacks, path, errors)
     baseline = doc.get("baseline")
     if "baseline" in doc:
         errors.attempt(check_value, baseline, TOP_FIELDS["baseline"], "baseline", path)
@@ -439,6 +440,17 @@ def _check_shift_attack(
         if group not in coherent:
             hint = did_you_mean(group, coherent) or f"one of: {', '.join(coherent)}"
             raise error(path, f"no coherent group named `{group}`", f"attacks.{name}.groups", hint)
+
+
+def _check_attack_references(
+    attacks: dict[str, AttackSpec], declared: set[str], path: Path, errors: Errors
+) -> None:
+    """An attack built from other tables (an ensemble) names valid ones: its declaration's
+    ``check_spec``."""
+    for name, attack in attacks.items():
+        check = registry.attacks()[attack.method].check_spec
+        if check is not None:
+            errors.attempt(check, name, attack, attacks, declared, path, registry.attacks())
 
 
 def _parse_attacks(section: Any, path: Path, errors: Errors) -> dict[str, AttackSpec]:
