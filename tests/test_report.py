@@ -46,7 +46,14 @@ def report_spec() -> dict[str, Any]:
     doc["checks"] = [
         {"name": "rate", "type": "fooling_rate", "attack": "pgd", "max": 1.0},
         {"name": "strict", "type": "fooling_rate", "attack": "fgsm", "max": 0.0},
-        {"name": "shape", "type": "invariance", "attack": "pgd", "max_correlation_change": 1.0},
+        # same_events: the report's histograms compare the same events before and after
+        {
+            "name": "shape",
+            "type": "invariance",
+            "attack": "pgd",
+            "max_correlation_change": 1.0,
+            "compare_to": "same_events",
+        },
     ]
     return doc
 
