@@ -74,7 +74,6 @@ if TYPE_CHECKING:
 
 CORRECTIONS = ("holm", "none")
 
-COMPARISONS = ("independent", "same_events")
 OBSERVABLES = "[observables]"  # the pseudo-input the observables are tested as
 
 # The p-value tests: kind -> (threshold option, name in messages, figures attribute).
@@ -194,57 +193,8 @@ class Invariance(Check):
         o = self.options
         independent = o["compare_to"] == "independent"
         regions, skipped = self._regions(adv, independent)
-        measured = Measured(regions, [], skipped=skipped)
-        nominal, adversarial, real, features = adv.nominal, adv.adversarial, adv.real, adv.features
-        observed = self._observables(adv)
-        if observed is not None:  # tested like the features of one more input
-            names, before, after = observed
-            nominal, adversarial = (
-                {**nominal, OBSERVABLES: before},
-                {**adversarial, OBSERVABLES: after},
-            )
-            real = {**real, OBSERVABLES: torch_ones(len(before))}
-            features = {**features, OBSERVABLES: names}
-            movable = {**movable, OBSERVABLES: np.ones(len(names), dtype=bool)}
-        for region in regions:
-            reference = entries(nominal, real, features, region.reference)
-            attacked = entries(adversarial, real, features, region.attacked)
-            figures = compare(reference, attacked, features, movable, int(o["bins"]))
-            measured.figures.append(figures)
-            paired = figures
-            if independent:  # the attack's own displacement, for events_to_detect
-                both = np.sort(np.concatenate([region.attacked, region.reference]))
-                paired = compare(
-                    entries(nominal, real, features, both),
-                    entries(adversarial, real, features, both),
-                    features,
-                    movable,
-                    int(o["bins"]),
-                )
-            # the paired sample's entries per event, of the input each test reads
-            events = max(len(np.union1d(region.attacked, region.reference)), 1)
-            by_feature = {f.feature: f for f in paired.features}
-            by_pair = {p.features: p for p in paired.pairs}
-            for f in figures.features:
-                twin = by_feature.get(f.feature)
-                per_event = twin.n_reference / events if twin is not None else 1.0
-                for kind in ("ks", "chi2"):
-                    measured.tests.setdefault(kind, []).append(
-                        Test(kind, region, f.feature, f, twin, per_event)
-                    )
-            for pair in figures.pairs:
-                twin_pair = by_pair.get(pair.features)
-                per_event = twin_pair.n_reference / events if twin_pair is not None else 1.0
-                measured.tests.setdefault("corr", []).append(
-                    Test(
-                        "corr",
-                        region,
-                        f"({pair.features[0]}, {pair.features[1]})",
-                        pair,
-                        twin_pair,
-                        per_event,
-                    )
-                )
+        measured = self._measure(adv, movable, regions, independent)
+        measured.skipped = skipped
         inclusive = measured.figures[0]
         tests = self._tests(measured)
         detect = self._events_to_detect(measured, tests)
@@ -297,8 +247,8 @@ class Invariance(Check):
             )
         else:
             head = (
-                f"attacked sample ({int(fooled.sum()):,} of {len(fooled):,} events fooled) vs "
-                "the same events before the attack"
+                f"attacked sample ({int(adv.fooled.sum()):,} of {adv.n_events:,} events fooled) "
+                "vs the same events before the attack"
             )
         if adv.kept is not None:
             record["n_events_tested"] = len(adv.kept)
@@ -324,6 +274,69 @@ class Invariance(Check):
             details=details,
             attack=adv.description,
         )
+
+    def _measure(
+        self,
+        adv: Adversaries,
+        movable: dict[str, np.ndarray],
+        regions: list[Region],
+        independent: bool,
+    ) -> Measured:
+        """Every region's figures and tests; with independent halves also the paired
+        figures on the region's events before and after the attack (for events_to_detect)."""
+        o = self.options
+        measured = Measured(regions, [])
+        nominal, adversarial, real, features = adv.nominal, adv.adversarial, adv.real, adv.features
+        observed = self._observables(adv)
+        if observed is not None:  # tested like the features of one more input
+            names, before, after = observed
+            nominal, adversarial = (
+                {**nominal, OBSERVABLES: before},
+                {**adversarial, OBSERVABLES: after},
+            )
+            real = {**real, OBSERVABLES: torch_ones(len(before))}
+            features = {**features, OBSERVABLES: names}
+            movable = {**movable, OBSERVABLES: np.ones(len(names), dtype=bool)}
+        for region in regions:
+            reference = entries(nominal, real, features, region.reference)
+            attacked = entries(adversarial, real, features, region.attacked)
+            figures = compare(reference, attacked, features, movable, int(o["bins"]))
+            measured.figures.append(figures)
+            paired = figures
+            if independent:  # the attack's own displacement, for events_to_detect
+                both = np.sort(np.concatenate([region.attacked, region.reference]))
+                paired = compare(
+                    entries(nominal, real, features, both),
+                    entries(adversarial, real, features, both),
+                    features,
+                    movable,
+                    int(o["bins"]),
+                )
+            # the paired sample's entries per event, of the input each test reads
+            events = max(len(np.union1d(region.attacked, region.reference)), 1)
+            by_feature = {f.feature: f for f in paired.features}
+            by_pair = {p.features: p for p in paired.pairs}
+            for f in figures.features:
+                twin = by_feature.get(f.feature)
+                per_event = twin.n_reference / events if twin is not None else 1.0
+                for kind in ("ks", "chi2"):
+                    measured.tests.setdefault(kind, []).append(
+                        Test(kind, region, f.feature, f, twin, per_event)
+                    )
+            for pair in figures.pairs:
+                twin_pair = by_pair.get(pair.features)
+                per_event = twin_pair.n_reference / events if twin_pair is not None else 1.0
+                measured.tests.setdefault("corr", []).append(
+                    Test(
+                        "corr",
+                        region,
+                        f"({pair.features[0]}, {pair.features[1]})",
+                        pair,
+                        twin_pair,
+                        per_event,
+                    )
+                )
+        return measured
 
     def _observables(self, adv: Adversaries) -> tuple[tuple[str, ...], Any, Any] | None:
         """The spec's [observables] on the nominal and attacked inputs of the events held in
