@@ -149,7 +149,8 @@ class OnnxTagger(Tagger):
         ours, theirs = torch.exp(ours_log_probs), torch.exp(their_log_probs)
         finite = torch.isfinite(theirs).all(dim=1)
         if not bool(finite.all()):
-            raise self._no_gradients(*self._nonfinite_scores(module, sample, ~finite))
+            ids = torch.arange(len(finite))
+            raise self._no_gradients(*self._nonfinite_scores(module, sample, ~finite, ids))
         diff = float((ours - theirs).abs().max()) if ours.numel() else 0.0
         self.bridge_max_diff = diff
         if not torch.allclose(ours, theirs, atol=BRIDGE_ATOL, rtol=BRIDGE_RTOL):
@@ -181,7 +182,9 @@ class OnnxTagger(Tagger):
             )
         self._bridge = module
 
-    def _locate(self, module: torch.nn.Module, sample: Inputs) -> str | None:
+    def _locate(
+        self, module: torch.nn.Module, sample: Inputs, ids: torch.Tensor | None = None
+    ) -> str | None:
         """Where in the graph NaN or infinite values (or gradients) first appear."""
         from robustcheck.taggers.onnx_graph import OnnxGraph
 
@@ -195,51 +198,52 @@ class OnnxTagger(Tagger):
             ).sum()
 
         try:
-            return module.locate_nonfinite(inputs, loss)
+            return module.locate_nonfinite(inputs, loss, ids)
         except Exception:  # a diagnosis only: the caller's message stands without it
             return None
 
     def _nonfinite_scores(
-        self, module: torch.nn.Module, sample: Inputs, bad: torch.Tensor
+        self, module: torch.nn.Module, sample: Inputs, bad: torch.Tensor, ids: torch.Tensor
     ) -> tuple[str, str]:
-        """The message and fix for NaN or infinite scores from onnxruntime on ``sample``
-        (``bad`` marks the events): whether the graph itself computes them, and where."""
-        events = torch.nonzero(bad.cpu()).flatten()
-        picked = {name: x[events.to(x.device)] for name, x in sample.items()}
-        text = (
-            f"onnxruntime gives NaN or infinite scores for {len(events):,} of {len(bad):,} "
-            f"events (events {events[:3].tolist()})"
-        )
+        """The message and fix for NaN or infinite scores from onnxruntime on the events of
+        ``sample`` that ``bad`` marks (``ids``: their numbers in the spec's sample): whether
+        the graph itself computes them, and where."""
+        rows = torch.nonzero(bad.cpu()).flatten()
+        picked = {name: x[rows.to(x.device)] for name, x in sample.items()}
+        ids = ids[rows]
         with torch.no_grad():
             ours = self._bridge_log_probs(module, picked)
         if bool(torch.isfinite(ours).all()):
             return (
-                f"{text}, where {BRIDGE} gives finite scores: onnxruntime's result is not "
-                "the graph's",
+                f"onnxruntime gives NaN or infinite scores for events {ids[:3].tolist()}, "
+                f"where {BRIDGE} gives finite scores: onnxruntime's result is not the graph's",
                 "report the model to onnxruntime; the scores are onnxruntime's",
             )
-        text += (
-            ": the ONNX file itself gives them (robustcheck's interpreter of the graph gives "
-            "NaN there too; not a fault of the bridge)"
+        text = (
+            f"the ONNX file itself gives NaN or infinite scores (onnxruntime, and "
+            f"robustcheck's interpreter of the same graph, for events {ids[:3].tolist()}): "
+            "not a fault of robustcheck's gradient bridge"
         )
-        where = self._locate(module, picked)
+        where = self._locate(module, picked, ids)
         fix = "fix the model or its export so that its scores are finite on every event"
         if where:
-            text += f"; first non-finite value: {where}"
+            text += f"; the first non-finite value in the graph: {where}"
             if any(op in where for op in ZERO_SENSITIVE):
                 text += f". If the model adds a small constant there: {DROPPED_EPSILON}"
                 fix = DROPPED_EPSILON_FIX
         return text, fix
 
-    def explain_nonfinite(self, sample: Inputs, bad: torch.Tensor) -> tuple[str, str] | None:
-        """For the ``finite`` sanity gate: why onnxruntime's scores are NaN or infinite on the
-        events ``bad`` marks in ``sample``, and the fix; None when the graph cannot be run."""
+    def explain_nonfinite(self, sample: Inputs, ids: torch.Tensor) -> tuple[str, str] | None:
+        """For the ``finite`` sanity gate: why onnxruntime's scores are NaN or infinite on
+        ``sample`` (events ``ids`` of the spec's sample), and the fix; None when the graph
+        cannot be run."""
         try:
             module = self._convert().to(self.device)
         except ModelError:
-            self.bridge_error = None  # a diagnosis: the attacks name the bridge's own error
+            self.bridge_error = None  # a diagnosis only: the attacks name the bridge's error
             return None
-        return self._nonfinite_scores(module, sample, bad)
+        bad = ~torch.isfinite(self.evaluate(sample)).all(dim=1)
+        return self._nonfinite_scores(module, sample, bad, ids)
 
     def _gradient_disagreement(
         self, module: torch.nn.Module, sample: Inputs, log_probs: torch.Tensor

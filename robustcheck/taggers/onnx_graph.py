@@ -114,7 +114,7 @@ class OnnxGraph(torch.nn.Module):
         self.output_names = [o.name for o in graph.output]
         steps, unsupported = [], []
         for index, node in enumerate(graph.node):
-            name = node.name or f"#{index} ({node.op_type})"
+            name = node.name or f"#{index}"
             if node.domain not in DEFAULT_DOMAINS:
                 unsupported.append((name, node.op_type, node.domain, "a custom domain"))
                 continue
@@ -160,11 +160,14 @@ class OnnxGraph(torch.nn.Module):
                 values[name] = value
         return values
 
-    def locate_nonfinite(self, inputs: tuple[torch.Tensor, ...], loss: Any) -> str | None:
+    def locate_nonfinite(
+        self, inputs: tuple[torch.Tensor, ...], loss: Any, ids: torch.Tensor | None = None
+    ) -> str | None:
         """Where NaN or infinite values first appear in the graph on ``inputs``: the first
         node whose inputs are finite and whose output is not, else (for ``loss``, a function
         of the outputs, differentiated) the node whose outputs' gradients are finite and one
-        of its inputs' gradient is not. None when neither happens."""
+        of its inputs' gradient is not. None when neither happens. ``ids`` numbers the
+        events in messages (default 0, 1, ...)."""
         leaves = tuple(x.detach().clone().requires_grad_(x.is_floating_point()) for x in inputs)
         with torch.enable_grad():
             values = self._run(leaves, retain=True)
@@ -185,7 +188,7 @@ class OnnxGraph(torch.nn.Module):
                 if wrong is not None:
                     value = values[name].detach()
                     kinds = _kinds(value[wrong])
-                    rows = _rows(wrong, events)
+                    rows = _rows(wrong, events, ids)
                     return (
                         f"node `{step.name}` ({step.op_type}-{self.opset}) gives {kinds} from "
                         f"finite inputs{_zero_inputs(step, values)} on {rows}"
@@ -212,10 +215,11 @@ class OnnxGraph(torch.nn.Module):
                 grad = grad_of(name) if name else None
                 if not finite(grad):
                     wrong = ~torch.isfinite(grad)
+                    where = _rows(wrong, events, ids)
                     return (
                         f"node `{step.name}` ({step.op_type}-{self.opset}) turns finite "
                         f"gradients of its output into {_kinds(grad[wrong])} gradients of its "
-                        f"input `{name}`{_zero_inputs(step, values)} on {_rows(wrong, events)} "
+                        f"input `{name}`{_zero_inputs(step, values)} on {where} "
                         "(its derivative is not finite at these values)"
                     )
         return None
@@ -232,11 +236,12 @@ def _kinds(values: torch.Tensor) -> str:
     return " and ".join(found)
 
 
-def _rows(wrong: torch.Tensor, events: int) -> str:
+def _rows(wrong: torch.Tensor, events: int, ids: torch.Tensor | None) -> str:
     if wrong.dim() and wrong.shape[0] == events:
-        hit = wrong.reshape(events, -1).any(dim=1)
+        hit = wrong.reshape(events, -1).any(dim=1).cpu()
         count = int(hit.sum())
-        first = torch.nonzero(hit).flatten()[:3].tolist()
+        first = torch.nonzero(hit).flatten()[:3]
+        first = (first if ids is None else ids.cpu()[first]).tolist()
         return f"{count:,} of {events:,} events (events {first})"
     return "every event (a value shared by all events)"
 
