@@ -326,21 +326,32 @@ class OnnxTagger(Tagger):
             scores = self.evaluate(feed).double().cpu()
         rows = least.repeat(len(GRAD_STEPS) * 2)
         f = scores.gather(1, rows[:, None])[:, 0].reshape(len(GRAD_STEPS), 2, n)
-        measured = f[:, 0] - f[:, 1]
-        predicted = ((rounded[:, 0] - rounded[:, 1]) * grad[None]).sum(dim=-1)
+        f0 = log_probs[events].gather(1, least[:, None])[:, 0]
+        # central, forward and backward differences: at a kink (ReLU, a kNN selection
+        # changing) one one-sided difference still sees the gradient's own piece
+        measured = torch.stack([f[:, 0] - f[:, 1], f[:, 0] - f0, f0 - f[:, 1]])
+        predicted = torch.stack(
+            [
+                ((rounded[:, 0] - rounded[:, 1]) * grad[None]).sum(dim=-1),
+                ((rounded[:, 0] - x[None]) * grad[None]).sum(dim=-1),
+                ((x[None] - rounded[:, 1]) * grad[None]).sum(dim=-1),
+            ]
+        )
         error = (measured - predicted).abs() / predicted.abs().clamp(min=1e-300)
         error = torch.where(error.isnan(), torch.inf, error)  # a step out of the model's domain
         self.bridge_gradient_events = n
-        best, at = error.min(dim=0)
+        best, at = error.reshape(-1, n).min(dim=0)
+        kinds = ("central", "forward", "backward")
         for i in range(n):
             if not bool(best[i] <= GRAD_RTOL):
-                k = int(at[i])
+                kind, k = divmod(int(at[i]), len(GRAD_STEPS))
                 return (
                     f"on event {int(events[i])}, a step of {float(steps[k] * scale[i]):.3g} "
                     f"along the bridge's gradient changes the log-probability of class "
-                    f"{int(least[i])} by {float(measured[k, i]):.4g} in onnxruntime, and by "
-                    f"{float(predicted[k, i]):.4g} by the bridge's gradient (closest of "
-                    f"{len(GRAD_STEPS)} step sizes; tolerance {GRAD_RTOL:.0%})"
+                    f"{int(least[i])} by {float(measured[kind, k, i]):.4g} in onnxruntime, and "
+                    f"by {float(predicted[kind, k, i]):.4g} by the bridge's gradient (closest "
+                    f"of {len(GRAD_STEPS)} step sizes, {kinds[kind]} difference; tolerance "
+                    f"{GRAD_RTOL:.0%})"
                 )
         return None
 
