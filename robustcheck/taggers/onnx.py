@@ -165,7 +165,11 @@ class OnnxTagger(Tagger):
             where = self._locate(module, sample)
             fix = EXPORT_FIX
             if where and where.startswith("node") and any(op in where for op in ZERO_SENSITIVE):
-                where += f". If the model adds a small constant there: {DROPPED_EPSILON}"
+                # the attack's error has a fix of its own: the remedy goes in the reason too
+                where += (
+                    f". If the model adds a small constant there: {DROPPED_EPSILON}; to keep "
+                    f"it, {DROPPED_EPSILON_FIX}"
+                )
                 fix = DROPPED_EPSILON_FIX
             raise self._no_gradients(
                 f"{BRIDGE} gives no usable gradients: {reason}"
