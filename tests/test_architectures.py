@@ -144,7 +144,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
         with torch.no_grad():
             original.pair.weight.abs_()
             original.pair.weight[0].mul_(sign)
-        export_all(original, example, ["parts", "mask"], path / stem)
+        export_all(original, example, ["parts", "mask"], path / stem, ("onnx", "dynamo"))
     return path
 
 
@@ -193,6 +193,34 @@ def test_white_box_attacks_run_on_every_onnx_export(folder: Path, name: str) -> 
             assert run.tagger.bridge_max_diff is not None and run.tagger.bridge_max_diff < 1e-4
             assert run.tagger.bridge_gradient_events, model  # finite differences were checked
             assert adversaries.fooled.any(), (model, method)
+
+
+def input_gradients(run: SpecRun) -> dict[str, torch.Tensor]:
+    """Input gradients of the summed class log-probabilities over the whole sample."""
+    inputs, _ = run.inputs()
+    run.tagger.prepare_gradients({n: x[:512] for n, x in inputs.items()})
+    leaves = {n: x.clone().requires_grad_(n != "mask") for n, x in inputs.items()}
+    with run.tagger.frozen():
+        out = run.tagger.log_probs(leaves)
+    names = [n for n in leaves if n != "mask"]
+    grads = torch.autograd.grad(out[:, 0].sum(), [leaves[n] for n in names])
+    return dict(zip(names, grads, strict=True))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_onnx_input_gradients_are_the_torch_models_on_every_entry(folder: Path, name: str) -> None:
+    # padded entries included: no NaN for an attack's sign() to hide
+    reference = input_gradients(spec_for(folder, name, f"small_taggers:{name}"))
+    for pattern in ONNX_FORMATS:
+        grads = input_gradients(spec_for(folder, name, pattern.format(name=name)))
+        for key, grad in grads.items():
+            assert bool(torch.isfinite(grad).all()), (pattern, key)
+            scale = float(reference[key].abs().max())
+            assert torch.allclose(grad, reference[key], rtol=1e-3, atol=1e-5 * scale), (
+                pattern,
+                key,
+                float((grad - reference[key]).abs().max()) / scale,
+            )
 
 
 def test_external_data_is_read_from_beside_the_model(folder: Path) -> None:

@@ -387,12 +387,15 @@ class OnnxTagger(Tagger):
         try:
             return OnnxGraph(model)
         except UnsupportedGraph as exc:
+            several = len(exc.nodes) > 1
             raise self._no_gradients(
                 f"robustcheck's ONNX interpreter cannot run {len(exc.nodes)} node"
-                f"{'s' if len(exc.nodes) > 1 else ''} of the model: {exc}",
-                f"{EXPORT_FIX}, or re-export the model without these operators (robustcheck "
-                f"runs {len(SUPPORTED)} operators of the default ONNX domain: "
-                "robustcheck.taggers.onnx_ops.SUPPORTED), or ask for "
+                f"{'s' if several else ''} of the model: {exc} (it runs {len(SUPPORTED)} "
+                "operators of the default ONNX domain, listed in "
+                "robustcheck.taggers.onnx_ops.SUPPORTED; re-export the model without "
+                f"{'these' if several else 'this'}, or open an issue naming "
+                f"{'them' if several else 'it'})",
+                f"{EXPORT_FIX}, or re-export the model without these operators, or set "
                 'on_gradient_failure = "spsa" on the attack',
             ) from None
 
