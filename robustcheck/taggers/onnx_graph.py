@@ -96,19 +96,18 @@ class OnnxGraph(torch.nn.Module):
 
         functions = {(f.domain, f.name) for f in model.functions}
         if functions and any((n.domain, n.op_type) in functions for n in model.graph.node):
-            model = onnx.inliner.inline_local_functions(model)
+            try:
+                from onnx.inliner import inline_local_functions
+            except ImportError:  # onnx < 1.16: the function calls are named as unsupported
+                pass
+            else:
+                model = inline_local_functions(model)
         self.opset = default_opset(model)
         graph = model.graph
         self._buffer_names: list[tuple[str, str]] = []
         self._constants: dict[str, torch.Tensor] = {}
-        for i, initializer in enumerate(graph.initializer):
-            value = _tensor(onnx.numpy_helper.to_array(initializer))
-            if value.is_floating_point():
-                attr = f"initializer_{i}"
-                self.register_buffer(attr, value)
-                self._buffer_names.append((initializer.name, attr))
-            else:
-                self._constants[initializer.name] = value
+        for initializer in graph.initializer:
+            self._constant(initializer.name, _tensor(onnx.numpy_helper.to_array(initializer)))
         known = {i.name for i in graph.initializer}
         self.input_names = [i.name for i in graph.input if i.name not in known]
         self.output_names = [o.name for o in graph.output]
@@ -129,10 +128,23 @@ class OnnxGraph(torch.nn.Module):
             except onnx_ops.UnsupportedNode as exc:
                 unsupported.append((name, node.op_type, node.domain, str(exc)))
                 continue
+            if node.op_type == "Constant":  # computed once, kept like an initializer
+                self._constant(node.output[0], op([], attrs, self.opset))
+                continue
             steps.append(Step(name, node.op_type, op, tuple(node.input), tuple(node.output), attrs))
         if unsupported:
             raise UnsupportedGraph(unsupported, self.opset)
         self.steps = steps
+
+    def _constant(self, name: str, value: torch.Tensor) -> None:
+        """A fixed value of the graph: a buffer when floating point (it follows the module's
+        device), else a CPU tensor (shape data, read on the host)."""
+        if value.is_floating_point():
+            attr = f"constant_{len(self._buffer_names)}"
+            self.register_buffer(attr, value)
+            self._buffer_names.append((name, attr))
+        else:
+            self._constants[name] = value
 
     def forward(self, *inputs: torch.Tensor) -> Any:
         values = self._run(inputs)
