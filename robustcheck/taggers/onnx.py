@@ -141,8 +141,21 @@ class OnnxTagger(Tagger):
         """
         if self._bridge is not None:
             return
+        from robustcheck.taggers.onnx_graph import NodeFailed
+
         module = self._convert().to(self.device)
         module.eval()
+        try:
+            self._verify(module, sample)
+        except NodeFailed as exc:
+            raise self._no_gradients(
+                f"{BRIDGE} cannot run the model on the spec's data: {exc}"
+            ) from None
+        self._bridge = module
+
+    def _verify(self, module: torch.nn.Module, sample: Inputs) -> None:
+        """Raise ModelError when ``module`` disagrees with onnxruntime on ``sample`` or its
+        input gradients are not finite or disagree with finite differences."""
         their_log_probs = self.evaluate(sample)
         with torch.no_grad():
             ours_log_probs = self._bridge_log_probs(module, sample)
@@ -184,7 +197,6 @@ class OnnxTagger(Tagger):
                 f"{BRIDGE}'s input gradients disagree with finite differences of onnxruntime's "
                 f"scores: {reason}"
             )
-        self._bridge = module
 
     def _locate(
         self, module: torch.nn.Module, sample: Inputs, ids: torch.Tensor | None = None
@@ -241,13 +253,15 @@ class OnnxTagger(Tagger):
         """For the ``finite`` sanity gate: why onnxruntime's scores are NaN or infinite on
         ``sample`` (events ``ids`` of the spec's sample), and the fix; None when the graph
         cannot be run."""
+        previous = self.bridge_error
         try:
             module = self._convert().to(self.device)
-        except ModelError:
-            self.bridge_error = None  # a diagnosis only: the attacks name the bridge's error
+            bad = ~torch.isfinite(self.evaluate(sample)).all(dim=1)
+            return self._nonfinite_scores(module, sample, bad, ids)
+        except Exception:  # a diagnosis only: the gate's own message stands without it
             return None
-        bad = ~torch.isfinite(self.evaluate(sample)).all(dim=1)
-        return self._nonfinite_scores(module, sample, bad, ids)
+        finally:
+            self.bridge_error = previous  # the attacks build the bridge and name its error
 
     def _gradient_disagreement(
         self, module: torch.nn.Module, sample: Inputs, log_probs: torch.Tensor

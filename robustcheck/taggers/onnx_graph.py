@@ -110,6 +110,12 @@ class OnnxGraph(torch.nn.Module):
             self._constant(initializer.name, _tensor(onnx.numpy_helper.to_array(initializer)))
         known = {i.name for i in graph.initializer}
         self.input_names = [i.name for i in graph.input if i.name not in known]
+        # the dtype each input is declared with (onnxruntime is fed the same)
+        self.input_dtypes = [
+            onnx_ops.DTYPES.get(i.type.tensor_type.elem_type)
+            for i in graph.input
+            if i.name not in known
+        ]
         self.output_names = [o.name for o in graph.output]
         steps, unsupported = [], []
         for index, node in enumerate(graph.node):
@@ -157,7 +163,10 @@ class OnnxGraph(torch.nn.Module):
         values: dict[str, Any] = dict(self._constants)
         for name, attr in self._buffer_names:
             values[name] = getattr(self, attr)
-        values.update(zip(self.input_names, inputs, strict=True))
+        values.update(
+            (name, x if dtype is None or x.dtype == dtype else x.to(dtype))
+            for name, x, dtype in zip(self.input_names, inputs, self.input_dtypes, strict=True)
+        )
         opset = self.opset
         for step in self.steps:
             args = [values[name] if name else None for name in step.inputs]
