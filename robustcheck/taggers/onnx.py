@@ -3,7 +3,9 @@
 Input gradients come from robustcheck's own interpreter of the same graph (``onnx_graph``:
 the graph run node by node with torch operations, at its own opset, under autograd), which is
 used only after it has been checked against onnxruntime on the spec's own data: scores,
-finite input gradients, and central differences of onnxruntime's scores on a few events.
+finite input gradients, and finite differences of onnxruntime's scores on a few events. When
+the ONNX file itself gives NaN (onnxruntime's scores, or the graph's own gradients), the
+messages say so and name the first node that gives a non-finite value or derivative.
 """
 
 from __future__ import annotations
@@ -36,11 +38,12 @@ _NUMPY_TYPES = {
 
 BRIDGE_ATOL = 1e-4
 BRIDGE_RTOL = 1e-3
-# The bridge's input gradients are checked against central differences of onnxruntime's
+# The bridge's input gradients are checked against finite differences of onnxruntime's
 # scores on a few events, along the gradient's own direction: the bridge predicts the change
 # of the least likely class's log-probability over the (float32-rounded) step, and it must
 # match within GRAD_RTOL at one step at least of a ladder of sizes relative to the spread of
-# the inputs it moves (large steps meet curvature and kinks, small ones float32 rounding).
+# the inputs it moves (large steps meet curvature and kinks, small ones float32 rounding),
+# in a central, forward or backward difference (at a kink one side keeps the gradient's piece).
 GRAD_EVENTS = 4
 GRAD_RTOL = 0.03
 GRAD_STEPS = tuple(10.0 ** (-k / 2) for k in range(2, 13))  # 0.1 to 1e-6, x sqrt(10)

@@ -34,14 +34,14 @@ class Step:
 
 
 class UnsupportedGraph(Exception):
-    """Nodes the bridge cannot run; ``nodes`` lists (node name, op type, domain, reason)."""
+    """Nodes the bridge cannot run; ``nodes`` lists (node name, op type, domain, the
+    domain's opset, reason)."""
 
-    def __init__(self, nodes: list[tuple[str, str, str, str]], opset: int) -> None:
+    def __init__(self, nodes: list[tuple[str, str, str, int, str]]) -> None:
         self.nodes = nodes
-        self.opset = opset
         shown = "; ".join(
-            f"node `{name}` ({_qualified(domain, op_type)}-{opset}{': ' + why if why else ''})"
-            for name, op_type, domain, why in nodes[:5]
+            f"node `{name}` ({_qualified(domain, op_type)}-{version}{': ' + why if why else ''})"
+            for name, op_type, domain, version, why in nodes[:5]
         )
         more = f" and {len(nodes) - 5} more" if len(nodes) > 5 else ""
         super().__init__(f"{shown}{more}")
@@ -117,29 +117,31 @@ class OnnxGraph(torch.nn.Module):
             if i.name not in known
         ]
         self.output_names = [o.name for o in graph.output]
+        versions = {o.domain: o.version for o in model.opset_import}
         steps, unsupported = [], []
         for index, node in enumerate(graph.node):
             name = node.name or f"#{index}"
             if node.domain not in DEFAULT_DOMAINS:
-                unsupported.append((name, node.op_type, node.domain, "a custom domain"))
+                version = versions.get(node.domain, 1)
+                unsupported.append((name, node.op_type, node.domain, version, "a custom domain"))
                 continue
             op = onnx_ops.OPS.get(node.op_type)
             if op is None and node.op_type in onnx_ops.MULTI_OUTPUT:
                 op = _with_outputs(onnx_ops.MULTI_OUTPUT[node.op_type], len(node.output))
             if op is None:
-                unsupported.append((name, node.op_type, node.domain, ""))
+                unsupported.append((name, node.op_type, node.domain, self.opset, ""))
                 continue
             try:
                 attrs = {a.name: _attribute(a) for a in node.attribute}
             except onnx_ops.UnsupportedNode as exc:
-                unsupported.append((name, node.op_type, node.domain, str(exc)))
+                unsupported.append((name, node.op_type, node.domain, self.opset, str(exc)))
                 continue
             if node.op_type == "Constant":  # computed once, kept like an initializer
                 self._constant(node.output[0], op([], attrs, self.opset))
                 continue
             steps.append(Step(name, node.op_type, op, tuple(node.input), tuple(node.output), attrs))
         if unsupported:
-            raise UnsupportedGraph(unsupported, self.opset)
+            raise UnsupportedGraph(unsupported)
         self.steps = steps
 
     def _constant(self, name: str, value: torch.Tensor) -> None:
