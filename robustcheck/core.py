@@ -595,7 +595,7 @@ class SpecRun:
             raw = self.tagger.raw_scores(head)
         bounds = self._sample("nominal").out_of_bounds  # warned about when read
         notes = [self._bounds_note("nominal", bounds)] if bounds else []
-        return assess(
+        nominal = assess(
             self.spec.model,
             log_probs,
             self.labels("nominal"),
@@ -603,6 +603,20 @@ class SpecRun:
             raw,
             notes,
         )
+        explain = getattr(self.tagger, "explain_nonfinite", None)  # a backend's diagnosis
+        bad = ~torch.isfinite(log_probs).all(dim=1)
+        if explain is not None and bool(bad.any()):
+            rows = torch.nonzero(bad.cpu()).flatten()[:512]
+            with self._model_errors(head), self.tagger.frozen():
+                cause = explain(take(inputs, rows, self.tagger.device), rows)
+            if cause is not None:
+                nominal.failures = [
+                    (gate, f"{message}: {cause[0]}", cause[1])
+                    if gate == "finite"
+                    else (gate, message, fix)
+                    for gate, message, fix in nominal.failures
+                ]
+        return nominal
 
     def sanity(self) -> Nominal:
         """The sanity gates' outcome; raises SanityError when one fails."""
