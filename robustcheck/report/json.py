@@ -26,7 +26,6 @@ PACKAGES = (
     "torch",
     "onnxruntime",
     "onnx",
-    "onnx2torch",
     "numpy",
     "scipy",
     "pytest",
