@@ -93,6 +93,9 @@ class Adversaries:
     fallback: str | None = None  # the method that stood in for the named attack's, if any
     notes: list[str] = field(default_factory=list)  # the attack's own (Attack.report)
     report_figures: dict[str, int | float | str] = field(default_factory=dict)
+    # per-event figures the attack recorded (e.g. min_epsilon's "radius"), over every event;
+    # NaN where the event was not attacked
+    per_event: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def attack_figures(self) -> dict[str, int | float | str]:
         """A check's figures about the attack that ran: its seed when the seed shaped the
@@ -483,6 +486,7 @@ class SpecRun:
         kept = self.kept("nominal")
         kept_parts: list[Inputs] = []
         seconds, batch_number = 0.0, 0
+        per_event: dict[str, torch.Tensor] = {}
         for chunk in self._chunks("nominal"):
             rows = chunk.rows
             with self._model_errors(chunk.inputs):
@@ -502,6 +506,11 @@ class SpecRun:
                 adv_log_probs[rows] = evaluate(self.tagger, adv_inputs, EVAL_BATCH)
             seconds += outcome.seconds
             batch_number += outcome.batches
+            for figure, values in outcome.per_event.items():
+                if figure not in per_event:
+                    shape = (len(correct), *values.shape[1:])
+                    per_event[figure] = torch.full(shape, float("nan"), dtype=values.dtype)
+                per_event[figure][rows] = values
             fooled[rows] = correct[rows] & (decision.decide(adv_log_probs[rows]) != target[rows])
             shifts.add(chunk.inputs, outcome.adversarial, fooled[rows])
             kept_parts.append(adv_inputs if kept is None else pick_kept(chunk, kept, adv_inputs))
@@ -533,6 +542,7 @@ class SpecRun:
             fallback="spsa" if notes else None,
             notes=report_lines,
             report_figures=report_figures,
+            per_event=per_event,
         )
         self._adversaries[key] = result
         return result

@@ -183,6 +183,40 @@ ATTACKS: dict[str, Declaration] = {
         doc="coherent systematic shift of [envelope.*] groups (e.g. a jet energy scale): "
         "worst case, or the fixed +-epsilon sigma variation",
     ),
+    "min_epsilon": Declaration(
+        "min_epsilon",
+        "robustcheck.attacks.min_epsilon:MinEpsilon",
+        {
+            "max_epsilon": Field(
+                "number",
+                doc="largest radius searched (sigma); events not fooled up to it get radius inf",
+                minimum=0.0,
+                exclusive_minimum=True,
+            ),
+            "epsilon": Field(
+                "number",
+                None,
+                doc="not used: min_epsilon searches every epsilon up to max_epsilon",
+                minimum=0.0,
+            ),
+            "steps": Field(
+                "int",
+                STEPS.default,
+                doc="PGD steps of each probe (2.5 epsilon / steps each, as pgd's default)",
+                minimum=1,
+            ),
+            "bisections": Field(
+                "int",
+                7,
+                doc="bisection rounds after the probe at max_epsilon: the radius is resolved "
+                "to max_epsilon / 2**bisections",
+                minimum=0,
+            ),
+            "random_start": Field("bool", True, doc="start each probe from a uniform point"),
+        },
+        doc="each correctly classified event's robustness radius: the smallest epsilon at "
+        "which PGD fools it, by bisection (the whole fooling rate vs epsilon curve in one run)",
+    ),
 }
 
 

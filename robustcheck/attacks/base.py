@@ -26,6 +26,8 @@ class AttackBatch:
     generator: torch.Generator
     early_stop: bool = True
     features: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # per-event figures the attack records for this batch (see ``record``)
+    outputs: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # the box rounds discrete entries with the batch's seeded generator (see Box.project_)
@@ -82,7 +84,15 @@ class AttackBatch:
             nominal={name: x[rows] for name, x in self.nominal.items()},
             target=self.target[rows],
             box=self.box.subset(rows),
+            outputs={},
         )
+
+    def record(self, name: str, values: torch.Tensor) -> None:
+        """Keep a per-event figure (one float per event of this batch, e.g. min_epsilon's
+        radius): the engine collects it row by row into ``Adversaries.per_event[name]``."""
+        if values.shape[:1] != self.target.shape:
+            raise ValueError(f"{name}: {tuple(values.shape)} values for {len(self.target)} events")
+        self.outputs[name] = values.detach()
 
     @torch.no_grad()
     def fooled(self, adv: Inputs) -> torch.Tensor:

@@ -66,6 +66,21 @@ def _invariance_options(options: Figures) -> tuple[str, str, str] | None:
     return None
 
 
+def _robust_radius_headline(f: Figures) -> tuple[str, str] | None:
+    """The radius quantile with its interval, against the least radius its lower end needs."""
+    if "quantile_low" not in f or "threshold" not in f:
+        return None
+    top = float(f.get("max_epsilon", 0.0))
+
+    def text(value: object) -> str:  # None: beyond max_epsilon (censored)
+        return f"> {top:g}" if value is None else f"{float(value):.3g}"  # type: ignore[arg-type]
+
+    cl = f"{100 * float(f.get('confidence', 0.95)):g}% CL"
+    figure = f"q{100 * float(f['quantile']):g} radius {text(f.get('radius_quantile'))} ({cl} "
+    figure += f"{text(f['quantile_low'])}-{text(f.get('quantile_high'))})"
+    return figure, f"lower limit >= {float(f['threshold']):g}"
+
+
 CHECKS: dict[str, Declaration] = {
     "fooling_rate": Declaration(
         "fooling_rate",
@@ -82,6 +97,13 @@ CHECKS: dict[str, Declaration] = {
                 exclusive_minimum=True,
             ),
             "working_point": WORKING_POINT,
+            "epsilon": Field(
+                "number",
+                None,
+                doc="with a min_epsilon attack: read its fooling rate vs epsilon curve here "
+                "(sigma, at most its max_epsilon; default: at max_epsilon)",
+                minimum=0.0,
+            ),
             "gradient_masking_check": Field(
                 "bool",
                 None,
@@ -401,5 +423,41 @@ CHECKS: dict[str, Declaration] = {
         },
         doc="mean loss along each feature axis in sigma units: bounds its largest rise "
         "within epsilon and names the feature with the sharpest one",
+    ),
+    "robust_radius": Declaration(
+        "robust_radius",
+        "robustcheck.checks.robust_radius:RobustRadius",
+        {
+            "attack": Field("str", doc="name of a min_epsilon [attacks.NAME] table"),
+            "min": Field(
+                "number",
+                doc="least allowed radius quantile (sigma; at most the attack's max_epsilon)",
+                minimum=0.0,
+                exclusive_minimum=True,
+            ),
+            "quantile": Field(
+                "number",
+                0.05,
+                doc="which quantile of the radii of the correctly classified events",
+                minimum=0.0,
+                maximum=1.0,
+                exclusive_minimum=True,
+            ),
+            "confidence": Field(
+                "number",
+                0.95,
+                doc="confidence level of the quantile's order-statistic interval",
+                minimum=0.0,
+                maximum=1.0,
+                exclusive_minimum=True,
+            ),
+            "working_point": WORKING_POINT,
+        },
+        doc="the quantile of the events' robustness radii (min_epsilon) is at least min sigma: "
+        "fails when the lower end of its order-statistic interval is below min, i.e. when more "
+        "than the quantile's share of events is fooled below min sigma (at the confidence level)",
+        regression=RegressionFigure("fraction_below_min", lower_is_better=True, error=None),
+        limits=(Limit("threshold", "radius quantile lower limit", "quantile_low", ">="),),
+        headline=_robust_radius_headline,
     ),
 }

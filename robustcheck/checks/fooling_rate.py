@@ -31,6 +31,12 @@ class FoolingRate(Check):
         n = int(outcome.correct.sum())
         k = int(outcome.fooled.sum())
         attack = outcome.description
+        epsilon = self.options.get("epsilon")
+        if epsilon is not None:  # read a min_epsilon attack's curve (spec-checked: it is one)
+            from robustcheck.attacks.min_epsilon import event_radii, fooled_within
+
+            k = fooled_within(event_radii(outcome), float(epsilon)) if n else 0
+            attack = f"{attack}, curve read at eps={float(epsilon):g} sigma"
         cl = f"{100 * confidence:g}% CL"
         if n == 0:
             return self.result(
@@ -59,7 +65,8 @@ class FoolingRate(Check):
         shifts = outcome.mean_shift_of_fooled()
         if shifts:
             worst = ", ".join(f"{name} {value:.2f} sigma" for name, value in shifts[:3])
-            details.append(f"largest mean |shift| of the {k:,} fooled events: {worst}")
+            fooled = int(outcome.fooled.sum())
+            details.append(f"largest mean |shift| of the {fooled:,} fooled events: {worst}")
         details += self.scan_details(self.options["attack"], decision)
         figures: dict[str, float | int | str] = {
             "fooling_rate": rate,
@@ -69,7 +76,7 @@ class FoolingRate(Check):
             "n_fooled": k,
             "threshold": limit,
             "confidence": confidence,
-            "epsilon": outcome.epsilon,
+            "epsilon": outcome.epsilon if epsilon is None else float(epsilon),
             **outcome.attack_figures(),
         }
         if decision.threshold is not None:

@@ -148,6 +148,7 @@ def _parse(doc: Mapping[str, Any], path: Path) -> tuple[Spec | None, list[SpecEr
     if groups is not None:  # shift attacks name coherent groups of a whole envelope
         _check_shift_attacks(attacks, groups, path, errors)
     _check_attack_references(attacks, declared_attacks, path, errors)
+    _check_radius_options(attacks, checks, path, errors)
     baseline = doc.get("baseline")
     if "baseline" in doc:
         errors.attempt(check_value, baseline, TOP_FIELDS["baseline"], "baseline", path)
@@ -451,6 +452,61 @@ def _check_attack_references(
         check = registry.attacks()[attack.method].check_spec
         if check is not None:
             errors.attempt(check, name, attack, attacks, declared, path, registry.attacks())
+
+
+def _check_radius_options(
+    attacks: dict[str, AttackSpec], checks: tuple[CheckSpec, ...], path: Path, errors: Errors
+) -> None:
+    """min_epsilon searches every epsilon up to its max_epsilon: it takes no epsilon or scan,
+    and the checks that read its radii (robust_radius, fooling_rate with epsilon) need one."""
+    for name, attack in attacks.items():
+        if attack.method != "min_epsilon":
+            continue
+        for key in ("epsilon", "scan"):
+            if attack.options.get(key) is not None:
+                errors.add(
+                    error(
+                        path,
+                        f"min_epsilon measures every epsilon up to max_epsilon in one run, so "
+                        f"`{key}` does not apply",
+                        f"attacks.{name}.{key}",
+                        "remove it: set max_epsilon, and read the curve with a fooling_rate "
+                        "check's epsilon (or the report's curve)",
+                    )
+                )
+    for check in checks:
+        where = f"checks[{check.index}]"
+        if check.type == "robust_radius":
+            key, value = "min", check.options.get("min")
+        elif check.type == "fooling_rate" and check.options.get("epsilon") is not None:
+            key, value = "epsilon", check.options["epsilon"]
+        else:
+            continue
+        attack = attacks.get(check.options.get("attack"))
+        if attack is None:  # undefined or broken: reported already
+            continue
+        if attack.method != "min_epsilon":
+            errors.add(
+                error(
+                    path,
+                    f"`{key}` reads the radii of a min_epsilon attack, but attack "
+                    f"{attack.name!r} is {attack.method}",
+                    f"{where}.{'attack' if key == 'min' else key}",
+                    'name an attack with method = "min_epsilon"'
+                    + ("" if key == "min" else ", or remove epsilon to use the attack's own"),
+                )
+            )
+        elif float(value) > float(attack.options["max_epsilon"]):
+            errors.add(
+                error(
+                    path,
+                    f"{key} = {value:g} is beyond the max_epsilon "
+                    f"{attack.options['max_epsilon']:g} of attack {attack.name!r}, where radii "
+                    "are censored",
+                    f"{where}.{key}",
+                    f"raise attacks.{attack.name}.max_epsilon to at least {value:g}",
+                )
+            )
 
 
 def _parse_attacks(section: Any, path: Path, errors: Errors) -> dict[str, AttackSpec]:
