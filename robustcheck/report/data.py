@@ -110,6 +110,7 @@ class SpecReportData:
                     else [],
                     "scan": self._scan(name),
                     "roc": self._roc("nominal", main.log_probs),
+                    "radius": radius_data(main),
                 }
             )
         return self._attacks[name]
@@ -179,6 +180,47 @@ class SpecReportData:
             "auc": auc(labels.astype(np.int64), scores, weights),
             "n_events": int(len(labels)),
         }
+
+
+RADIUS_BINS = 30
+CURVE_POINTS = 81
+
+
+def radius_data(adv: Adversaries) -> dict[str, Any] | None:
+    """A min_epsilon attack's radii: their histogram up to max_epsilon, the events censored
+    there, and the fooling rate vs epsilon curve (radius <= epsilon) with Clopper-Pearson
+    intervals; None for an attack that records no radius."""
+    from robustcheck.attacks.min_epsilon import RADIUS, event_radii, fooled_within
+
+    if RADIUS not in adv.per_event:
+        return None
+    radii = event_radii(adv)
+    n, top = len(radii), float(adv.epsilon)
+    if n == 0:
+        return None
+    finite = radii[np.isfinite(radii)]
+    edges = np.linspace(0.0, top, RADIUS_BINS + 1)
+    curve = []
+    for epsilon in np.linspace(0.0, top, CURVE_POINTS):
+        k = fooled_within(radii, float(epsilon))
+        low, high = clopper_pearson(k, n)
+        curve.append(
+            {
+                "epsilon": float(epsilon),
+                "fooling_rate": k / n,
+                "ci_low": low,
+                "ci_high": high,
+                "n_fooled": k,
+            }
+        )
+    return {
+        "max_epsilon": top,
+        "n_events": n,
+        "n_censored": int(n - len(finite)),
+        "edges": edges.tolist(),
+        "counts": np.histogram(finite, edges)[0].tolist(),
+        "curve": curve,
+    }
 
 
 def _full(key: tuple[object, ...]) -> bool:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 class Plot:
     """One drawn (or failed) plot of a spec."""
 
-    kind: str  # histogram | scan | roc
+    kind: str  # histogram | scan | roc | radius
     title: str
     file: str  # relative to the report folder
     attack: str | None = None

@@ -137,7 +137,8 @@ def _attack(name: str, attack: dict[str, Any], drawn: list[Plot]) -> str:
         )
     if total and attack.get("histograms_note"):
         parts.append(f'<p class="meta">histograms {escape(attack["histograms_note"])}</p>')
-    figures = [_figure(p) for kind in ("scan", "histogram") for p in mine if p.kind == kind]
+    kinds = ("scan", "radius", "histogram")
+    figures = [_figure(p) for kind in kinds for p in mine if p.kind == kind]
     if figures:
         parts.append(f'<div class="plots">{"".join(figures)}</div>')
     return "\n".join(parts)

@@ -245,3 +245,100 @@ def pareto(points: Sequence[dict[str, Any]]) -> bytes:
         if len(front) > 1:
             axes.legend(loc="lower right")
         return _png(figure)
+
+
+def radius_histogram(data: dict[str, Any], attack: str, minima: Sequence[float] = ()) -> bytes:
+    """Distribution of a min_epsilon attack's robustness radii, the events not fooled up to
+    max_epsilon counted in the legend; ``minima`` are the robust_radius checks' ``min``."""
+    import numpy as np
+
+    edges = np.asarray(data["edges"], dtype=float)
+    counts = np.asarray(data["counts"], dtype=float)
+    if len(edges) != len(counts) + 1:
+        raise ValueError(f"{len(edges)} bin edges for {len(counts)} bin contents")
+    with _style():
+        figure = _figure()
+        axes = figure.subplots()
+        axes.stairs(counts, edges, color=ADVERSARIAL_COLOR, linewidth=1.4, fill=False)
+        axes.plot(
+            [],
+            [],
+            " ",
+            label=f"{int(counts.sum()):,} fooled of {data['n_events']:,}; "
+            f"{data['n_censored']:,} with radius > {data['max_epsilon']:g}",
+        )
+        for number, value in enumerate(dict.fromkeys(minima)):
+            axes.axvline(
+                value,
+                color=NOMINAL_COLOR,
+                linestyle=":",
+                label="robust_radius min" if number == 0 else None,
+            )
+        axes.set_xlabel(r"robustness radius [$\sigma$]")
+        axes.set_ylabel("events / bin")
+        axes.set_xlim(0, edges[-1])
+        axes.set_ylim(0, max(float(counts.max(initial=0)), 1.0) * 1.3)
+        axes.set_title(f"attack {attack}", fontsize=10, loc="left")
+        axes.legend(loc="upper left", fontsize=8)
+        return _png(figure)
+
+
+def radius_curve(
+    data: dict[str, Any],
+    attack: str,
+    limits: Sequence[tuple[float, float]] = (),
+    quantiles: Sequence[tuple[float, float]] = (),
+) -> bytes:
+    """Fooling rate vs epsilon from one min_epsilon run (share of events with radius <=
+    epsilon) with its Clopper-Pearson band; ``limits`` are (epsilon, max) of the fooling_rate
+    checks reading it, ``quantiles`` (min, quantile) of the robust_radius checks."""
+    import numpy as np
+
+    rows = data["curve"]
+    if not rows:
+        raise ValueError("the radius curve has no points")
+    eps = np.array([r["epsilon"] for r in rows], dtype=float)
+    rate = np.array([r["fooling_rate"] for r in rows], dtype=float)
+    low = np.array([r["ci_low"] for r in rows], dtype=float)
+    high = np.array([r["ci_high"] for r in rows], dtype=float)
+    with _style():
+        figure = _figure()
+        axes = figure.subplots()
+        axes.fill_between(
+            eps,
+            low,
+            high,
+            step="post",
+            color=ADVERSARIAL_COLOR,
+            alpha=0.2,
+            linewidth=0,
+            label="95% CL",
+        )
+        axes.step(eps, rate, where="post", color=ADVERSARIAL_COLOR, label="fooling rate")
+        tops = [0.0]
+        for number, (epsilon, limit) in enumerate(limits):
+            tops.append(limit)
+            axes.plot(
+                [epsilon],
+                [limit],
+                "v",
+                color=NOMINAL_COLOR,
+                label="fooling_rate max at its epsilon" if number == 0 else None,
+            )
+        for number, (minimum, quantile) in enumerate(quantiles):
+            tops.append(quantile)
+            axes.plot(
+                [0, minimum, minimum],
+                [quantile, quantile, 0],
+                color="#7f7f7f",
+                linestyle="--",
+                linewidth=0.9,
+                label="robust_radius: quantile, min" if number == 0 else None,
+            )
+        axes.set_xlabel(r"$\epsilon$ [$\sigma$]")
+        axes.set_ylabel(r"fooling rate (radius $\leq \epsilon$)")
+        axes.set_xlim(0, eps.max())
+        axes.set_ylim(0, max(float(high.max()), *tops) * 1.15 or 1.0)
+        axes.set_title(f"attack {attack} (one min_epsilon run)", fontsize=10, loc="left")
+        axes.legend(loc="upper left", fontsize=8)
+        return _png(figure)

@@ -68,6 +68,40 @@ def plotted_histograms(histograms: list[dict[str, Any]]) -> list[dict[str, Any]]
     return [histograms[i] for i in keep]
 
 
+def radius_plots(
+    spec: dict[str, Any], name: str, radius: dict[str, Any], prefix: str
+) -> list[tuple[Plot, Any]]:
+    """A min_epsilon attack's radius distribution and fooling rate vs epsilon curve, with the
+    thresholds of the checks that read them."""
+    checks = [c for c in spec["checks"] if c.get("attack_name") == name]
+    quantiles = [
+        (float(c["options"]["min"]), float(c["options"].get("quantile", 0.05)))
+        for c in checks
+        if c["type"] == "robust_radius" and "min" in c["options"]
+    ]
+    limits = [
+        (float(c["options"].get("epsilon", radius["max_epsilon"])), float(c["options"]["max"]))
+        for c in checks
+        if c["type"] == "fooling_rate" and "max" in c["options"]
+    ]
+    stem = f"{prefix}__{_slug(name)}"
+    return [
+        (
+            Plot("radius", f"robustness radius: {name}", f"{stem}__radius.png", name),
+            lambda: plots.radius_histogram(radius, name, [m for m, _ in quantiles]),
+        ),
+        (
+            Plot(
+                "scan",
+                f"fooling rate vs epsilon (radius curve): {name}",
+                f"{stem}__curve.png",
+                name,
+            ),
+            lambda: plots.radius_curve(radius, name, limits, quantiles),
+        ),
+    ]
+
+
 def spec_plots(spec: dict[str, Any]) -> list[Plot]:
     """Draw every plot of one spec; a failure is kept as the plot's ``error``."""
     prefix = f"plots/{spec_slug(spec['path'])}"
@@ -93,6 +127,8 @@ def spec_plots(spec: dict[str, Any]) -> list[Plot]:
             todo.append(
                 (plot, lambda a=attack, n=name, m=limit: plots.scan(a["scan"], n, m, a["epsilon"]))
             )
+        if attack.get("radius"):
+            todo += radius_plots(spec, name, attack["radius"], prefix)
     curves = [(sample, curve) for sample, curve in (spec.get("roc") or {}).items()]
     curves += [
         (f"adversarial {name}", attack["roc"])
