@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--max-epsilon", type=float, default=2.0)
     ap.add_argument("--bisections", type=int, default=7)
-    ap.add_argument("--grid", type=int, default=8, help="PGD runs at max_epsilon * i / grid")
+    ap.add_argument("--grid", type=int, default=6, help="PGD runs at max_epsilon * i / grid")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 

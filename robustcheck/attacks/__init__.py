@@ -207,7 +207,7 @@ ATTACKS: dict[str, Declaration] = {
             ),
             "bisections": Field(
                 "int",
-                7,
+                10,
                 doc="bisection rounds after the probe at max_epsilon: the radius is resolved "
                 "to max_epsilon / 2**bisections",
                 minimum=0,
