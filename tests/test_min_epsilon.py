@@ -64,7 +64,7 @@ def test_curve_agrees_with_pgd_runs_at_fixed_epsilons(radius_run: SpecRun, epsil
     curve_fooled = radii <= epsilon
     n, k_curve, k_pgd = len(radii), int(curve_fooled.sum()), int(pgd_fooled.sum())
     assert n == int(pgd.correct.sum()) > 2000
-    assert k_pgd > 20  # the comparison has events to compare
+    assert k_pgd > 10  # the comparison has events to compare
     only_curve = int((curve_fooled & ~pgd_fooled).sum())
     only_pgd = int((pgd_fooled & ~curve_fooled).sum())
     if only_curve + only_pgd:
