@@ -223,18 +223,35 @@ def test_robust_radius_passes_and_fails_where_it_should(model_dir: Path) -> None
     check = {"type": "robust_radius", "attack": "radius", "quantile": 0.02}
     loose = run_check(model_dir, {**check, "min": 0.05})
     f = loose.figures
-    assert loose.passed and f["quantile_low"] >= 0.05
-    # just above the lower end of the quantile's interval: fails; at it: passes
-    assert not run_check(model_dir, {**check, "min": f["quantile_low"] + 1e-6}).passed
-    assert run_check(model_dir, {**check, "min": f["quantile_low"]}).passed
+    assert loose.passed and f["quantile_low"] > 0.05 and "> min 0.05" in loose.summary
+    # at the lower end of the quantile's interval: fails; just below it: passes
+    assert not run_check(model_dir, {**check, "min": f["quantile_low"]}).passed
+    assert run_check(model_dir, {**check, "min": f["quantile_low"] - 1e-6}).passed
     strict = run_check(model_dir, {**check, "min": MAX_EPSILON})
-    assert not strict.passed and "< min 2" in strict.summary
-    # the rule is fooling_rate's below min: the Clopper-Pearson upper limit <= quantile
+    assert not strict.passed and "<= min 2" in strict.summary
+    # the rule is fooling_rate's within min: the Clopper-Pearson upper limit <= quantile
     for result in (loose, strict):
         g = result.figures
         assert (g["ci_high"] <= g["quantile"]) == result.passed
-        assert g["n_fooled"] == round(g["fraction_below_min"] * g["n_events"])
-    assert loose.headline()[1] == "lower limit >= 0.05"
+        assert g["n_fooled"] == round(g["fraction_within_min"] * g["n_events"])
+        (comparison,) = result.comparisons()
+        assert comparison.holds == result.passed
+    assert loose.headline()[1] == "lower limit > 0.05"
+
+
+@pytest.mark.parametrize("minimum", [0.3, 0.5, 1.0])
+def test_robust_radius_decides_as_fooling_rate_at_epsilon_min(
+    model_dir: Path, minimum: float
+) -> None:
+    checks = [
+        {"type": "robust_radius", "attack": "radius", "min": minimum, "quantile": 0.02},
+        {"type": "fooling_rate", "attack": "radius", "epsilon": minimum, "max": 0.02},
+    ]
+    run = make_run(model_dir, spec_doc(checks))
+    radius, rate = (run.run_check(c) for c in run.spec.checks)
+    assert radius.figures["n_fooled"] == rate.figures["n_fooled"]
+    assert radius.figures["ci_high"] == rate.figures["ci_high"]
+    assert radius.passed == rate.passed
 
 
 def test_robust_radius_quantile_of_censored_radii_reads_beyond_max_epsilon(
@@ -265,7 +282,7 @@ def test_quantile_interval_matches_scipy(n: int, quantile: float) -> None:
 
 
 def test_quantile_rule_is_the_clopper_pearson_rule() -> None:
-    """low >= min exactly when the upper limit of the share below min is <= quantile."""
+    """low > min exactly when the upper limit of the share within min is <= quantile."""
     rng = np.random.default_rng(0)
     checked = 0
     for _ in range(300):
@@ -274,8 +291,8 @@ def test_quantile_rule_is_the_clopper_pearson_rule() -> None:
         quantile = float(rng.choice([0.01, 0.05, 0.1, 0.5]))
         limit = float(rng.choice([0.05, 0.2, 0.5, 1.0]))
         _, low, _ = quantile_interval(radii, quantile)
-        k = int((radii < limit).sum())
-        checked += (max(low, 0.0) >= limit) != (clopper_pearson(k, n)[1] <= quantile)
+        k = int((radii <= limit).sum())
+        checked += (max(low, 0.0) > limit) != (clopper_pearson(k, n)[1] <= quantile)
     assert checked == 0
 
 

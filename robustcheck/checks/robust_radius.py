@@ -1,13 +1,14 @@
 """Check ``robust_radius``: a low quantile of the events' robustness radii, from min_epsilon.
 
-The ``quantile`` q of the radii of the correctly classified events must be at least ``min``
-sigma. Its interval is the distribution-free order-statistic interval: with the radii sorted,
+The ``quantile`` q of the radii of the correctly classified events must exceed ``min`` sigma.
+Its interval is the distribution-free order-statistic interval: with the radii sorted,
 r_(1) <= ... <= r_(n), the interval [r_(l), r_(u)] covers the true quantile with probability at
 least ``confidence``, where l and u are binomial(n, q) quantiles. The check passes when the
-lower end r_(l) is at least ``min``. That is the fooling-rate rule read at ``min``: with k the
-events fooled below ``min`` sigma, r_(l) >= min exactly when the Clopper-Pearson upper limit of
-k/n is at most q, so "5% quantile >= 0.5 sigma" and "fooling rate below 0.5 sigma <= 5% at
-95% CL" pass and fail together.
+lower end r_(l) is above ``min``. That is the fooling-rate rule read at ``min``: with k the
+events fooled within ``min`` sigma (radius <= min, as a fooling_rate check with ``epsilon =
+min`` counts them), r_(l) > min exactly when k <= l - 1, i.e. when the Clopper-Pearson upper
+limit of k/n is at most q. So "5% quantile above 0.5 sigma" and "fooling rate within 0.5
+sigma <= 5% at 95% CL" pass and fail together.
 
 Radii are censored at the attack's ``max_epsilon`` (events it does not fool get ``inf``), so
 an order statistic beyond it is reported as "> max_epsilon"; ``min`` may not exceed it.
@@ -68,7 +69,7 @@ def radius_text(value: float, max_epsilon: float) -> str:
 
 
 class RobustRadius(Check):
-    """Fails when the lower end of the quantile's interval is below ``min`` sigma."""
+    """Fails when the lower end of the quantile's interval is not above ``min`` sigma."""
 
     def evaluate(self) -> CheckResult:
         limit = float(self.options["min"])
@@ -89,21 +90,21 @@ class RobustRadius(Check):
             )
         estimate, low, high = quantile_interval(radii, quantile, confidence)
         low = max(low, 0.0)  # radii are not negative
-        k = int(np.count_nonzero(radii < limit))
+        k = int(np.count_nonzero(radii <= limit))
         rate_low, rate_high = clopper_pearson(k, n, confidence)
-        passed = low >= limit
+        passed = low > limit
         cl = f"{100 * confidence:g}% CL"
         share = f"{100 * quantile:g}%"
         summary = (
             f"radius {share} quantile {radius_text(estimate, max_epsilon)} sigma ({cl} "
             f"{radius_text(low, max_epsilon)}-{radius_text(high, max_epsilon)}) over {n:,} "
-            f"events {'>=' if passed else '<'} min {limit:g} | attack {attack}"
+            f"events {'>' if passed else '<='} min {limit:g} | attack {attack}"
         )
         censored = int(np.count_nonzero(~np.isfinite(radii)))
         finite = radii[np.isfinite(radii)]
         details = [
             *outcome.warnings,
-            f"fooled below {limit:g} sigma: {k:,} of {n:,} = {k / n:.3g} ({cl} "
+            f"fooled within {limit:g} sigma: {k:,} of {n:,} = {k / n:.3g} ({cl} "
             f"{rate_low:.3g}-{rate_high:.3g}); the check passes when the upper limit is at "
             f"most {quantile:g} (the same rule as the lower end of the quantile's interval)",
             f"{censored:,} events not fooled up to max_epsilon {max_epsilon:g} sigma (radius "
@@ -133,7 +134,7 @@ class RobustRadius(Check):
             "max_epsilon": max_epsilon,
             "n_events": n,
             "n_fooled": k,
-            "fraction_below_min": k / n,
+            "fraction_within_min": k / n,
             "ci_low": rate_low,
             "ci_high": rate_high,
             "n_censored": censored,
