@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 from scipy.stats import binomtest  # noqa: E402
 
+from robustcheck.attacks import ATTACKS  # noqa: E402
 from robustcheck.attacks.min_epsilon import RADIUS, MinEpsilon  # noqa: E402
 from robustcheck.attacks.pgd import PGD  # noqa: E402
 from robustcheck.decision import Decision  # noqa: E402
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--max-epsilon", type=float, default=2.0)
-    ap.add_argument("--bisections", type=int, default=7)
+    ap.add_argument("--bisections", type=int, default=ATTACKS["min_epsilon"].default("bisections"))
     ap.add_argument("--grid", type=int, default=6, help="PGD runs at max_epsilon * i / grid")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
