@@ -377,3 +377,15 @@ def test_report_draws_the_radius_distribution_and_curve(radius_run: SpecRun) -> 
     assert [plot.kind for plot, _ in drawn] == ["radius", "scan"]
     for _, draw in drawn:
         assert draw()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_robust_radius_regression_compares_the_share_within_min(model_dir: Path) -> None:
+    from robustcheck.baseline import regression
+
+    check = {"type": "robust_radius", "attack": "radius", "min": 1.0, "quantile": 0.2}
+    result = run_check(model_dir, check)
+    same = regression(copy.deepcopy(result), dict(result.figures), {})
+    assert same.passed and same.figures["regression_difference"] == 0
+    better = {**result.figures, "n_fooled": 0, "fraction_within_min": 0.0}
+    worse = regression(copy.deepcopy(result), better, {})
+    assert not worse.passed and "fraction_within_min" in worse.summary

@@ -34,7 +34,7 @@ import torch
 
 from robustcheck.attacks.base import Attack, AttackBatch
 from robustcheck.attacks.pgd import PGD
-from robustcheck.envelope import Box, Inputs, project_onto_ellipsoid
+from robustcheck.envelope import Box, Ellipsoid, Inputs, project_onto_ellipsoid
 from robustcheck.spec import AttackSpec
 
 if TYPE_CHECKING:
@@ -83,8 +83,8 @@ class ScaledBox(Box):
                 _into_ball_(ellipsoid, adv[name], self.center[name], self._view(adv[name]), True)
 
     def _view(self, x: torch.Tensor) -> torch.Tensor:
-        """Each event's radius, shaped to broadcast over the entries of ``x``'s groups."""
-        return self.radius.double().view(-1, *([1] * (x.dim() - 1)))
+        """Each event's radius (above 0: it divides), shaped to broadcast over ``x``'s groups."""
+        return self.radius.double().clamp_min(1e-12).view(-1, *([1] * (x.dim() - 1)))
 
     def subset(self, rows: torch.Tensor | slice) -> ScaledBox:
         base = Box.subset(self, rows)
@@ -94,27 +94,22 @@ class ScaledBox(Box):
 
 @torch.no_grad()
 def _into_ball_(
-    ellipsoid: object, x: torch.Tensor, center: torch.Tensor, radius: torch.Tensor, shrink: bool
+    ellipsoid: Ellipsoid, x: torch.Tensor, center: torch.Tensor, radius: torch.Tensor, shrink: bool
 ) -> None:
     """Ellipsoid.project_ (or shrink_, radially) with one radius per event, in place.
 
     In units of the radius the ball is the unit ball, and the Euclidean projection onto it
     scales: proj_r(z) = r * proj_1(z / r).
     """
-    columns, scale = ellipsoid.columns, ellipsoid.scale  # type: ignore[attr-defined]
+    columns, scale = ellipsoid.columns, ellipsoid.scale
     nominal, current = center[..., columns], x[..., columns]
     z = (current - nominal).double() / scale / radius
     if shrink:
-        length = ellipsoid._length2(z * scale).sqrt()  # type: ignore[attr-defined]
+        length = ((z @ ellipsoid.basis).square() / ellipsoid.eigenvalues).sum(-1).sqrt()
         outside = length > 1.0
         moved_z = z / length.clamp_min(1e-300).unsqueeze(-1)
     else:
-        moved_z, outside = project_onto_ellipsoid(
-            z,
-            ellipsoid.basis,  # type: ignore[attr-defined]
-            ellipsoid.eigenvalues,  # type: ignore[attr-defined]
-            1.0,
-        )
+        moved_z, outside = project_onto_ellipsoid(z, ellipsoid.basis, ellipsoid.eigenvalues, 1.0)
     moved = (nominal.double() + moved_z * scale * radius).to(x.dtype)
     x[..., columns] = torch.where(outside.unsqueeze(-1), moved, current)
 
