@@ -205,10 +205,11 @@ def test_engine_collects_per_event_outputs_row_by_row(radius_run: SpecRun) -> No
     first = outcome.per_event["first"]
     assert torch.allclose(first[select], inputs["x"][select, 0].double())
     assert torch.isnan(first[~select]).all()
+    three = {name: x[:3] for name, x in inputs.items()}
+    box = radius_run.envelope.box(three, 1.0)
+    batch = AttackBatch(radius_run.tagger, three, labels[:3], box, Decision(1), torch.Generator())
     with pytest.raises(ValueError, match="values for"):
-        AttackBatch(
-            radius_run.tagger, {}, torch.zeros(3), None, Decision(1), torch.Generator()
-        ).record("first", torch.zeros(2))  # type: ignore[arg-type]
+        batch.record("first", torch.zeros(2))
 
 
 # --- the robust_radius check -----------------------------------------------------------------
@@ -389,3 +390,63 @@ def test_robust_radius_regression_compares_the_share_within_min(model_dir: Path)
     better = {**result.figures, "n_fooled": 0, "fraction_within_min": 0.0}
     worse = regression(copy.deepcopy(result), better, {})
     assert not worse.passed and "fraction_within_min" in worse.summary
+
+
+# --- discrete features -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("epsilon", [0.4, 1.0, 1.7, 2.5])
+def test_scaled_box_of_discrete_entries_is_the_box_at_that_epsilon(epsilon: float) -> None:
+    """Integer entries within floor(epsilon * sigma) whole units, categorical swaps from
+    epsilon 1 on: the ScaledBox shrunk from max_epsilon 3 is Envelope.box at epsilon."""
+    from tests import test_discrete as discrete
+
+    env = discrete.envelope()
+    nominal, _ = discrete.sample(200)
+    full = torch.full((200,), epsilon, dtype=torch.float64)
+    scaled = ScaledBox.around(env.box(nominal, 3.0), full)
+    own = env.box(nominal, epsilon)
+    for name in own.unit:
+        assert torch.equal(scaled.lower[name], own.lower[name])
+        assert torch.equal(scaled.upper[name], own.upper[name])
+        assert torch.allclose(scaled.unit[name], own.unit[name] * epsilon)
+
+
+def test_min_epsilon_keeps_discrete_entries_on_their_lattice() -> None:
+    from robustcheck import registry
+    from robustcheck.spec import AttackSpec
+    from robustcheck.taggers.torch_module import wrap_module
+    from tests import test_discrete as discrete
+
+    env = discrete.envelope()
+    nominal, labels = discrete.sample(300)
+    options = registry.attack_options(
+        "min_epsilon", {"max_epsilon": 3.0, "seed": 5}, "attacks.t", "test"
+    )
+    attack = registry.attacks()["min_epsilon"].load()(AttackSpec("t", "min_epsilon", options), 5)
+    model = discrete.Recorder()
+    tagger = wrap_module(model, "test", input_names=["jets", "parts", "mask"])
+    tagger.bind(list(nominal))
+    decision = Decision(1)
+    with tagger.frozen():
+        batch = AttackBatch(
+            tagger,
+            nominal,
+            decision.target(labels),
+            env.box(nominal, 3.0),
+            decision,
+            torch.Generator().manual_seed(11),
+        )
+        adv = {**nominal, **attack.perturb(batch)}
+    for jets, parts in model.seen:  # every point the attack evaluated
+        discrete.assert_on_lattice(jets, parts)
+    radius = batch.outputs[RADIUS]
+    fooled = torch.isfinite(radius)
+    assert int(fooled.sum()) > 20
+    moved_n = (adv["jets"][:, 1] - nominal["jets"][:, 1]).abs()
+    assert (moved_n[fooled] <= torch.floor(radius[fooled] + 1e-4)).all()  # sigma of n is 1
+    assert (moved_n[fooled] > 0).any()
+    swapped = (adv["parts"][..., 1] != nominal["parts"][..., 1]).any(-1)
+    assert (radius[swapped & fooled] >= 1.0).all()  # a swap needs epsilon 1
+    norm = sigma_norm(env.box(nominal, 3.0), {k: adv[k] for k in ("jets", "parts")})
+    assert torch.allclose(norm[fooled].double(), radius[fooled], atol=1e-5)

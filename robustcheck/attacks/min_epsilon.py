@@ -34,7 +34,7 @@ import torch
 
 from robustcheck.attacks.base import Attack, AttackBatch
 from robustcheck.attacks.pgd import PGD
-from robustcheck.envelope import Box, Ellipsoid, Inputs, project_onto_ellipsoid
+from robustcheck.envelope import WHOLE_SLACK, Box, Ellipsoid, Inputs, project_onto_ellipsoid
 from robustcheck.spec import AttackSpec
 
 if TYPE_CHECKING:
@@ -49,8 +49,10 @@ class ScaledBox(Box):
 
     ``unit`` is scaled by each event's radius, so PGD's random start and steps (in units of
     ``epsilon * unit`` with epsilon 1) are those of PGD at the event's own epsilon; ``lower``
-    and ``upper`` are the event's box. Correlated groups are projected onto each event's own
-    Mahalanobis ball here; ``epsilon`` stays 0 so that ``Box.project_`` only clamps.
+    and ``upper`` are the event's box, as ``Envelope.box`` makes it at that epsilon: integer
+    entries within floor(epsilon * sigma) whole units, categorical ones swapping only from
+    epsilon 1 on. Correlated groups are projected onto each event's own Mahalanobis ball here;
+    ``epsilon`` stays 0 so that ``Box.project_`` only clamps (and rounds discrete entries).
     """
 
     radius: torch.Tensor = field(default_factory=lambda: torch.empty(0))
@@ -62,22 +64,37 @@ class ScaledBox(Box):
         for name, sigma in box.unit.items():
             scale = radius.view(-1, *([1] * (sigma.dim() - 1))).to(sigma.dtype)
             reach = sigma * scale
-            center = box.center[name]
-            lower[name] = torch.maximum(center - reach, box.lower[name])
-            upper[name] = torch.minimum(center + reach, box.upper[name])
-            unit[name] = reach
+            center, low_max, high_max = box.center[name], box.lower[name], box.upper[name]
+            low = torch.maximum(center - reach, low_max)
+            high = torch.minimum(center + reach, high_max)
+            env = box.envelopes.get(name)
+            integer = env.integer if env is not None else None
+            if integer is not None:  # whole units: floor(epsilon * sigma)
+                whole = torch.floor(reach + WHOLE_SLACK)
+                low = torch.where(integer, torch.maximum(center - whole, low_max), low)
+                high = torch.where(integer, torch.minimum(center + whole, high_max), high)
+                reach = torch.where(integer & (high == low), 0.0, reach)
+            for category in env.categories if env is not None else ():
+                column = category.column  # any listed value from epsilon 1 on, else none
+                swaps = (scale[..., 0] >= 1.0) & (sigma[..., column] > 0)
+                value = center[..., column]
+                low[..., column] = torch.where(swaps, low_max[..., column], value)
+                high[..., column] = torch.where(swaps, high_max[..., column], value)
+                reach[..., column] = torch.where(swaps, reach[..., column], 0.0)
+            lower[name], upper[name], unit[name] = low, high, reach
         base = {f.name: getattr(box, f.name) for f in fields(Box)}
         base.update(lower=lower, upper=upper, unit=unit, epsilon=0.0)
         return cls(**base, radius=radius)
 
-    def project_(self, adv: Inputs) -> None:
+    def project_(self, adv: Inputs, stochastic: bool = True) -> None:
         ellipsoids = {
             name: env.ellipsoids for name, env in self.envelopes.items() if env.ellipsoids
         }
         for name, groups in ellipsoids.items():
             for ellipsoid in groups:
                 _into_ball_(ellipsoid, adv[name], self.center[name], self._view(adv[name]), False)
-        super().project_(adv)  # clamps into the box (epsilon 0: no ellipsoid step there)
+        # clamps into the box and rounds discrete entries (epsilon 0: no ellipsoid step there)
+        super().project_(adv, stochastic)
         for name, groups in ellipsoids.items():
             for ellipsoid in groups:
                 _into_ball_(ellipsoid, adv[name], self.center[name], self._view(adv[name]), True)
@@ -116,13 +133,16 @@ def _into_ball_(
 
 def sigma_norm(box: Box, adv: Inputs) -> torch.Tensor:
     """The smallest radius whose set holds each event's point: its largest pull in sigma
-    (movable entries) and, for correlated groups, its Mahalanobis length."""
+    (movable entries; 1 for a swapped categorical entry) and, for correlated groups, its
+    Mahalanobis length. ``box`` is a plain box (``unit`` one sigma)."""
     norm = None
     for name, sigma in box.unit.items():
         delta = adv[name] - box.center[name]
         pull = torch.where(sigma > 0, delta.abs() / sigma.clamp_min(1e-30), 0.0)
-        event = pull.flatten(1).amax(1) if pull.dim() > 1 else pull
         env = box.envelopes.get(name)
+        for category in env.categories if env is not None else ():
+            pull[..., category.column] = (delta[..., category.column] != 0).to(pull.dtype)
+        event = pull.flatten(1).amax(1) if pull.dim() > 1 else pull
         for ellipsoid in env.ellipsoids if env is not None else ():
             length = ellipsoid.mahalanobis2(delta).sqrt().to(event.dtype)
             event = torch.maximum(event, length.flatten(1).amax(1) if length.dim() > 1 else length)
