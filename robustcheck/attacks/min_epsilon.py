@@ -2,7 +2,8 @@
 
 The radius of an event is the smallest epsilon (in sigma units, in the same set as every
 attack: the box of epsilon sigma per entry within the physical bounds, frozen and padded
-entries fixed, correlated groups in their Mahalanobis ball) at which PGD fools it:
+entries fixed, correlated groups in their Mahalanobis ball, integer entries by whole units,
+categorical entries swapped from epsilon 1 on) at which PGD fools it:
 
 1. PGD at ``max_epsilon`` (``steps`` signed steps of 2.5 epsilon / steps from a random start,
    each event stopping once fooled, exactly as ``method = "pgd"``). An event it does not fool
