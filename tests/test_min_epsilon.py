@@ -314,6 +314,11 @@ def test_fooling_rate_reads_the_curve_at_epsilon(radius_run: SpecRun, model_dir:
 # --- spec errors -----------------------------------------------------------------------------
 
 
+def test_min_epsilon_refuses_an_epsilon_override(radius_run: SpecRun) -> None:
+    with pytest.raises(SpecError, match="runs at no epsilon"):
+        radius_run.adversaries("radius", epsilon=1.0)
+
+
 def spec_error(folder: Path, doc: dict[str, Any]) -> SpecError:
     with pytest.raises(SpecError) as info:
         parse_spec(doc, folder / "robustness.toml")

@@ -36,6 +36,7 @@ import torch
 from robustcheck.attacks.base import Attack, AttackBatch
 from robustcheck.attacks.pgd import PGD
 from robustcheck.envelope import WHOLE_SLACK, Box, Ellipsoid, Inputs, project_onto_ellipsoid
+from robustcheck.errors import SpecError
 from robustcheck.spec import AttackSpec
 
 if TYPE_CHECKING:
@@ -156,6 +157,12 @@ class MinEpsilon(Attack):
     """Bisection over each event's epsilon with early-stopped PGD (see the module's doc)."""
 
     def __init__(self, spec: AttackSpec, seed: int) -> None:
+        if spec.options.get("epsilon") is not None:  # e.g. SpecRun.adversaries(epsilon=...)
+            raise SpecError(
+                "min_epsilon measures every epsilon up to max_epsilon: it runs at no epsilon",
+                field=f"attacks.{spec.name}.epsilon",
+                fix="read its curve at an epsilon (fooling_rate epsilon, event_radii)",
+            )
         self.max_epsilon = float(spec.options["max_epsilon"])
         spec = replace(spec, options={**spec.options, "epsilon": self.max_epsilon})
         super().__init__(spec, seed)
