@@ -216,6 +216,7 @@ ATTACKS: dict[str, Declaration] = {
         },
         doc="each correctly classified event's robustness radius: the smallest epsilon at "
         "which PGD fools it, by bisection (the whole fooling rate vs epsilon curve in one run)",
+        check_spec=lambda *args: check_min_epsilon(*args),
     ),
 }
 
@@ -303,4 +304,25 @@ def check_ensemble(
                 file=path,
                 field=where,
                 fix=f"set epsilon = {attack.options['epsilon']:g} in [attacks.{member}]",
+            )
+
+
+def check_min_epsilon(
+    name: str,
+    attack: Any,
+    attacks: Mapping[str, Any],
+    declared: set[str],
+    path: Path,
+    declarations: Mapping[str, Declaration],
+) -> None:
+    """min_epsilon measures every epsilon up to max_epsilon in one run: no epsilon, no scan."""
+    for key in ("epsilon", "scan"):
+        if attack.options.get(key) is not None:
+            raise SpecError(
+                f"min_epsilon measures every epsilon up to max_epsilon in one run, so `{key}` "
+                "does not apply",
+                file=path,
+                field=f"attacks.{name}.{key}",
+                fix="remove it: set max_epsilon, and read the curve with a fooling_rate check's "
+                "epsilon (or the report's curve)",
             )

@@ -457,23 +457,8 @@ def _check_attack_references(
 def _check_radius_options(
     attacks: dict[str, AttackSpec], checks: tuple[CheckSpec, ...], path: Path, errors: Errors
 ) -> None:
-    """min_epsilon searches every epsilon up to its max_epsilon: it takes no epsilon or scan,
-    and the checks that read its radii (robust_radius, fooling_rate with epsilon) need one."""
-    for name, attack in attacks.items():
-        if attack.method != "min_epsilon":
-            continue
-        for key in ("epsilon", "scan"):
-            if attack.options.get(key) is not None:
-                errors.add(
-                    error(
-                        path,
-                        f"min_epsilon measures every epsilon up to max_epsilon in one run, so "
-                        f"`{key}` does not apply",
-                        f"attacks.{name}.{key}",
-                        "remove it: set max_epsilon, and read the curve with a fooling_rate "
-                        "check's epsilon (or the report's curve)",
-                    )
-                )
+    """The checks that read a min_epsilon attack's radii (robust_radius, fooling_rate with
+    epsilon) name one, and read it within its max_epsilon."""
     for check in checks:
         where = f"checks[{check.index}]"
         if check.type == "robust_radius":
