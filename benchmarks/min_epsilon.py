@@ -6,7 +6,8 @@ On the correctly classified events of the benchmark MLP (or DeepSets) tagger, ti
   ``--steps`` per probe, ``--bisections``): every event's radius, so the whole fooling rate vs
   epsilon curve, to a resolution of max_epsilon / 2**bisections;
 * ``pgd @ e``     -- ``run_attack`` with ``PGD`` (same steps, step 2.5 e / steps, random start,
-  early stop) at each epsilon of an N-point grid up to max_epsilon,
+  early stop) at each epsilon of an N-point grid up to max_epsilon (``--probe apgd``: min_epsilon
+  with APGD probes against APGD runs, margin loss, same steps),
 
 and prints, per grid epsilon, the fooling rate read from the curve (radius <= e) and the one of
 the PGD run with their 95% Clopper-Pearson intervals, the events on which they disagree and
@@ -32,9 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 from scipy.stats import binomtest  # noqa: E402
 
+from robustcheck import registry  # noqa: E402
 from robustcheck.attacks import ATTACKS  # noqa: E402
 from robustcheck.attacks.min_epsilon import RADIUS, MinEpsilon  # noqa: E402
-from robustcheck.attacks.pgd import PGD  # noqa: E402
 from robustcheck.decision import Decision  # noqa: E402
 from robustcheck.engine import evaluate, run_attack  # noqa: E402
 from robustcheck.spec import AttackSpec  # noqa: E402
@@ -53,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bisections", type=int, default=ATTACKS["min_epsilon"].default("bisections"))
     ap.add_argument("--grid", type=int, default=6, help="PGD runs at max_epsilon * i / grid")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--probe", choices=("pgd", "apgd"), default="pgd")
     args = ap.parse_args(argv)
 
     threads = C.set_threads(args.threads)
@@ -81,13 +83,15 @@ def main(argv: list[str] | None = None) -> int:
         return (decision.decide(log_probs) != labels).numpy()[correct.numpy()]
 
     before = C.cpu_pressure()
-    options = {"steps": args.steps, "seed": args.seed, "random_start": True}
-    radius_spec = AttackSpec(
-        "radius",
-        "min_epsilon",
-        {**options, "max_epsilon": args.max_epsilon, "bisections": args.bisections},
-    )
-    min_eps = MinEpsilon(radius_spec, args.seed)
+    options = {"steps": args.steps, "seed": args.seed}
+    radius_options = {
+        **options,
+        "max_epsilon": args.max_epsilon,
+        "bisections": args.bisections,
+        "probe": args.probe,
+    }
+    values = registry.attack_options("min_epsilon", radius_options, "benchmark", "")
+    min_eps = MinEpsilon(AttackSpec("radius", "min_epsilon", values), args.seed)
     run(min_eps)  # warm-up
     wall_min, cpu_min, outcome = run(min_eps)
     radii = outcome.per_event[RADIUS].numpy()[correct.numpy()]
@@ -96,8 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     grid = [args.max_epsilon * (i + 1) / args.grid for i in range(args.grid)]
     rows = []
     for epsilon in grid:
-        pgd = PGD(AttackSpec("pgd", "pgd", {**options, "epsilon": epsilon}), args.seed)
-        wall, cpu, result = run(pgd)
+        values = registry.attack_options(args.probe, {**options, "epsilon": epsilon}, "b", "")
+        single = registry.attacks()[args.probe].load()(
+            AttackSpec(args.probe, args.probe, values), args.seed
+        )
+        wall, cpu, result = run(single)
         by_pgd = fooled(result.adversarial)
         by_curve = radii <= epsilon
         b, c = int((by_curve & ~by_pgd).sum()), int((by_pgd & ~by_curve).sum())
@@ -117,8 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.max_epsilon:g} sigma, median radius {np.median(finite):.3g} sigma"
     )
     print(
-        f"{'eps':>6s} {'curve rate (95% CL)':>28s} {'pgd rate (95% CL)':>28s} "
-        f"{'only curve':>10s} {'only pgd':>9s} {'McNemar p':>9s} {'pgd s':>7s} {'CPU s':>6s}"
+        f"{'eps':>6s} {'curve rate (95% CL)':>28s} {'probe rate (95% CL)':>28s} "
+        f"{'only curve':>10s} {'only probe':>10s} {'McNemar p':>9s} {'run s':>7s} {'CPU s':>6s}"
     )
     for epsilon, k_curve, k_pgd, b, c, p, wall, cpu in rows:
         texts = []
@@ -126,21 +133,23 @@ def main(argv: list[str] | None = None) -> int:
             low, high = clopper_pearson(k, n)
             texts.append(f"{k / n:.4f} ({low:.4f}-{high:.4f})")
         print(
-            f"{epsilon:6.3g} {texts[0]:>28s} {texts[1]:>28s} {b:10d} {c:9d} {p:9.3g} "
+            f"{epsilon:6.3g} {texts[0]:>28s} {texts[1]:>28s} {b:10d} {c:10d} {p:9.3g} "
             f"{wall:7.2f} {cpu:6.2f}"
         )
+    print(f"probe: {args.probe} at each epsilon (the same steps and seed) against the curve")
     for kind, column, own in (("wall", 6, wall_min), ("CPU", 7, cpu_min)):
         pgd_max = rows[-1][column]
         total = sum(r[column] for r in rows)
         mean = total / len(rows)
         print(
-            f"{kind}: min_epsilon = {own / pgd_max:.2f} x PGD at max_epsilon ({pgd_max:.2f} s), "
-            f"{own / mean:.2f} x the mean PGD run of the grid; PGD at all {len(rows)} "
+            f"{kind}: min_epsilon = {own / pgd_max:.2f} x the probe attack at max_epsilon "
+            f"({pgd_max:.2f} s), "
+            f"{own / mean:.2f} x the mean run of the grid; all {len(rows)} "
             f"epsilons: {total:.2f} s ({total / own:.2f} x min_epsilon)"
         )
     print(
         f"the curve's resolution {min_eps.resolution:.3g} sigma would take "
-        f"{2**args.bisections} PGD runs"
+        f"{2**args.bisections} runs at fixed epsilons"
     )
     return 0
 

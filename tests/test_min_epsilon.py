@@ -33,6 +33,7 @@ RADIUS_ATTACK = {"method": "min_epsilon", "max_epsilon": MAX_EPSILON, "steps": S
 def spec_doc(checks: list[dict[str, Any]] | None = None, **attack: Any) -> dict[str, Any]:
     doc = base_spec()
     doc["attacks"]["radius"] = {**RADIUS_ATTACK, **attack}
+    doc["attacks"]["apgd"] = {"method": "apgd", "epsilon": 1.0, "steps": STEPS, "seed": 7}
     doc["checks"] = checks or [{"type": "robust_radius", "attack": "radius", "min": 0.5}]
     return doc
 
@@ -46,20 +47,29 @@ def radius_run(model_dir: Path) -> SpecRun:
     return make_run(model_dir, spec_doc())
 
 
+@pytest.fixture(scope="module")
+def apgd_radius_run(model_dir: Path) -> SpecRun:
+    return make_run(model_dir, spec_doc(probe="apgd"))
+
+
 # --- the attack ------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("epsilon", [0.3, 0.7, 1.3, MAX_EPSILON])
-def test_curve_agrees_with_pgd_runs_at_fixed_epsilons(radius_run: SpecRun, epsilon: float) -> None:
+@pytest.mark.parametrize("probe", ["pgd", "apgd"])
+def test_curve_agrees_with_pgd_runs_at_fixed_epsilons(
+    radius_run: SpecRun, apgd_radius_run: SpecRun, probe: str, epsilon: float
+) -> None:
     """PGD with early stop at epsilon e fools an event iff one of its STEPS + 1 points (the
     random start and each step, the last checked by the fooling rate) fools it; each probe of
     min_epsilon is that PGD (same steps, step size 2.5 e / steps, random start) at the event's
     own e, so radius <= e and "PGD at e fools it" differ only by chance (other random starts)
-    and the bisection's resolution. Tolerance: the events on which the two disagree split
-    evenly both ways (exact McNemar sign test, p >= 0.01), and both rates lie in each other's
-    95% Clopper-Pearson interval."""
-    radii = event_radii(radius_run.adversaries("radius"))
-    pgd = radius_run.adversaries("pgd", epsilon=epsilon)
+    and the bisection's resolution. The same for APGD (``probe = "apgd"``). Tolerance: the
+    events on which the two disagree split evenly both ways (exact McNemar sign test,
+    p >= 0.01), and both rates lie in each other's 95% Clopper-Pearson interval."""
+    run = radius_run if probe == "pgd" else apgd_radius_run
+    radii = event_radii(run.adversaries("radius"))
+    pgd = run.adversaries(probe, epsilon=epsilon)
     pgd_fooled = pgd.fooled.numpy()[pgd.correct.numpy()]
     curve_fooled = radii <= epsilon
     n, k_curve, k_pgd = len(radii), int(curve_fooled.sum()), int(pgd_fooled.sum())
@@ -76,29 +86,33 @@ def test_curve_agrees_with_pgd_runs_at_fixed_epsilons(radius_run: SpecRun, epsil
         assert only_curve + only_pgd <= 2  # the same random numbers; float rounding only
 
 
-def test_each_probe_is_pgd_at_the_events_epsilon(radius_run: SpecRun) -> None:
-    """The same random start and steps as method pgd at that epsilon, point for point."""
-    inputs, labels = radius_run.inputs()
+@pytest.mark.parametrize("probe", ["pgd", "apgd"])
+def test_each_probe_is_that_attack_at_the_events_epsilon(
+    radius_run: SpecRun, apgd_radius_run: SpecRun, probe: str
+) -> None:
+    """The same random start and steps as method pgd (apgd) at that epsilon, point for point."""
+    run = radius_run if probe == "pgd" else apgd_radius_run
+    inputs, labels = run.inputs()
     nominal = {name: x[:256] for name, x in inputs.items()}
     decision = Decision(1)
 
     def batch(epsilon: float) -> AttackBatch:
         return AttackBatch(
-            radius_run.tagger,
+            run.tagger,
             nominal,
             decision.target(labels[:256]),
-            radius_run.envelope.box(nominal, epsilon),
+            run.envelope.box(nominal, epsilon),
             decision,
             torch.Generator().manual_seed(11),
         )
 
-    attack = radius_run.make_attack("radius")
-    with radius_run.tagger.frozen():
+    attack = run.make_attack("radius")
+    with run.tagger.frozen():
         for epsilon in (0.3, 1.3):
-            pgd = radius_run.make_attack("pgd", epsilon=epsilon)
+            other = run.make_attack(probe, epsilon=epsilon)
             every = torch.full((256,), epsilon, dtype=torch.float64)
             ours, fooled = attack.probe(batch(MAX_EPSILON), every)
-            theirs = pgd.perturb(batch(epsilon))
+            theirs = other.perturb(batch(epsilon))
             assert torch.allclose(ours["x"], theirs["x"], rtol=1e-5, atol=1e-4)
             assert torch.equal(fooled, batch(epsilon).fooled(theirs))
 

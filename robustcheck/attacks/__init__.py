@@ -212,7 +212,19 @@ ATTACKS: dict[str, Declaration] = {
                 "to max_epsilon / 2**bisections",
                 minimum=0,
             ),
-            "random_start": Field("bool", True, doc="start each probe from a uniform point"),
+            "probe": Field(
+                "str",
+                "pgd",
+                doc="the attack of each probe, at the event's own epsilon: pgd (2.5 epsilon / "
+                "steps per step) or apgd (adaptive steps, margin loss)",
+                choices=("pgd", "apgd"),
+            ),
+            "random_start": Field(
+                "bool",
+                None,
+                doc="start each probe from a uniform point (default: the probe's own, pgd "
+                "true, apgd false)",
+            ),
         },
         doc="each correctly classified event's robustness radius: the smallest epsilon at "
         "which PGD fools it, by bisection (the whole fooling rate vs epsilon curve in one run)",

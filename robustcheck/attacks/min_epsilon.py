@@ -13,6 +13,9 @@ categorical entries swapped from epsilon 1 on) at which PGD fools it:
    Fooled: the bracket's top drops to the sigma-norm of the fooling point found (at most the
    probe's epsilon); not fooled: the bottom rises to the probe's epsilon.
 
+``probe = "apgd"`` runs APGD (adaptive steps from 2 epsilon, margin loss) instead of PGD at
+each probe, in the same way: every probe is that attack at the event's own epsilon.
+
 An event's radius is the sigma-norm of the closest fooling point found: that point lies in
 the set of radius ``radius`` and fools the tagger. PGD failed at the bracket's bottom, so the
 radius overstates where PGD starts to fool the event by at most the bracket's width,
@@ -33,8 +36,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from robustcheck import registry
 from robustcheck.attacks.base import Attack, AttackBatch
-from robustcheck.attacks.pgd import PGD
 from robustcheck.envelope import WHOLE_SLACK, Box, Ellipsoid, Inputs, project_onto_ellipsoid
 from robustcheck.errors import SpecError
 from robustcheck.spec import AttackSpec
@@ -168,21 +171,20 @@ class MinEpsilon(Attack):
         super().__init__(spec, seed)
         self.bisections = int(spec.options["bisections"])
         self.steps = int(spec.options["steps"])
-        self.random_start = bool(spec.options["random_start"])
-        # PGD at epsilon 1 in a ScaledBox is PGD at each event's own epsilon
-        probe = {"epsilon": 1.0, "steps": self.steps, "step_size": None}
-        self.pgd = PGD(
-            replace(
-                spec,
-                method="pgd",
-                options={**probe, "random_start": self.random_start, "seed": seed},
-            ),
-            seed,
+        self.probe_method = str(spec.options.get("probe") or "pgd")
+        # the probe at epsilon 1 in a ScaledBox is that attack at each event's own epsilon
+        options: dict[str, object] = {"epsilon": 1.0, "steps": self.steps, "seed": seed}
+        if spec.options.get("random_start") is not None:
+            options["random_start"] = bool(spec.options["random_start"])
+        where = f"attacks.{spec.name}"
+        values = registry.attack_options(self.probe_method, options, where, "")
+        self.inner: Attack = registry.attacks()[self.probe_method].load()(
+            replace(spec, method=self.probe_method, options=values), seed
         )
 
     @property
     def uses_seed(self) -> bool:
-        return self.random_start
+        return self.inner.uses_seed
 
     @property
     def resolution(self) -> float:
@@ -190,18 +192,20 @@ class MinEpsilon(Attack):
         return self.max_epsilon / 2**self.bisections
 
     def describe(self) -> str:
-        start = ", random start" if self.random_start else ""
+        step = "2.5 eps/steps" if self.probe_method == "pgd" else "adaptive steps"
+        start = ", random start" if getattr(self.inner, "random_start", False) else ""
         return (
-            f"min_epsilon up to eps={self.max_epsilon:g} sigma: pgd with {self.steps} steps of "
-            f"2.5 eps/steps per probe, {self.bisections} bisections (resolution "
+            f"min_epsilon up to eps={self.max_epsilon:g} sigma: {self.probe_method} with "
+            f"{self.steps} steps ({step}) per probe, {self.bisections} bisections (resolution "
             f"{self.resolution:.3g} sigma){start}, {self.seed_note()}"
         )
 
     def probe(self, batch: AttackBatch, epsilon: torch.Tensor) -> tuple[Inputs, torch.Tensor]:
-        """PGD with each event at its own ``epsilon``: the points and which of them fool."""
+        """The probe attack with each event at its own ``epsilon``: the points and which of
+        them fool."""
         scaled = replace(batch, box=ScaledBox.around(batch.box, epsilon), outputs={})
-        adv = self.pgd.perturb(scaled)
-        # the last step's point is checked too, as the fooling rate of a PGD run checks it
+        adv = self.inner.perturb(scaled)
+        # the last point is checked too, as the fooling rate of a run at one epsilon checks it
         return adv, scaled.fooled(adv)
 
     def perturb(self, batch: AttackBatch) -> Inputs:
