@@ -329,8 +329,24 @@ def test_fooling_rate_reads_the_curve_at_epsilon(radius_run: SpecRun, model_dir:
 
 
 def test_min_epsilon_refuses_an_epsilon_override(radius_run: SpecRun) -> None:
-    with pytest.raises(SpecError, match="runs at no epsilon"):
+    with pytest.raises(SpecError, match="runs at no other"):
         radius_run.adversaries("radius", epsilon=1.0)
+
+
+def test_gradient_masking_check_on_min_epsilon_is_skipped_with_a_reason(model_dir: Path) -> None:
+    checks = [
+        {
+            "type": "fooling_rate",
+            "attack": "radius",
+            "max": 1.0,
+            "epsilon": 1.0,
+            "gradient_masking_check": True,
+        }
+    ]
+    run = make_run(model_dir, spec_doc(checks))
+    result = run.run_check(run.spec.checks[0])
+    assert result.passed
+    assert any("gradient-masking check skipped: min_epsilon" in line for line in result.details)
 
 
 def spec_error(folder: Path, doc: dict[str, Any]) -> SpecError:

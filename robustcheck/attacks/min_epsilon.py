@@ -160,13 +160,14 @@ class MinEpsilon(Attack):
     """Bisection over each event's epsilon with early-stopped PGD (see the module's doc)."""
 
     def __init__(self, spec: AttackSpec, seed: int) -> None:
-        if spec.options.get("epsilon") is not None:  # e.g. SpecRun.adversaries(epsilon=...)
+        self.max_epsilon = float(spec.options["max_epsilon"])
+        epsilon = spec.options.get("epsilon")  # e.g. SpecRun.adversaries(epsilon=...)
+        if epsilon is not None and float(epsilon) != self.max_epsilon:
             raise SpecError(
-                "min_epsilon measures every epsilon up to max_epsilon: it runs at no epsilon",
+                "min_epsilon measures every epsilon up to max_epsilon: it runs at no other",
                 field=f"attacks.{spec.name}.epsilon",
                 fix="read its curve at an epsilon (fooling_rate epsilon, event_radii)",
             )
-        self.max_epsilon = float(spec.options["max_epsilon"])
         spec = replace(spec, options={**spec.options, "epsilon": self.max_epsilon})
         super().__init__(spec, seed)
         self.bisections = int(spec.options["bisections"])
