@@ -260,6 +260,7 @@ class Invariance(Check):
         sampled = [f"distributions compared {adv.kept_note()}"] if adv.kept is not None else []
         details = [
             *adv.warnings,
+            *adv.notes,
             *sampled,
             *self._correction_note(tests),
             *self._comparison_note(measured, independent),
