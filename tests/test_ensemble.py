@@ -141,6 +141,22 @@ def test_without_early_stopping_each_event_keeps_its_worst_point(model_dir: Path
     assert "each run on every event" in full.notes[0]
 
 
+def test_every_check_on_an_ensemble_names_its_members(model_dir: Path) -> None:
+    doc = base_spec()
+    doc["attacks"] = {
+        "ens": {"method": "ensemble", "epsilon": 1.0, "attacks": ["apgd5", "pgd5"]},
+        **MEMBERS,
+    }
+    doc["checks"] = [
+        {"type": "invariance", "attack": "ens", "ks_min_pvalue": 1e-12},
+        {"type": "auc_under_attack", "attack": "ens", "max_auc_drop": 1.0},
+    ]
+    run = SpecRun(parse_spec(doc, model_dir / "robustness.toml"), device="cpu")
+    for check in run.spec.checks:
+        result = run.run_check(check)
+        assert any(d.startswith("ensemble members") for d in result.details), check.type
+
+
 @pytest.fixture(scope="module")
 def toys(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("toys")
