@@ -402,6 +402,7 @@ class SpecRun:
             spec = replace(spec, method=method, options=options)
         attack = registry.attacks()[spec.method].load()(spec, self.seed_for(name))
         attack.link(self.spec.attacks, self.seed_for)
+        attack.use_spec(self.spec)
         return attack
 
     def _gradient_fallback(self, attack_name: str, inputs: Inputs) -> str:

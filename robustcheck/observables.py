@@ -125,3 +125,44 @@ def stacked(values: Mapping[str, torch.Tensor]) -> tuple[tuple[str, ...], torch.
     """Names and an (events, observables) tensor."""
     names = tuple(values)
     return names, torch.stack([values[k] for k in names], dim=1)
+
+
+def differentiable_observables(
+    function: Observables, inputs: Mapping[str, torch.Tensor], spec_path: Path | None
+) -> tuple[tuple[str, ...], torch.Tensor]:
+    """Names and an (events, observables) tensor of ``function`` on ``inputs``, keeping the
+    autograd graph (an attack's penalty follows its gradients), on the inputs' device and in
+    their floating dtype. No host sync: only shapes are checked, not values."""
+    dtype = next((x.dtype for x in inputs.values() if x.is_floating_point()), torch.float32)
+    size = len(next(iter(inputs.values())))
+    try:
+        out = function(dict(inputs))
+    except Exception as exc:
+        raise ModelError(
+            f"the observables function failed on the attack's inputs "
+            f"{ {k: tuple(v.shape) for k, v in inputs.items()} }: {exception_text(exc)}",
+            file=spec_path,
+            field=FIELD,
+        ) from None
+    if not isinstance(out, Mapping) or not out:
+        raise ModelError(
+            f"the observables function returned {type(out).__name__}, not a dict of "
+            "per-event tensors",
+            file=spec_path,
+            field=FIELD,
+            fix='return e.g. {"jet_mass": mass, "jet_width": width}, one value per event',
+        )
+    columns = []
+    for key, value in out.items():
+        tensor = torch.as_tensor(value).to(dtype)
+        if tensor.ndim == 2 and tensor.shape[1] == 1:
+            tensor = tensor[:, 0]
+        if tensor.shape != (size,):
+            raise ModelError(
+                f"observable {key!r} has shape {tuple(tensor.shape)} for {size} events",
+                file=spec_path,
+                field=FIELD,
+                fix="return one value per event (a tensor of shape (events,))",
+            )
+        columns.append(tensor)
+    return tuple(out), torch.stack(columns, dim=1)

@@ -69,6 +69,19 @@ ATTACKS: dict[str, Declaration] = {
                 doc="weight of the change of marginals and correlations",
                 minimum=0.0,
             ),
+            "lambda_class": Field(
+                "number",
+                1.0,
+                doc="weight of the change of marginals and correlations within each true class",
+                minimum=0.0,
+            ),
+            "lambda_observables": Field(
+                "number",
+                1.0,
+                doc="weight of the change of the [observables]' means, widths and correlations "
+                "(whole batch and each true class)",
+                minimum=0.0,
+            ),
         },
         doc="PGD that keeps the input distributions unchanged (hidden systematics)",
         # no spsa stand-in: spsa neither keeps the distributions nor resets unfooled events,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import torch
 
@@ -155,6 +156,10 @@ class Attack:
     def link(self, attacks: Mapping[str, AttackSpec], seed_for: Callable[[str], int]) -> None:
         """Called with the spec's attack tables (and the seed each runs with) before the
         attack runs: an attack built from others (the ensemble) finds them here."""
+
+    def use_spec(self, spec: Any) -> None:
+        """Called with the whole validated spec before the attack runs: an attack that
+        needs more than its own table (constrained_pgd, the ``[observables]``) finds it here."""
 
     def report(self) -> tuple[list[str], dict[str, int | float | str]]:
         """Notes on the run so far (lines for a check's details) and figures for its
