@@ -13,20 +13,18 @@ from __future__ import annotations
 
 import argparse
 import time
-import tomllib
-from dataclasses import replace
 from pathlib import Path
 
+import tomllib
 import torch
 
-from robustcheck import registry
 from robustcheck.core import SpecRun
 from robustcheck.spec import parse_spec
 
 SPEC = Path(__file__).resolve().parent.parent / "examples/quickstart/hidden_systematics.robust.toml"
 
 
-def variants(epsilon: float, steps: int) -> dict[str, dict]:
+def variants(epsilon: float, steps: int, extra: list[float]) -> dict[str, dict]:
     base = {"epsilon": epsilon, "steps": steps, "seed": 1}
     return {
         "pgd": {"method": "pgd", **base},
@@ -37,10 +35,13 @@ def variants(epsilon: float, steps: int) -> dict[str, dict]:
             "lambda_class": 0.0,
         },
         "constrained (default)": {"method": "constrained_pgd", **base},
-        "constrained (lambda_class=3)": {
-            "method": "constrained_pgd",
-            **base,
-            "lambda_class": 3.0,
+        **{
+            f"constrained (lambda_class={w:g})": {
+                "method": "constrained_pgd",
+                **base,
+                "lambda_class": w,
+            }
+            for w in extra
         },
     }
 
@@ -49,11 +50,16 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--epsilon", type=float, default=3.0)
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument(
+        "--lambda-class", type=float, nargs="*", default=[], help="more weights to try"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     doc = tomllib.loads(SPEC.read_text())
-    hidden_check = next(c for c in doc["checks"] if c.get("attack") == "hidden" and c["type"] == "invariance")
-    for label, table in variants(args.epsilon, args.steps).items():
+    hidden_check = next(
+        c for c in doc["checks"] if c.get("attack") == "hidden" and c["type"] == "invariance"
+    )
+    for label, table in variants(args.epsilon, args.steps, args.lambda_class).items():
         doc["attacks"] = {"a": table}
         check = {**hidden_check, "attack": "a", "name": "inv"}
         check.pop("control_region_events", None)
@@ -68,17 +74,24 @@ def main() -> None:
         inv = results["inv"].figures
         print(f"== {label}: {seconds:.1f} s")
         print(
-            f"  fooling rate {f.get('fooling_rate', f.get('rate'))} "
-            f"({f.get('ci_low')}-{f.get('ci_high')}), fooled {f.get('fooled')} of {f.get('attacked', f.get('correct'))}"
+            f"  fooling rate {f['fooling_rate']:.4f} ({f['ci_low']:.3f}-{f['ci_high']:.3f}), "
+            f"{f['n_fooled']} of {f['n_events']} correct decisions flip"
         )
-        print(f"  invariance at spec statistics: {'passes' if results['inv'].passed else 'fails'}; "
-              f"at 1e6: {'passes' if results['inv1e6'].passed else 'fails'}")
-        print(f"  smallest events_to_detect {inv.get('events_to_detect')} ({inv.get('events_to_detect_test')})")
+        print(
+            f"  invariance at spec statistics: {'passes' if results['inv'].passed else 'fails'}; "
+            f"at 1e6: {'passes' if results['inv1e6'].passed else 'fails'}"
+        )
+        print(
+            f"  smallest events_to_detect {inv.get('events_to_detect'):,.0f} "
+            f"({inv.get('events_to_detect_test')})"
+        )
         best: dict[str, tuple[float, str]] = {}
         for key, value in inv.items():
             if key.startswith("events_to_detect/"):
                 _, kind, region, feature = key.split("/", 3)
-                if isinstance(value, (int, float)) and (region not in best or value < best[region][0]):
+                if isinstance(value, (int, float)) and (
+                    region not in best or value < best[region][0]
+                ):
                     best[region] = (value, f"{kind} {feature}")
         for region, (n, where) in sorted(best.items()):
             print(f"    {region:12s} {n:>12,.0f}  ({where})")

@@ -184,9 +184,7 @@ class ConstrainedPGD(PGD):
         )
         return values
 
-    def _observables_moments(
-        self, batch: AttackBatch
-    ) -> tuple[Moments | None, torch.Tensor]:
+    def _observables_moments(self, batch: AttackBatch) -> tuple[Moments | None, torch.Tensor]:
         """The nominal moments of the observables over the batch and within each class (the
         groups' weights come with them), or None without observables."""
         if self.observables is None or self.lambda_observables <= 0:
