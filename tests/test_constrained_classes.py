@@ -182,3 +182,22 @@ def test_differentiable_observables_keep_gradients_and_check_shapes() -> None:
         differentiable_observables(lambda inputs: {"e": inputs["x"]}, {"x": x}, None)
     with pytest.raises(ModelError, match="not a dict"):
         differentiable_observables(lambda inputs: inputs["x"], {"x": x}, None)
+
+
+def test_padded_particles_with_observables_stay_in_the_box(tmp_path: Path) -> None:
+    """Per-entry moments skip the padding; the observables see the padded attacked inputs."""
+    from tests.test_invariance_observables import particle_doc, particle_folder
+
+    doc = particle_doc(observables={"function": "jetobs.py:observables"})
+    doc["attacks"] = {
+        "pgd": {"method": "constrained_pgd", "epsilon": 2.0, "steps": 10, "lambda_class": 1.0}
+    }
+    spec = parse_spec(doc, particle_folder(tmp_path) / "robustness.toml")
+    spec_run = SpecRun(spec, device="cpu")
+    attack = spec_run.make_attack("pgd")
+    assert attack.observables is not None
+    adv = spec_run.adversaries("pgd")
+    x, moved, mask = adv.nominal["parts"], adv.adversarial["parts"], adv.nominal["mask"]
+    assert bool(torch.isfinite(moved).all())
+    assert torch.equal(moved[mask == 0], x[mask == 0])  # padding never moves
+    assert int(adv.fooled.sum()) > 0
