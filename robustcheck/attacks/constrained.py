@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -116,7 +117,7 @@ class ConstrainedPGD(PGD):
         self.lambda_class = float(spec.options.get("lambda_class", 0.0) or 0.0)
         self.lambda_observables = float(spec.options.get("lambda_observables", 0.0) or 0.0)
         self.observables: Callable[[dict[str, torch.Tensor]], Any] | None = None
-        self.observables_path: Any = None
+        self.observables_path: Path | None = None
 
     def use_spec(self, spec: Any) -> None:
         """Keep the spec's ``[observables]`` function, when it has one, for the penalty."""
