@@ -401,7 +401,6 @@ class SpecRun:
             options = registry.attack_options(method, shared, f"attacks.{name}", "")
             spec = replace(spec, method=method, options=options)
         attack = registry.attacks()[spec.method].load()(spec, self.seed_for(name))
-        attack.link(self.spec.attacks, self.seed_for)
         attack.use_spec(self.spec)
         return attack
 

@@ -103,10 +103,10 @@ def test_ensemble_is_at_least_as_strong_as_each_member(model_dir: Path) -> None:
 
 def test_ensemble_never_attacks_an_event_already_fooled(model_dir: Path, monkeypatch) -> None:
     seen: list[tuple[set[tuple], set[tuple]]] = []  # per member call: its events, those fooled
-    link = Ensemble.link
+    use_spec = Ensemble.use_spec
 
-    def spying_link(self, attacks, seed_for):
-        link(self, attacks, seed_for)
+    def spying_use_spec(self, spec):
+        use_spec(self, spec)
         for member in self.members:
             perturb = member.perturb
 
@@ -119,7 +119,7 @@ def test_ensemble_never_attacks_an_event_already_fooled(model_dir: Path, monkeyp
 
             member.perturb = spy
 
-    monkeypatch.setattr(Ensemble, "link", spying_link)
+    monkeypatch.setattr(Ensemble, "use_spec", spying_use_spec)
     attacks = {"ens": {"method": "ensemble", "epsilon": 1.0, "attacks": [*MEMBERS, "spsa"]}}
     run = make_run(model_dir, {**attacks, **MEMBERS})
     adv = run.adversaries("ens")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -153,13 +153,10 @@ class Attack:
         entropy unless the attack says otherwise); sanity probes look at its gradients."""
         return batch.decision.event_loss(log_probs, batch.target)
 
-    def link(self, attacks: Mapping[str, AttackSpec], seed_for: Callable[[str], int]) -> None:
-        """Called with the spec's attack tables (and the seed each runs with) before the
-        attack runs: an attack built from others (the ensemble) finds them here."""
-
     def use_spec(self, spec: Any) -> None:
         """Called with the whole validated spec before the attack runs: an attack that
-        needs more than its own table (constrained_pgd, the ``[observables]``) finds it here."""
+        needs more than its own table finds it here (the ensemble its members' attack
+        tables, constrained_pgd the ``[observables]``)."""
 
     def report(self) -> tuple[list[str], dict[str, int | float | str]]:
         """Notes on the run so far (lines for a check's details) and figures for its

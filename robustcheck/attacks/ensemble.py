@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
+from typing import Any
 
 import torch
 
@@ -40,7 +41,14 @@ class Ensemble(Attack):
         self.seconds = [0.0] * len(self.names)
         self.every_event = False  # ran without early stopping: every member on every event
 
-    def link(self, attacks: Mapping[str, AttackSpec], seed_for: Callable[[str], int]) -> None:
+    def use_spec(self, spec: Any) -> None:
+        """Build the members from the spec's attack tables (or the built-ins) and pass the
+        spec on to each (a constrained_pgd member finds the ``[observables]`` there)."""
+        self._build(spec.attacks if spec is not None else {})
+        for member in self._members():
+            member.use_spec(spec)
+
+    def _build(self, attacks: Mapping[str, AttackSpec]) -> None:
         members = []
         for name in self.names:
             table = attacks.get(name)
@@ -65,7 +73,7 @@ class Ensemble(Attack):
 
     def _members(self) -> list[Attack]:
         if self.members is None:  # used outside a spec run: built-in members only
-            self.link({}, lambda name: self.seed)
+            self._build({})
         assert self.members is not None
         return self.members
 
