@@ -188,6 +188,7 @@ def class_comparison(
     title: str,
     signal_class: int | None = None,
     stats: str | None = None,
+    ratio_label: str = "attacked / nominal",
 ) -> bytes:
     """Two samples of one feature per true class (``data["classes"][c][key]`` holds counts
     and errors), with statistical error bars and the ratio panel with its errors."""
@@ -232,7 +233,7 @@ def class_comparison(
         top.set_ylim(0, tallest * 1.45)
         top.legend(loc="upper right", fontsize=7)
         top.set_title(title, loc="left")
-        _ratio_panel(bottom, edges, pairs, f"{labels[1].split()[0]} / {labels[0].split()[0]}")
+        _ratio_panel(bottom, edges, pairs, ratio_label)
         bottom.set_xlabel(axis_label(data["feature"], data.get("unit")))
         bottom.set_xlim(edges[0], edges[-1])
         return _png(figure)

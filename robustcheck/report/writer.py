@@ -177,7 +177,13 @@ def check_plots(spec: dict[str, Any], prefix: str) -> list[tuple[Plot, Any]]:
                     (
                         plot,
                         lambda h=h, labels=labels, title=title: plots.class_comparison(
-                            h, ("reference", "attacked"), labels, title, signal
+                            h,
+                            ("reference", "attacked"),
+                            labels,
+                            title,
+                            signal,
+                            None,
+                            "attacked / ref.",
                         ),
                     )
                 )
