@@ -301,3 +301,35 @@ def test_events_to_detect_table_reads_the_check_figures() -> None:
             "events_to_detect": None,
         },
     ]
+
+
+def test_particle_inputs_and_observables_in_the_report_data(tmp_path: Path) -> None:
+    """Constituent features (padding left out) and observables, per class, as the check
+    compares them; the fooled events' pulls over their real constituents."""
+    from robustcheck.core import SpecRun
+    from robustcheck.report.data import SpecReportData, check_plot_data
+    from tests.test_invariance_observables import particle_doc, particle_folder
+
+    folder = particle_folder(tmp_path)
+    doc = particle_doc(observables={"function": "jetobs.py:observables"})
+    doc["envelope"]["parts"]["pt"]["unit"] = "GeV"
+    spec = parse_spec(doc, folder / "robustness.toml")
+    run = SpecRun(spec, device="cpu")
+    (result,) = run.run()
+    found = check_plot_data(run, spec.checks[0], result.figures)["invariance"]
+    mask = np.load(folder / "particles.npz")["mask"] > 0
+    adv = run.adversaries("pgd")
+    real = mask.sum()
+    by_name = {h["feature"]: h for h in found["histograms"]}
+    assert set(by_name) == {"pt", "eta", "phi", "sum_pt", "width", "n_above_5"}
+    assert by_name["pt"]["unit"] == "GeV" and by_name["sum_pt"]["observable"] is True
+    for name, per_event in (("pt", False), ("sum_pt", True)):
+        classes = by_name[name]["classes"].values()
+        total = sum(sum(c["reference"]["counts"]) + sum(c["attacked"]["counts"]) for c in classes)
+        assert total == (len(mask) if per_event else real)
+    rows = found["events_to_detect"]
+    assert len(rows) == sum(k.startswith("events_to_detect/") for k in result.figures)
+    pulls = {p["feature"]: p for p in SpecReportData(run).attack("pgd")["pulls"]}
+    fooled = adv.fooled.numpy()
+    assert pulls["pt"]["n_entries"] == mask[fooled].sum() and pulls["pt"]["unit"] == "GeV"
+    assert pulls["eta"]["n_events"] == fooled.sum()
