@@ -169,6 +169,7 @@ def test_every_plot_kind_is_drawn_and_backed_by_its_numbers(
     value = figures[f"events_to_detect/{row['test']}/{row['region']}/{row['feature']}"]
     assert row["events_to_detect"] == (value if value is not None else None)
     assert "events per sample at which each test" in page
+    assert "in bold: at most control_region_events = 10" in page
     assert "independent nominal half" in page
 
     # units: in report.json beside every histogram of a feature that has one

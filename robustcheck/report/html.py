@@ -157,8 +157,9 @@ def _attack(name: str, attack: dict[str, Any], drawn: list[Plot]) -> str:
     return "\n".join(parts)
 
 
-def _events_to_detect(rows: list[dict[str, Any]]) -> str:
-    """The invariance check's events_to_detect per test, region and feature (or observable)."""
+def _events_to_detect(rows: list[dict[str, Any]], limit: float | None = None) -> str:
+    """The invariance check's events_to_detect per test, region and feature (or observable);
+    with ``limit`` (control_region_events) the cells at or below it in bold."""
     if not rows:
         return ""
     tests = list(dict.fromkeys(r["test"] for r in rows))
@@ -177,11 +178,19 @@ def _events_to_detect(rows: list[dict[str, Any]]) -> str:
                     cells.append("<td></td>")
                     continue
                 n = found[(t, g, feature)]
-                cells.append(f"<td class='num'>{'no shift' if n is None else f'{n:,.0f}'}</td>")
+                text = "no shift" if n is None else f"{n:,.0f}"
+                if n is not None and limit is not None and n <= limit:
+                    text = f"<b>{text}</b>"
+                cells.append(f"<td class='num'>{text}</td>")
         body.append(f"<tr><td>{escape(feature)}</td>{''.join(cells)}</tr>")
+    bold = (
+        f"; in bold: at most control_region_events = {limit:,.0f}, so the check fails"
+        if limit is not None
+        else ""
+    )
     return (
         '<p class="meta">events per sample at which each test would see the measured shift at '
-        "the check's level (fewer: more visible)</p>"
+        f"the check's level (fewer: more visible){bold}</p>"
         f"<table>{head}</tr>{''.join(body)}</table>"
     )
 
@@ -194,7 +203,8 @@ def _check_plots(spec: dict[str, Any], drawn: list[Plot]) -> str:
         data = check.get("plot_data") or {}
         mine = [_figure(p) for p in drawn if p.check == check["name"]]
         invariance = data.get("invariance") or {}
-        table = _events_to_detect(invariance.get("events_to_detect") or [])
+        limit = (check.get("options") or {}).get("control_region_events")
+        table = _events_to_detect(invariance.get("events_to_detect") or [], limit)
         if not mine and not table:
             continue
         parts.append(
