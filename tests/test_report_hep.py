@@ -179,6 +179,7 @@ def test_every_plot_kind_is_drawn_and_backed_by_its_numbers(
         "jet_eta": None,
     }
     assert pulls["jet_pt"]["unit"] == "GeV"
+    assert spec["units"] == {"x": {"jet_pt": "GeV", "jet_mass": "GeV"}}
     assert {h["feature"]: h["unit"] for h in found["histograms"]}["jet_mass"] == "GeV"
 
 

@@ -61,6 +61,11 @@ class SpecReportData:
                     "model": model,
                     "data": {name: _file(table.path) for name, table in spec.data.items()},
                     "signal_class": spec.model.signal_class,
+                    "units": {
+                        name: {f: e.unit for f, e in entries.items() if e.unit}
+                        for name, entries in spec.envelope.items()
+                        if any(e.unit for e in entries.values())
+                    },
                 }
             )
         if not evaluate:
