@@ -335,3 +335,26 @@ def test_particle_inputs_and_observables_in_the_report_data(tmp_path: Path) -> N
     fooled = adv.fooled.numpy()
     assert pulls["pt"]["n_entries"] == mask[fooled].sum() and pulls["pt"]["unit"] == "GeV"
     assert pulls["eta"]["n_events"] == fooled.sum()
+
+
+def test_a_failing_part_costs_only_that_part(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from robustcheck.core import SpecRun
+    from robustcheck.report import data as report_data
+    from tests.test_invariance_observables import particle_doc, particle_folder
+
+    folder = particle_folder(tmp_path)
+    run = SpecRun(parse_spec(particle_doc(), folder / "robustness.toml"), device="cpu")
+    run.run()
+
+    def broken(*args: Any) -> None:
+        raise RuntimeError("no pulls today")
+
+    monkeypatch.setattr(report_data, "pull_data", broken)
+    found = report_data.SpecReportData(run)
+    attack = found.attack("pgd")
+    assert attack["pulls"] is None and attack["histograms"] and attack["discriminant"]
+    (problem,) = found.problems
+    assert problem.startswith("report data (pulls) of attack pgd in ")
+    assert problem.endswith("RuntimeError: no pulls today")

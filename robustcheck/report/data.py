@@ -38,6 +38,7 @@ class SpecReportData:
         self._files: dict[str, Any] | None = None
         self._spec: dict[str, Any] | None = None
         self._attacks: dict[str, dict[str, Any]] = {}
+        self.problems: list[str] = []  # parts of the report data that failed, each once
 
     def spec_info(self, evaluate: bool = True) -> dict[str, Any]:
         """Spec, model and data files with their hashes; with ``evaluate`` also the event
@@ -115,8 +116,10 @@ class SpecReportData:
                     )
                     if name in plotted_attacks(self.run)
                     else [],
-                    "discriminant": self._discriminant(main),
-                    "pulls": pull_data(main, self.run.envelope.inputs, self._units())
+                    "discriminant": self._part(name, "discriminant", self._discriminant, main),
+                    "pulls": self._part(
+                        name, "pulls", pull_data, main, self.run.envelope.inputs, self._units()
+                    )
                     if name in plotted_attacks(self.run)
                     else [],
                     "scan": self._scan(name),
@@ -125,6 +128,20 @@ class SpecReportData:
                 }
             )
         return self._attacks[name]
+
+    def _part(self, attack: str, what: str, compute: Any, *args: Any) -> Any:
+        """One optional part of an attack's data; a failure costs only that part (None) and
+        becomes a problem line."""
+        try:
+            return compute(*args)
+        except Exception as exc:
+            problem = (
+                f"report data ({what}) of attack {attack} in {self.run.spec.path}: "
+                f"{type(exc).__name__}: {exc}"
+            )
+            if problem not in self.problems:
+                self.problems.append(problem)
+            return None
 
     def _units(self) -> dict[tuple[str, str], str]:
         """(input, feature) -> the unit the envelope gives it."""
@@ -497,6 +514,7 @@ def add_report_data(record: dict[str, Any], data: SpecReportData, check: CheckSp
             problems.append(
                 f"report data of attack {attack} in {record['spec']}: {type(exc).__name__}: {exc}"
             )
+        problems += [p for p in data.problems if p not in problems]
     if ran:
         try:
             extra = check_plot_data(data.run, check, record.get("figures") or {})
