@@ -236,6 +236,11 @@ class InputEnvelope:
     ellipsoids: tuple[Ellipsoid, ...] = ()
     integer: torch.Tensor | None = None  # (features,) bool: moves by whole units
     categories: tuple[Category, ...] = ()
+    units: tuple[str | None, ...] = ()  # per feature, from the envelope's `unit`
+
+    def unit(self, column: int) -> str | None:
+        """The unit of the feature in ``column``, or None."""
+        return self.units[column] if column < len(self.units) else None
 
     @property
     def has_integer(self) -> bool:
@@ -285,6 +290,7 @@ class InputEnvelope:
             ),
             integer=torch.tensor(integer, dtype=torch.bool) if any(integer) else None,
             categories=categories,
+            units=tuple(e.unit for e in items),
         )
 
     def to(self, device: torch.device | str) -> InputEnvelope:

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import warnings
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -162,8 +163,15 @@ def test_pytest_report_json_html_and_summary(project: pytest.Pytester, model_dir
 
     # plots: one file per entry, every one embedded in the page
     files = [p["file"] for p in spec["plots"]]
-    kinds = sorted(p["kind"] for p in spec["plots"])
-    assert kinds == ["histogram"] * 6 + ["roc", "scan"]
+    kinds = Counter(p["kind"] for p in spec["plots"])
+    assert kinds == {
+        "histogram": 6,  # per feature and plotted attack
+        "pulls": 6,
+        "discriminant": 2,  # per attack
+        "invariance_histogram": 3,  # per feature of the invariance check
+        "roc": 1,
+        "scan": 1,
+    }
     page = (project.path / "rep" / "report.html").read_text()
     embedded = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
     assert len(embedded) == len(files)
@@ -213,7 +221,7 @@ def test_summary_under_xdist_lists_each_check_once(project: pytest.Pytester) -> 
     assert set(spec["attacks"]) == {"pgd", "fgsm"}
     assert spec["roc"]["nominal"]["n_events"] == 600
     page = (project.path / "rep" / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == len(spec["plots"]) == 7
+    assert page.count("data:image/png;base64,") == len(spec["plots"]) == 18
 
 
 def test_unwritable_report_folder_keeps_a_passing_run_passing(project: pytest.Pytester) -> None:

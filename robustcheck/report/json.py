@@ -30,6 +30,7 @@ PACKAGES = (
     "scipy",
     "pytest",
     "matplotlib",
+    "mplhep",
 )
 
 

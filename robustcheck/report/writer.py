@@ -102,20 +102,112 @@ def radius_plots(
     ]
 
 
+def attack_extra_plots(name: str, attack: dict[str, Any], prefix: str) -> list[tuple[Plot, Any]]:
+    """An attack's discriminant distribution and its fooled events' pulls per feature."""
+    stem = f"{prefix}__{_slug(name)}"
+    todo: list[tuple[Plot, Any]] = []
+    if (attack.get("discriminant") or {}).get("samples"):
+        plot = Plot(
+            "discriminant",
+            f"discriminant per true class: nominal, {name}, alternative",
+            f"{stem}__discriminant.png",
+            name,
+            data=f"attacks.{name}.discriminant",
+        )
+        todo.append((plot, lambda: plots.discriminant(attack["discriminant"], name)))
+    for number, pull in enumerate((attack.get("pulls") or [])[:MAX_HISTOGRAMS]):
+        plot = Plot(
+            "pulls",
+            f"pulls of the fooled events: {pull['input']} {pull['feature']}, {name}",
+            f"{stem}__pulls_{_slug(pull['input'])}_{_slug(pull['feature'])}.png",
+            name,
+            data=f"attacks.{name}.pulls[{number}]",
+        )
+        todo.append((plot, lambda pull=pull: plots.pulls(pull, name)))
+    return todo
+
+
+def check_plots(spec: dict[str, Any], prefix: str) -> list[tuple[Plot, Any]]:
+    """The plots of checks that carry their own data: a loss_surface check's curves and grid,
+    an invariance check's compared samples per true class (at most MAX_HISTOGRAMS each)."""
+    todo: list[tuple[Plot, Any]] = []
+    signal = spec.get("signal_class")
+    for index, check in enumerate(spec["checks"]):
+        data = check.get("plot_data") or {}
+        stem = f"{prefix}__check{index}_{_slug(check['name'])}"
+        where = f"checks[{index}].plot_data"
+        surface = data.get("loss_surface")
+        if surface:
+            plot = Plot(
+                "loss_surface",
+                f"loss surface: {check['name']}",
+                f"{stem}__loss.png",
+                check=check["name"],
+                data=f"{where}.loss_surface",
+            )
+            todo.append((plot, lambda s=surface, c=check: plots.loss_profiles(s, c["name"])))
+            if surface.get("grid") is not None:
+                plot = Plot(
+                    "loss_surface_grid",
+                    f"loss surface grid: {check['name']}",
+                    f"{stem}__loss_grid.png",
+                    check=check["name"],
+                    data=f"{where}.loss_surface",
+                )
+                todo.append((plot, lambda s=surface, c=check: plots.loss_grid(s, c["name"])))
+        found = data.get("invariance")
+        if found:
+            independent = found["compare_to"] == "independent"
+            labels = (
+                ("independent nominal half", f"attacked half ({found['attack']})")
+                if independent
+                else ("nominal (same events)", f"attacked ({found['attack']})")
+            )
+            for number, h in enumerate(found["histograms"][:MAX_HISTOGRAMS]):
+                title = f"{check['name']}: {h['input']} {h['feature']}, {labels[0]} vs attacked"
+                plot = Plot(
+                    "invariance_histogram",
+                    title,
+                    f"{stem}__{_slug(h['input'])}_{_slug(h['feature'])}.png",
+                    found["attack"],
+                    check=check["name"],
+                    data=f"{where}.invariance.histograms[{number}]",
+                )
+                todo.append(
+                    (
+                        plot,
+                        lambda h=h, labels=labels, title=title: plots.class_comparison(
+                            h,
+                            ("reference", "attacked"),
+                            labels,
+                            title,
+                            signal,
+                            None,
+                            "attacked / ref.",
+                        ),
+                    )
+                )
+    return todo
+
+
 def spec_plots(spec: dict[str, Any]) -> list[Plot]:
     """Draw every plot of one spec; a failure is kept as the plot's ``error``."""
     prefix = f"plots/{spec_slug(spec['path'])}"
     todo: list[tuple[Plot, Any]] = []
+    signal = spec.get("signal_class")
     for name, attack in spec["attacks"].items():
-        for h in plotted_histograms(attack.get("histograms") or []):
+        shown = plotted_histograms(attack.get("histograms") or [])
+        for h in shown:
             title = f"{h['input']} {h['feature']}: nominal vs {name}"
             plot = Plot(
                 "histogram",
                 title,
                 f"{prefix}__{_slug(name)}__{_slug(h['input'])}_{_slug(h['feature'])}.png",
                 name,
+                data=f"attacks.{name}.histograms[{attack['histograms'].index(h)}]",
             )
-            todo.append((plot, lambda h=h, name=name: plots.histogram(h, name)))
+            todo.append((plot, lambda h=h, name=name: plots.histogram(h, name, signal)))
+        todo += attack_extra_plots(name, attack, prefix)
         if attack.get("scan"):
             limit = fooling_rate_limit(spec, name)
             plot = Plot(
@@ -129,6 +221,7 @@ def spec_plots(spec: dict[str, Any]) -> list[Plot]:
             )
         if attack.get("radius"):
             todo += radius_plots(spec, name, attack["radius"], prefix)
+    todo += check_plots(spec, prefix)
     curves = [(sample, curve) for sample, curve in (spec.get("roc") or {}).items()]
     curves += [
         (f"adversarial {name}", attack["roc"])
@@ -136,7 +229,7 @@ def spec_plots(spec: dict[str, Any]) -> list[Plot]:
         if attack.get("roc")
     ]
     if curves:
-        plot = Plot("roc", "ROC curves", f"{prefix}__roc.png")
+        plot = Plot("roc", "ROC curves", f"{prefix}__roc.png", data="roc, attacks.NAME.roc")
         todo.append((plot, lambda: plots.roc(curves)))
     out = []
     for plot, draw in todo:
@@ -264,6 +357,8 @@ def write_report(
     drawn: dict[str, list[Plot]] = {}
     if why_not:
         outcome.problems.append(f"no plots in the report: {why_not}")
+    elif plots.style_problem():
+        outcome.problems.append(str(plots.style_problem()))
     for spec in document["specs"]:
         drawn[spec["path"]] = [] if why_not else spec_plots(spec)
     document["pareto"] = pareto_groups(document["specs"])
@@ -301,6 +396,7 @@ def _write_files(
         spec["plots"] = []
         for plot in drawn[spec["path"]]:
             entry = {"kind": plot.kind, "title": plot.title, "attack": plot.attack}
+            entry.update({k: v for k, v in (("check", plot.check), ("data", plot.data)) if v})
             if plot.error:
                 outcome.problems.append(f"plot {plot.file} failed: {plot.error}")
                 entry["error"] = plot.error

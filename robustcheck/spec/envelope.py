@@ -22,6 +22,8 @@ def feature_envelope(table: Any, where: str, source: str | Path) -> FeatureEnvel
     values = validate(table, FEATURE_FIELDS, where, source)
     if values["choices"] is not None:
         values["choices"] = tuple(float(v) for v in values["choices"])
+    if values["unit"] is not None:
+        values["unit"] = values["unit"].strip() or None  # "" means no unit
     entry = FeatureEnvelope(**values)
     if entry.min is not None and entry.max is not None and entry.min > entry.max:
         raise error(source, f"min {entry.min} > max {entry.max}", where)

@@ -118,6 +118,12 @@ FEATURE_FIELDS: dict[str, Field] = {
         "never move",
     ),
     "default": Field("number", None, doc="placeholder value (e.g. -999) left untouched"),
+    "unit": Field(
+        "str",
+        None,
+        doc='the feature\'s unit (e.g. "GeV"), shown on plot axes and in messages that quote '
+        "its values",
+    ),
 }
 
 GROUP_FIELDS: dict[str, Field] = {

@@ -86,6 +86,7 @@ class FeatureEnvelope:
     integer: bool
     default: float | None
     choices: tuple[float, ...] | None = None
+    unit: str | None = None  # shown on plot axes and in messages that quote values
 
     @property
     def has_sigma(self) -> bool:
