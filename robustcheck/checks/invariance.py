@@ -192,7 +192,7 @@ class Invariance(Check):
         movable = {name: env.movable.numpy() for name, env in self.run.envelope.inputs.items()}
         o = self.options
         independent = o["compare_to"] == "independent"
-        regions, skipped = self._regions(adv, independent)
+        regions, skipped = self.regions(adv, independent)
         measured = self._measure(adv, movable, regions, independent)
         measured.skipped = skipped
         inclusive = measured.figures[0]
@@ -288,7 +288,7 @@ class Invariance(Check):
         o = self.options
         measured = Measured(regions, [])
         nominal, adversarial, real, features = adv.nominal, adv.adversarial, adv.real, adv.features
-        observed = self._observables(adv)
+        observed = self.observables(adv)
         if observed is not None:  # tested like the features of one more input
             names, before, after = observed
             nominal, adversarial = (
@@ -339,7 +339,7 @@ class Invariance(Check):
                 )
         return measured
 
-    def _observables(self, adv: Adversaries) -> tuple[tuple[str, ...], Any, Any] | None:
+    def observables(self, adv: Adversaries) -> tuple[tuple[str, ...], Any, Any] | None:
         """The spec's [observables] on the nominal and attacked inputs of the events held in
         memory: names and two (events, observables) tensors, or None without observables."""
         function = getattr(self.run.spec, "observables", None)
@@ -363,7 +363,7 @@ class Invariance(Check):
 
     # -- regions -------------------------------------------------------------------------------
 
-    def _regions(self, adv: Adversaries, independent: bool) -> tuple[list[Region], list[str]]:
+    def regions(self, adv: Adversaries, independent: bool) -> tuple[list[Region], list[str]]:
         """The inclusive region, then one per true class (by_class), then the named regions,
         each as positions of its attacked and reference events among those held in memory."""
         n = len(adv.correct) if adv.kept is None else len(adv.kept)

@@ -583,12 +583,12 @@ def invariance_histograms(run: SpecRun, check: CheckSpec) -> dict[str, Any]:
     probe = Invariance(check, run)
     adv = run.adversaries(check.options["attack"])
     independent = check.options.get("compare_to") == "independent"
-    regions, _ = probe._regions(adv, independent)
+    regions, _ = probe.regions(adv, independent)
     whole = regions[0]
     nominal, adversarial, real, features = adv.nominal, adv.adversarial, adv.real, adv.features
     movable = {name: env.movable.numpy() for name, env in run.envelope.inputs.items()}
     units = SpecReportData(run)._units()
-    observed = probe._observables(adv)
+    observed = probe.observables(adv)
     if observed is not None:
         import torch
 
