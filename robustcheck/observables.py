@@ -60,6 +60,49 @@ def load_observables(function: str, spec_path: Path) -> Observables:
     return found
 
 
+def call_observables(
+    function: Observables,
+    inputs: Mapping[str, torch.Tensor],
+    spec_path: Path | None,
+    label: str,
+    dtype: torch.dtype,
+) -> dict[str, torch.Tensor]:
+    """``function`` on one batch of ``inputs``: per observable a tensor of one value per
+    event in ``dtype`` (autograd graph kept), or a ModelError that names what went wrong."""
+    size = len(next(iter(inputs.values())))
+    try:
+        out = function(dict(inputs))
+    except Exception as exc:
+        raise ModelError(
+            f"the observables function failed on the {label} inputs "
+            f"{ {k: tuple(v.shape) for k, v in inputs.items()} }: {exception_text(exc)}",
+            file=spec_path,
+            field=FIELD,
+        ) from None
+    if not isinstance(out, Mapping) or not out:
+        raise ModelError(
+            f"the observables function returned {type(out).__name__}, not a dict of "
+            "per-event tensors",
+            file=spec_path,
+            field=FIELD,
+            fix='return e.g. {"jet_mass": mass, "jet_width": width}, one value per event',
+        )
+    columns = {}
+    for key, value in out.items():
+        tensor = torch.as_tensor(value).to(dtype)
+        if tensor.ndim == 2 and tensor.shape[1] == 1:
+            tensor = tensor[:, 0]
+        if tensor.shape != (size,):
+            raise ModelError(
+                f"observable {key!r} has shape {tuple(tensor.shape)} for {size} events",
+                file=spec_path,
+                field=FIELD,
+                fix="return one value per event (a tensor of shape (events,))",
+            )
+        columns[str(key)] = tensor
+    return columns
+
+
 def evaluate_observables(
     function: Observables, inputs: Mapping[str, torch.Tensor], spec_path: Path, label: str
 ) -> dict[str, torch.Tensor]:
@@ -70,37 +113,10 @@ def evaluate_observables(
     parts: dict[str, list[torch.Tensor]] = {}
     for start in range(0, n, BATCH):
         batch = {name: x[start : start + BATCH] for name, x in inputs.items()}
-        size = len(next(iter(batch.values())))
-        try:
-            with torch.no_grad():
-                out = function(batch)
-        except Exception as exc:
-            raise ModelError(
-                f"the observables function failed on the {label} inputs "
-                f"{ {k: tuple(v.shape) for k, v in batch.items()} }: {exception_text(exc)}",
-                file=spec_path,
-                field=FIELD,
-            ) from None
-        if not isinstance(out, Mapping) or not out:
-            raise ModelError(
-                f"the observables function returned {type(out).__name__}, not a dict of "
-                "per-event tensors",
-                file=spec_path,
-                field=FIELD,
-                fix='return e.g. {"jet_mass": mass, "jet_width": width}, one value per event',
-            )
-        for key, value in out.items():
-            tensor = torch.as_tensor(value).detach().to("cpu", torch.float64)
-            if tensor.ndim == 2 and tensor.shape[1] == 1:
-                tensor = tensor[:, 0]
-            if tensor.shape != (size,):
-                raise ModelError(
-                    f"observable {key!r} has shape {tuple(tensor.shape)} for {size} events",
-                    file=spec_path,
-                    field=FIELD,
-                    fix="return one value per event (a tensor of shape (events,))",
-                )
-            parts.setdefault(key, []).append(tensor)
+        with torch.no_grad():
+            out = call_observables(function, batch, spec_path, label, torch.float64)
+        for key, tensor in out.items():
+            parts.setdefault(key, []).append(tensor.detach().cpu())
         if start and any(len(values) != len(parts[next(iter(out))]) for values in parts.values()):
             raise ModelError(
                 f"the observables function returned {sorted(out)} for the events from {start} "
@@ -108,17 +124,17 @@ def evaluate_observables(
                 file=spec_path,
                 field=FIELD,
             )
-    out = {key: torch.cat(values) for key, values in parts.items()}
-    bad = [key for key, value in out.items() if not bool(torch.isfinite(value).all())]
+    values = {key: torch.cat(chunks) for key, chunks in parts.items()}
+    bad = [key for key, value in values.items() if not bool(torch.isfinite(value).all())]
     if bad:
         raise ModelError(
             f"observable {bad[0]!r} is not finite on the {label} inputs "
-            f"({int((~torch.isfinite(out[bad[0]])).sum())} events)",
+            f"({int((~torch.isfinite(values[bad[0]])).sum())} events)",
             file=spec_path,
             field=FIELD,
             fix="guard divisions and logarithms (e.g. by the number of real entries)",
         )
-    return out
+    return values
 
 
 def stacked(values: Mapping[str, torch.Tensor]) -> tuple[tuple[str, ...], torch.Tensor]:
@@ -134,35 +150,5 @@ def differentiable_observables(
     autograd graph (an attack's penalty follows its gradients), on the inputs' device and in
     their floating dtype. No host sync: only shapes are checked, not values."""
     dtype = next((x.dtype for x in inputs.values() if x.is_floating_point()), torch.float32)
-    size = len(next(iter(inputs.values())))
-    try:
-        out = function(dict(inputs))
-    except Exception as exc:
-        raise ModelError(
-            f"the observables function failed on the attack's inputs "
-            f"{ {k: tuple(v.shape) for k, v in inputs.items()} }: {exception_text(exc)}",
-            file=spec_path,
-            field=FIELD,
-        ) from None
-    if not isinstance(out, Mapping) or not out:
-        raise ModelError(
-            f"the observables function returned {type(out).__name__}, not a dict of "
-            "per-event tensors",
-            file=spec_path,
-            field=FIELD,
-            fix='return e.g. {"jet_mass": mass, "jet_width": width}, one value per event',
-        )
-    columns = []
-    for key, value in out.items():
-        tensor = torch.as_tensor(value).to(dtype)
-        if tensor.ndim == 2 and tensor.shape[1] == 1:
-            tensor = tensor[:, 0]
-        if tensor.shape != (size,):
-            raise ModelError(
-                f"observable {key!r} has shape {tuple(tensor.shape)} for {size} events",
-                file=spec_path,
-                field=FIELD,
-                fix="return one value per event (a tensor of shape (events,))",
-            )
-        columns.append(tensor)
-    return tuple(out), torch.stack(columns, dim=1)
+    out = call_observables(function, inputs, spec_path, "attack's", dtype)
+    return stacked(out)

@@ -401,20 +401,26 @@ def loss_grid(data: dict[str, Any], check: str) -> bytes:
         return _png(figure)
 
 
+def _rate_curve(rows: Sequence[dict[str, Any]]) -> tuple[Any, Any, Any, Any]:
+    """Epsilon, fooling rate and its interval's ends of curve points, as float arrays."""
+    import numpy as np
+
+    return tuple(  # type: ignore[return-value]
+        np.array([r[key] for r in rows], dtype=float)
+        for key in ("epsilon", "fooling_rate", "ci_low", "ci_high")
+    )
+
+
 def scan(
     rows: Sequence[dict[str, Any]], attack: str, limit: float | None, epsilon: float | None = None
 ) -> bytes:
     """Fooling rate against epsilon with its Clopper-Pearson interval; ``limit`` is the
     fooling-rate checks' max, which holds at the attack's own ``epsilon``."""
-    import numpy as np
 
     rows = [r for r in rows if r.get("fooling_rate") is not None]
     if not rows:
         raise ValueError("no scan point has a fooling rate")
-    eps = np.array([r["epsilon"] for r in rows], dtype=float)
-    rate = np.array([r["fooling_rate"] for r in rows], dtype=float)
-    low = np.array([r["ci_low"] for r in rows], dtype=float)
-    high = np.array([r["ci_high"] for r in rows], dtype=float)
+    eps, rate, low, high = _rate_curve(rows)
     with _style():
         figure = _figure()
         axes = figure.subplots()
@@ -587,15 +593,11 @@ def radius_curve(
     """Fooling rate vs epsilon from one min_epsilon run (share of events with radius <=
     epsilon) with its Clopper-Pearson band; ``limits`` are (epsilon, max) of the fooling_rate
     checks reading it, ``quantiles`` (min, quantile) of the robust_radius checks."""
-    import numpy as np
 
     rows = data["curve"]
     if not rows:
         raise ValueError("the radius curve has no points")
-    eps = np.array([r["epsilon"] for r in rows], dtype=float)
-    rate = np.array([r["fooling_rate"] for r in rows], dtype=float)
-    low = np.array([r["ci_low"] for r in rows], dtype=float)
-    high = np.array([r["ci_high"] for r in rows], dtype=float)
+    eps, rate, low, high = _rate_curve(rows)
     with _style():
         figure = _figure()
         axes = figure.subplots()
