@@ -14,6 +14,7 @@ from robustcheck.attacks.base import Attack, AttackBatch
 from robustcheck.data import Dataset
 from robustcheck.decision import Decision
 from robustcheck.envelope import Envelope, Inputs
+from robustcheck.padding import PaddingTrim, paste
 from robustcheck.taggers.base import Tagger
 
 
@@ -43,15 +44,32 @@ def take(inputs: Inputs, index: slice | torch.Tensor, device: torch.device) -> I
     return {name: x[index].to(device, non_blocking=True) for name, x in inputs.items()}
 
 
-def evaluate(tagger: Tagger, inputs: Inputs, batch_size: int) -> torch.Tensor:
-    """Class log-probabilities of every event, on the CPU."""
+def evaluate(
+    tagger: Tagger, inputs: Inputs, batch_size: int, trim: PaddingTrim | None = None
+) -> torch.Tensor:
+    """Class log-probabilities of every event, on the CPU.
+
+    With ``trim``, events go through in order of multiplicity, each batch cut to its longest.
+    """
     n = len(next(iter(inputs.values())))
+    if trim is None:
+        with tagger.frozen():
+            parts = [
+                tagger.evaluate(take(inputs, part, tagger.device)).cpu()
+                for part in batches(n, batch_size)
+            ]
+        return torch.cat(parts) if parts else torch.empty(0, 2)
+    order = trim.order(inputs, torch.arange(n))
     with tagger.frozen():
         parts = [
-            tagger.evaluate(take(inputs, part, tagger.device)).cpu()
+            tagger.evaluate(trim.cut(take(inputs, order[part], tagger.device))).cpu()
             for part in batches(n, batch_size)
         ]
-    return torch.cat(parts) if parts else torch.empty(0, 2)
+    if not parts:
+        return torch.empty(0, 2)
+    out = torch.empty(n, parts[0].shape[1], dtype=parts[0].dtype)
+    out[order] = torch.cat(parts)
+    return out
 
 
 @dataclass
@@ -74,22 +92,29 @@ def run_attack(
     batch_size: int,
     early_stop: bool = True,
     first_batch: int = 0,
+    trim: PaddingTrim | None = None,
 ) -> AttackOutcome:
     """Attack the events in ``select``; the others keep their nominal values.
 
     With ``early_stop`` an event stops moving once its decision flips. Batch ``i`` draws its
     random numbers from ``seed * 1_000_003 + first_batch + i``: a sample attacked chunk by
     chunk passes the number of batches so far, so no two batches share a random stream.
+    With ``trim``, batches take the events in order of multiplicity and lose the slots that
+    are padding in all their events (the adversarial padding stays nominal).
     """
     device = tagger.device
     env = envelope.to(device)
     index = torch.nonzero(select).flatten()
+    if trim is not None:
+        index = trim.order(inputs, index)
     adversarial = {name: inputs[name].clone() for name in envelope.inputs}
     features = {name: spec.features for name, spec in envelope.inputs.items()}
     started = time.perf_counter()
 
     def attack_rows(rows: torch.Tensor, seed: int) -> None:
         nominal = take(inputs, rows, device)
+        if trim is not None:
+            nominal = trim.cut(nominal)
         generator = torch.Generator(device=device)
         generator.manual_seed(seed % 2**63)
         batch = AttackBatch(
@@ -103,7 +128,7 @@ def run_attack(
             features=features,
         )
         for name, x in attack.perturb(batch).items():
-            adversarial[name][rows] = x.to("cpu")
+            paste(adversarial[name], rows, x.to("cpu"))
 
     with tagger.frozen():
         for number, part in enumerate(batches(len(index), batch_size), start=first_batch):
