@@ -8,13 +8,36 @@ specs (with ``architectures.py`` from the example), so that ``[model] path =
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import sys
+from pathlib import Path
+from types import ModuleType
 
-import architectures  # examples/qg_jets/architectures.py, on sys.path or copied beside
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+def _example_architectures() -> ModuleType:
+    """examples/qg_jets/architectures.py: copied beside this file, or in the repository
+    (loaded by path: benchmarks/architectures.py has the same name)."""
+    if "qg_architectures" in sys.modules:
+        return sys.modules["qg_architectures"]
+    here = Path(__file__).resolve().parent
+    for path in (here / "architectures.py", here.parent / "examples/qg_jets/architectures.py"):
+        if path.exists() and "ARCHITECTURES = {" in path.read_text():
+            spec = importlib.util.spec_from_file_location("qg_architectures", path)
+            assert spec is not None and spec.loader is not None
+            module = importlib.util.module_from_spec(spec)
+            sys.modules["qg_architectures"] = module
+            spec.loader.exec_module(module)
+            return module
+    raise ImportError("examples/qg_jets/architectures.py not found")
+
+
+architectures = _example_architectures()
 
 SLOTS = 128
 PART_FEATURES = ("pt", "dy", "dphi", "pid")
@@ -27,7 +50,8 @@ ARCHITECTURES = ("transformer", "edgeconv", "efn", "fused")
 def jets(n: int, seed: int, alternative: bool = False) -> dict[str, np.ndarray]:
     """``n`` jets like the example's PYTHIA ones: 500-550 GeV, quark (label 1) multiplicity
     ~34 and gluon ~54, broadly spread (the alternative sample: ~30 and ~47, as its weaker
-    shower), zero-padded to 128 slots, pT-ordered, (pt, dy, dphi, pid) relative to the jet axis."""
+    shower), zero-padded to 128 slots, pT-ordered, (pt, dy, dphi, pid) relative to the jet
+    axis."""
     rng = np.random.default_rng(seed)
     label = rng.integers(0, 2, n)
     quark = label == 1

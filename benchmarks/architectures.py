@@ -42,7 +42,6 @@ import torch
 HERE = Path(__file__).resolve().parent
 EXAMPLE = HERE.parent / "examples" / "qg_jets"
 sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(EXAMPLE))
 
 import _common as C  # noqa: E402
 import _particle as P  # noqa: E402
@@ -50,7 +49,7 @@ import _particle as P  # noqa: E402
 from robustcheck.attacks.pgd import PGD  # noqa: E402
 from robustcheck.core import SpecRun  # noqa: E402
 from robustcheck.decision import Decision  # noqa: E402
-from robustcheck.engine import run_attack  # noqa: E402
+from robustcheck.engine import default_particle_batch_size, run_attack  # noqa: E402
 from robustcheck.padding import PaddingTrim  # noqa: E402
 from robustcheck.spec import AttackSpec  # noqa: E402
 
@@ -246,7 +245,7 @@ def step_costs(spec_path: Path, model, events: int, steps: int, batch: int, repe
         "limit (trimmed)": lambda: bare_limit_trimmed(model, ordered, labels, steps, batch, whole),
     }
     cpu: dict[str, list[float]] = {}
-    times = C.interleaved(fns, repeats, torch.device("cpu"), cpu=cpu)
+    times = C.interleaved(fns, repeats, torch.device("cpu"), warmup=False, cpu=cpu)
     scale = 1e6 / (len(labels) * steps)
     return {
         name: (statistics.median(ts) * scale, statistics.median(cpu[name]) * scale)
@@ -281,8 +280,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--spec-events", type=int, default=10_000, help="jets for the whole spec")
     ap.add_argument("--train-events", type=int, default=4000)
     ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--batch-size", type=int, default=512, help="for the step cost")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument(
+        "--batch-size",
+        type=int,
+        default=default_particle_batch_size(torch.device("cpu")),
+        help="for the step cost (default: robustcheck's for particle inputs on CPU)",
+    )
+    ap.add_argument("--repeats", type=int, default=2, help="runs of each, no warm-up")
     ap.add_argument("--trim", choices=("off", "on", "both"), default="both")
     ap.add_argument("--skip-step", action="store_true", help="no per-step costs")
     ap.add_argument("--skip-spec", action="store_true", help="no whole-spec times")

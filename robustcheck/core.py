@@ -25,6 +25,7 @@ from robustcheck.decision import Decision
 from robustcheck.digest import file_digest, json_digest
 from robustcheck.engine import (
     default_batch_size,
+    default_particle_batch_size,
     evaluate,
     resolve_device,
     run_attack,
@@ -293,7 +294,7 @@ class SpecRun:
         """Class log-probabilities of a chunk, with the model's and labels' errors made clear."""
         trim = self._padding_trim(chunk.inputs, name)
         with self._model_errors(chunk.inputs):
-            log_probs = evaluate(self.tagger, chunk.inputs, EVAL_BATCH, trim)
+            log_probs = evaluate(self.tagger, chunk.inputs, self._eval_batch, trim)
         classes = log_probs.shape[1]
         if self.spec.model.signal_class >= classes:
             raise ModelError(
@@ -473,7 +474,9 @@ class SpecRun:
                 notes.append(note)
                 attack = self.make_attack(attack_name, epsilon, "spsa")
         batch_size = self.spec.attacks[attack_name].options.get("batch_size") or (
-            default_batch_size(self.tagger.device)
+            default_particle_batch_size(self.tagger.device)
+            if self._has_particles
+            else default_batch_size(self.tagger.device)
         )
         select = torch.ones_like(correct) if full else correct
         adv_log_probs = torch.empty_like(log_probs)
@@ -500,7 +503,7 @@ class SpecRun:
                     trim=trim,
                 )
                 adv_inputs = {**chunk.inputs, **outcome.adversarial}
-                adv_log_probs[rows] = evaluate(self.tagger, adv_inputs, EVAL_BATCH, trim)
+                adv_log_probs[rows] = evaluate(self.tagger, adv_inputs, self._eval_batch, trim)
             seconds += outcome.seconds
             batch_number += outcome.batches
             fooled[rows] = correct[rows] & (decision.decide(adv_log_probs[rows]) != target[rows])
@@ -536,6 +539,18 @@ class SpecRun:
         )
         self._adversaries[key] = result
         return result
+
+    @cached_property
+    def _has_particles(self) -> bool:
+        """Whether a model input is padded (has a mask): then CPU batches are smaller."""
+        return any(spec.mask is not None for spec in self.spec.inputs.values())
+
+    @property
+    def _eval_batch(self) -> int:
+        """Events per forward pass when evaluating a sample."""
+        if self._has_particles:
+            return min(EVAL_BATCH, default_particle_batch_size(self.tagger.device))
+        return EVAL_BATCH
 
     def _padding_trim(self, inputs: Inputs, sample: str) -> PaddingTrim | None:
         """The spec's ``trim_padding`` inputs, verified on first use: the model's scores on

@@ -142,6 +142,17 @@ def default_batch_size(device: torch.device) -> int:
     return 65536 if device.type == "cuda" else 4096
 
 
+# Padded particle inputs on CPU: attention and kNN taggers (benchmarks/architectures.py) cost
+# 2-3 times more per event in batches of 2,048 than of 128-256 (their (particles x particles)
+# tensors leave the cache), and with trim_padding small batches track each jet's length.
+PARTICLE_BATCH_CPU = 256
+
+
+def default_particle_batch_size(device: torch.device) -> int:
+    """Events per batch for a spec with padded particle inputs (a mask) when it gives none."""
+    return PARTICLE_BATCH_CPU if device.type == "cpu" else default_batch_size(device)
+
+
 def split_on_oom(run: Callable[[torch.Tensor, int], None], rows: torch.Tensor, seed: int) -> None:
     """``run(rows, seed)``; on CUDA out-of-memory, free the cache and run each half instead.
 
