@@ -181,17 +181,27 @@ def prepare(folder: Path, archs: list[str], events: int, train_events: int) -> d
     shutil.copy(EXAMPLE / "architectures.py", folder / "architectures.py")
     shutil.copy(HERE / "_particle.py", folder / "_particle.py")
     for sample, seed, alternative in (("nominal", 1, False), ("alternative", 2, True)):
-        np.savez(folder / f"{sample}.npz", **P.jets(events, seed, alternative))
+        path = folder / f"{sample}.npz"
+        if path.exists():  # a kept folder: reuse its samples when they are large enough
+            with np.load(path) as data:
+                if len(data["label"]) >= events:
+                    continue
+        np.savez(path, **P.jets(events, seed, alternative))
     training = P.jets(train_events, seed=3)
     models = {}
     for name in archs:
         started = time.perf_counter()
         model = getattr(P, name)()
-        P.fit(model, training, TRAIN_STEPS[name])
+        trained = folder / f"{name}.trained.pt"
+        if trained.exists():  # a kept folder: the same model as before
+            model.load_state_dict(torch.load(trained, weights_only=True))
+            model.eval()
+        else:
+            P.fit(model, training, TRAIN_STEPS[name])
+            torch.save(model.state_dict(), trained)
+            took = time.perf_counter() - started
+            print(f"  {name}: trained {TRAIN_STEPS[name]} steps in {took:.0f} s")
         models[name] = model
-        print(
-            f"  {name}: trained {TRAIN_STEPS[name]} steps in {time.perf_counter() - started:.0f} s"
-        )
     return models
 
 
