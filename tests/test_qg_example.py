@@ -250,6 +250,7 @@ def test_specs_run_and_agree_with_independent_figures(built: Path) -> None:
                 assert not result.passed
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
 def test_constituent_taggers_export_trim_and_attack(built: Path) -> None:
     """The transformer and EdgeConv taggers: ONNX (torch's default exporter, or the legacy one
     where it gives NaN) agrees with TorchScript in onnxruntime; robustcheck verifies that their
