@@ -143,7 +143,7 @@ def default_batch_size(device: torch.device) -> int:
 
 
 # Padded particle inputs on CPU: attention and kNN taggers (benchmarks/architectures.py) cost
-# 2-3 times more per event in batches of 2,048 than of 128-256 (their (particles x particles)
+# 1.3-2.9 times more per event in batches of 2,048 than of 128 (their (particles x particles)
 # tensors leave the cache), and with trim_padding small batches track each jet's length.
 PARTICLE_BATCH_CPU = 256
 
