@@ -190,7 +190,7 @@ def flat_envelope_table() -> dict[str, dict]:
         elif i == 20:
             table[name] = {"absolute": 0.1, "frozen": True}
         elif i == 21:
-            table[name] = {"absolute": 1.0, "integer": True}
+            table[name] = {"integer": True}  # no sigma: never moves (as the peers' box)
         elif i == 22:
             table[name] = {"absolute": 0.1, "default": -999.0}
         else:

@@ -2,6 +2,7 @@
 
     python benchmarks/invariance_calibration.py [--repetitions 20000] [--features 10]
         [--events 2000] [--alpha 0.01] [--correlation 0.3] [--bins 20] [--seed 1]
+        [--correlation-tests]
 
 Each repetition draws two independent samples of one distribution: ``features - 1`` Gaussians
 with pairwise correlation ``--correlation`` and one log-normal (skewed) feature. Every feature
@@ -13,7 +14,9 @@ fraction ``alpha`` of the time. Printed: that false-alarm rate with its 95% Clop
 interval for ``correction = "holm"`` and ``"none"``; for Holm applied within the KS tests and
 within the chi-squared tests separately (not what the check does: each kind would spend the
 whole threshold); and the rate of a single test at alpha and at the first Holm step alpha / m,
-which shows how conservative each p-value is.
+which shows how conservative each p-value is. With ``--correlation-tests`` the z test of every
+pair's correlation (``corr_min_pvalue``, distribution-free variance) joins the family, as in a
+check that sets all three thresholds.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import time
 import numpy as np
 
 from robustcheck.checks.invariance import CORRECTIONS, pvalue_tests
+from robustcheck.invariance_stats import correlation_variance
 from robustcheck.stats import chi2_homogeneity, clopper_pearson, ks_2samp
 
 
@@ -53,13 +57,33 @@ def null_pvalues(
     features: int,
     correlation: float,
     bins: int,
+    correlation_tests: bool = False,
 ) -> dict[str, np.ndarray]:
-    """KS and chi-squared p-values (repetitions, features) of unchanged samples."""
+    """KS and chi-squared p-values (repetitions, features) of unchanged samples, and with
+    ``correlation_tests`` the pairs' z tests (repetitions, pairs)."""
     a, b = null_pair(rng, repetitions, events, features, correlation)
-    return {
+    out = {
         "ks": ks_2samp(a, b).pvalue.reshape(repetitions, features),
         "chi2": chi2_homogeneity(a, b, bins=bins).pvalue.reshape(repetitions, features),
     }
+    if correlation_tests:
+        out["corr"] = pair_pvalues(a, b, repetitions, features)
+    return out
+
+
+def pair_pvalues(a: np.ndarray, b: np.ndarray, repetitions: int, features: int) -> np.ndarray:
+    """The invariance check's z test of every pair's correlation, per repetition."""
+    from scipy.stats import norm
+
+    upper = np.triu_indices(features, 1)
+    out = np.empty((repetitions, len(upper[0])))
+    for r in range(repetitions):
+        cols = slice(r * features, (r + 1) * features)
+        r_a, v_a = correlation_variance(a[:, cols].astype(np.float64))
+        r_b, v_b = correlation_variance(b[:, cols].astype(np.float64))
+        z = (r_b - r_a)[upper] / np.sqrt((v_a + v_b)[upper] / len(a))
+        out[r] = 2.0 * norm.sf(np.abs(z))
+    return out
 
 
 def rate_line(label: str, k: int, n: int) -> str:
@@ -77,20 +101,35 @@ def main() -> None:
     parser.add_argument("--bins", type=int, default=20)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--chunk", type=int, default=1000, help="repetitions per batch")
+    parser.add_argument(
+        "--correlation-tests", action="store_true", help="add the pairs' correlation z tests"
+    )
     args = parser.parse_args()
     if args.features < 2:
         parser.error("--features must be at least 2 (Gaussians and one skewed feature)")
 
     rng = np.random.default_rng(args.seed)
     thresholds = {"ks": args.alpha, "chi2": args.alpha}
+    if args.correlation_tests:
+        thresholds["corr"] = args.alpha
     alarms = dict.fromkeys((*CORRECTIONS, "separate"), 0)
-    m = 2 * args.features
-    single = {kind: [0, 0] for kind in thresholds}  # p < alpha, p < alpha / m
+    m = 2 * args.features + (
+        args.features * (args.features - 1) // 2 if args.correlation_tests else 0
+    )
+    single = {kind: [0, 0, 0] for kind in thresholds}  # p < alpha, p < alpha / m, tests
     start = time.perf_counter()
     done = 0
     while done < args.repetitions:
         size = min(args.chunk, args.repetitions - done)
-        pvalues = null_pvalues(rng, size, args.events, args.features, args.correlation, args.bins)
+        pvalues = null_pvalues(
+            rng,
+            size,
+            args.events,
+            args.features,
+            args.correlation,
+            args.bins,
+            args.correlation_tests,
+        )
         for correction in CORRECTIONS:
             tests = pvalue_tests(pvalues, thresholds, correction)
             alarms[correction] += int(tests.alarm().sum())
@@ -100,6 +139,7 @@ def main() -> None:
         for kind, p in pvalues.items():
             single[kind][0] += int((p < args.alpha).sum())
             single[kind][1] += int((p < args.alpha / m).sum())
+            single[kind][2] += p.size
         done += size
     seconds = time.perf_counter() - start
 
@@ -113,10 +153,10 @@ def main() -> None:
     print(f"{'':<44} {'alarms':>6} / {'checks':<7} {'rate':>7}  95% CL")
     print(rate_line('whole check, correction = "holm"', alarms["holm"], n))
     print(rate_line('whole check, correction = "none"', alarms["none"], n))
-    print(rate_line("whole check, Holm within KS and within chi2", alarms["separate"], n))
-    tests = n * args.features
-    for kind, (at_alpha, at_step) in single.items():
-        name = "KS" if kind == "ks" else "chi2"
+    within = "each kind" if args.correlation_tests else "KS and within chi2"
+    print(rate_line(f"whole check, Holm within {within}", alarms["separate"], n))
+    for kind, (at_alpha, at_step, tests) in single.items():
+        name = {"ks": "KS", "chi2": "chi2", "corr": "corr z"}[kind]
         print(rate_line(f"single {name} test, p < {args.alpha:g}", at_alpha, tests))
         print(rate_line(f"single {name} test, p < {args.alpha / m:.3g}", at_step, tests))
 

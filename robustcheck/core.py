@@ -22,7 +22,7 @@ from robustcheck.attacks.base import Attack
 from robustcheck.baseline import Baseline
 from robustcheck.data import Dataset, load_dataset, read_chunks
 from robustcheck.decision import Decision
-from robustcheck.digest import file_digest, json_digest
+from robustcheck.digest import file_digest, json_digest, model_file_digest
 from robustcheck.engine import (
     default_batch_size,
     default_particle_batch_size,
@@ -93,14 +93,19 @@ class Adversaries:
     kept: np.ndarray | None = None
     uses_seed: bool = True  # whether the attack that ran drew random numbers
     fallback: str | None = None  # the method that stood in for the named attack's, if any
+    notes: list[str] = field(default_factory=list)  # the attack's own (Attack.report)
+    report_figures: dict[str, int | float | str] = field(default_factory=dict)
+    # per-event figures the attack recorded (e.g. min_epsilon's "radius"), over every event;
+    # NaN where the event was not attacked
+    per_event: dict[str, torch.Tensor] = field(default_factory=dict)
 
-    def attack_figures(self) -> dict[str, int | str]:
+    def attack_figures(self) -> dict[str, int | float | str]:
         """A check's figures about the attack that ran: its seed when the seed shaped the
-        outcome, and the stand-in method of a gradient-free fallback."""
-        out: dict[str, int | str] = {"seed": self.seed} if self.uses_seed else {}
+        outcome, the stand-in method of a gradient-free fallback, and the attack's own."""
+        out: dict[str, int | float | str] = {"seed": self.seed} if self.uses_seed else {}
         if self.fallback:
             out["fallback"] = self.fallback
-        return out
+        return {**out, **self.report_figures}
 
     @property
     def n_events(self) -> int:
@@ -399,7 +404,9 @@ class SpecRun:
             }
             options = registry.attack_options(method, shared, f"attacks.{name}", "")
             spec = replace(spec, method=method, options=options)
-        return registry.attacks()[spec.method].load()(spec, self.seed_for(name))
+        attack = registry.attacks()[spec.method].load()(spec, self.seed_for(name))
+        attack.use_spec(self.spec)
+        return attack
 
     def _gradient_fallback(self, attack_name: str, inputs: Inputs) -> str:
         """Prepare input gradients. When the model cannot give them (an ONNX model the bridge
@@ -485,6 +492,7 @@ class SpecRun:
         kept = self.kept("nominal")
         kept_parts: list[Inputs] = []
         seconds, batch_number = 0.0, 0
+        per_event: dict[str, torch.Tensor] = {}
         for chunk in self._chunks("nominal"):
             rows = chunk.rows
             trim = self._padding_trim(chunk.inputs, "nominal")
@@ -506,6 +514,11 @@ class SpecRun:
                 adv_log_probs[rows] = evaluate(self.tagger, adv_inputs, self._eval_batch, trim)
             seconds += outcome.seconds
             batch_number += outcome.batches
+            for figure, values in outcome.per_event.items():
+                if figure not in per_event:
+                    shape = (len(correct), *values.shape[1:])
+                    per_event[figure] = torch.full(shape, float("nan"), dtype=values.dtype)
+                per_event[figure][rows] = values
             fooled[rows] = correct[rows] & (decision.decide(adv_log_probs[rows]) != target[rows])
             shifts.add(chunk.inputs, outcome.adversarial, fooled[rows])
             kept_parts.append(adv_inputs if kept is None else pick_kept(chunk, kept, adv_inputs))
@@ -515,6 +528,7 @@ class SpecRun:
         else:
             adversarial = {name: torch.cat([p[name] for p in kept_parts]) for name in inputs}
         sigma, real = self._sigma_and_real
+        report_lines, report_figures = attack.report()
         result = Adversaries(
             attack=attack_name,
             description=attack.describe()
@@ -536,6 +550,9 @@ class SpecRun:
             kept=kept,
             uses_seed=attack.uses_seed,
             fallback="spsa" if notes else None,
+            notes=report_lines,
+            report_figures=report_figures,
+            per_event=per_event,
         )
         self._adversaries[key] = result
         return result
@@ -663,7 +680,7 @@ class SpecRun:
             raw = self.tagger.raw_scores(head)
         bounds = self._sample("nominal").out_of_bounds  # warned about when read
         notes = [self._bounds_note("nominal", bounds)] if bounds else []
-        return assess(
+        nominal = assess(
             self.spec.model,
             log_probs,
             self.labels("nominal"),
@@ -671,6 +688,20 @@ class SpecRun:
             raw,
             notes,
         )
+        explain = getattr(self.tagger, "explain_nonfinite", None)  # a backend's diagnosis
+        bad = ~torch.isfinite(log_probs).all(dim=1)
+        if explain is not None and bool(bad.any()):
+            rows = torch.nonzero(bad.cpu()).flatten()[:512]
+            with self._model_errors(head), self.tagger.frozen():
+                cause = explain(take(inputs, rows, self.tagger.device), rows)
+            if cause is not None:
+                nominal.failures = [
+                    (gate, f"{message}: {cause[0]}", cause[1])
+                    if gate == "finite"
+                    else (gate, message, fix)
+                    for gate, message, fix in nominal.failures
+                ]
+        return nominal
 
     def sanity(self) -> Nominal:
         """The sanity gates' outcome; raises SanityError when one fails."""
@@ -718,7 +749,7 @@ class SpecRun:
         spec = self.spec
         path = spec.model_path()
         if path is not None:
-            return file_digest(path)
+            return model_file_digest(path)  # with an ONNX model's external data files
         if spec.model.weights:
             return file_digest(spec.base_dir / spec.model.weights)
         source = self.tagger.source_file()

@@ -99,10 +99,18 @@ class Declaration:
         default=None, compare=False
     )
     plots_attack: bool = False  # the report draws histograms of the check's attack
+    # a check's own rule across its validated options: (option, problem, fix) or None
+    validate: Callable[[Mapping[str, Any]], tuple[str, str, str] | None] | None = field(
+        default=None, compare=False
+    )
     # attacks
     box: bool = False  # searches the whole epsilon box, as random search does
     spsa_stand_in: bool = False  # spsa may stand in when the model gives no gradients
     training: bool = False  # robustcheck.training may make adversarial batches with it
+    # cross-checks of an attack table against the spec's other attack tables, raising a
+    # SpecError: (name, attack spec, valid attack specs by name, all table names, spec path,
+    # every registered attack's declaration by method)
+    check_spec: Callable[..., None] | None = field(default=None, compare=False)
     origin: str = "robustcheck"
 
     def load(self) -> Any:

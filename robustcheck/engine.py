@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -74,11 +75,13 @@ def evaluate(
 
 @dataclass
 class AttackOutcome:
-    """Adversarial inputs for every event (nominal values where not attacked)."""
+    """Adversarial inputs for every event (nominal values where not attacked), and the
+    per-event figures the attack recorded (``AttackBatch.record``; NaN where not attacked)."""
 
     adversarial: Inputs
     seconds: float
     batches: int = 0
+    per_event: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def run_attack(
@@ -109,6 +112,7 @@ def run_attack(
         index = trim.order(inputs, index)
     adversarial = {name: inputs[name].clone() for name in envelope.inputs}
     features = {name: spec.features for name, spec in envelope.inputs.items()}
+    per_event: dict[str, torch.Tensor] = {}
     started = time.perf_counter()
 
     def attack_rows(rows: torch.Tensor, seed: int) -> None:
@@ -129,12 +133,17 @@ def run_attack(
         )
         for name, x in attack.perturb(batch).items():
             paste(adversarial[name], rows, x.to("cpu"))
+        for name, values in batch.outputs.items():
+            if name not in per_event:
+                shape = (len(labels), *values.shape[1:])
+                per_event[name] = torch.full(shape, math.nan, dtype=torch.float64)
+            per_event[name][rows] = values.to("cpu", torch.float64)
 
     with tagger.frozen():
         for number, part in enumerate(batches(len(index), batch_size), start=first_batch):
             split_on_oom(attack_rows, index[part], attack.seed * 1_000_003 + number)
     count = -(-len(index) // batch_size)
-    return AttackOutcome(adversarial, time.perf_counter() - started, count)
+    return AttackOutcome(adversarial, time.perf_counter() - started, count, per_event)
 
 
 def default_batch_size(device: torch.device) -> int:

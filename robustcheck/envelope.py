@@ -1,8 +1,23 @@
 """The uncertainty envelope: per-feature sigma, bounds, frozen entries, padding masks, groups.
 
 An attack of radius epsilon may move each entry within ``epsilon * sigma`` of its nominal
-value, intersected with the feature's physical bounds. Frozen and integer features, entries
-equal to a feature's ``default`` placeholder and padded entries (mask == 0) never move.
+value, intersected with the feature's physical bounds. Frozen features, integer features
+without a sigma, entries equal to a feature's ``default`` placeholder and padded entries
+(mask == 0) never move.
+
+Discrete features. An ``integer`` feature with a sigma moves by whole units within
+``+-floor(epsilon * sigma)`` of its nominal value (sigma per entry, so a relative sigma gives
+``floor(epsilon * relative * |x|)``), within its (whole-number) bounds. A categorical feature
+(``choices = [...]``) may take any listed value when epsilon >= 1 (a swap counts as a
+one-sigma move), on entries whose nominal value is listed; other entries never move.
+
+Attacks keep their iterates on these values through :meth:`Box.project_`, which every attack
+calls after each step: it rounds integer entries to whole units and categorical ones to a
+listed value, stochastically with the batch's seeded generator (rounding up with probability
+equal to the fractional part, so that a small signed-gradient step moves an integer entry
+with probability proportional to the step: "probabilistic integer perturbation"), or to the
+nearest value where there is no generator or a deterministic attack asks for it. Every point
+an attack evaluates, and every point it returns, is therefore integral and inside the box.
 
 Groups (``[envelope.NAME] groups``) add two things. A correlated group replaces the box of its
 features by the Mahalanobis ball ``d^T C^-1 d <= epsilon^2`` of its covariance C, per event
@@ -29,6 +44,8 @@ Inputs = dict[str, torch.Tensor]
 # correlation matrix of condition number 1e6 and a point 1e4 radii away.
 NEWTON_STEPS = 20
 _TINY = 1e-300
+# slack for float32 rounding in floor(epsilon * sigma): 0.3 * 10 is 3.0000001 or 2.9999998
+WHOLE_SLACK = 1e-4
 
 
 def project_onto_ellipsoid(
@@ -166,6 +183,43 @@ class Ellipsoid:
 
 
 @dataclass(frozen=True)
+class Category:
+    """A categorical feature of one input: its column and its listed values, sorted."""
+
+    column: int
+    values: torch.Tensor
+    gap: float  # mean distance between neighbouring values: an attack's step unit
+
+    @classmethod
+    def from_choices(cls, column: int, choices: Sequence[float]) -> Category:
+        values = sorted(choices)
+        return cls(
+            column,
+            torch.tensor(values, dtype=torch.float32),
+            (values[-1] - values[0]) / (len(values) - 1),
+        )
+
+    def to(self, device: torch.device | str) -> Category:
+        return Category(self.column, self.values.to(device), self.gap)
+
+    def snap(self, v: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """Values ``v`` (inside [first, last]) rounded to a neighbouring listed value:
+        the upper one with probability equal to the relative position between the two
+        (with ``generator``), else the nearer one."""
+        values = self.values
+        index = torch.searchsorted(values, v.contiguous(), right=True).sub_(1)
+        index = index.clamp_(0, len(values) - 2)
+        low, high = values[index], values[index + 1]
+        position = ((v - low) / (high - low)).clamp_(0.0, 1.0)
+        if generator is None:
+            up = position > 0.5
+        else:
+            draw = torch.rand(v.shape, generator=generator, device=v.device, dtype=v.dtype)
+            up = draw < position
+        return torch.where(up, high, low)
+
+
+@dataclass(frozen=True)
 class InputEnvelope:
     """Per-feature envelope tensors of one model input, shaped (features,)."""
 
@@ -180,6 +234,27 @@ class InputEnvelope:
     mask: str | None = None
     shifts: tuple[CoherentShift, ...] = ()
     ellipsoids: tuple[Ellipsoid, ...] = ()
+    integer: torch.Tensor | None = None  # (features,) bool: moves by whole units
+    categories: tuple[Category, ...] = ()
+    units: tuple[str | None, ...] = ()  # per feature, from the envelope's `unit`
+
+    def unit(self, column: int) -> str | None:
+        """The unit of the feature in ``column``, or None."""
+        return self.units[column] if column < len(self.units) else None
+
+    @property
+    def has_integer(self) -> bool:
+        return self.integer is not None
+
+    @property
+    def continuous(self) -> torch.Tensor:
+        """(features,) bool: features that move continuously (movable and not discrete)."""
+        discrete = torch.zeros_like(self.movable)
+        if self.integer is not None:
+            discrete |= self.integer
+        for category in self.categories:
+            discrete[category.column] = True
+        return self.movable & ~discrete
 
     @classmethod
     def from_features(
@@ -193,6 +268,12 @@ class InputEnvelope:
             return torch.tensor(values, dtype=torch.float32)
 
         items = list(entries.values())
+        integer = [e.integer and e.movable and not e.categorical for e in items]
+        categories = tuple(
+            Category.from_choices(column, e.choices)
+            for column, e in enumerate(items)
+            if e.choices is not None
+        )
         return cls(
             name=name,
             features=tuple(entries),
@@ -207,6 +288,9 @@ class InputEnvelope:
             ellipsoids=tuple(
                 Ellipsoid.from_group(g, list(entries)) for g in groups if g.correlated
             ),
+            integer=torch.tensor(integer, dtype=torch.bool) if any(integer) else None,
+            categories=categories,
+            units=tuple(e.unit for e in items),
         )
 
     def to(self, device: torch.device | str) -> InputEnvelope:
@@ -219,6 +303,8 @@ class InputEnvelope:
             **moved,
             shifts=tuple(shift.to(device) for shift in self.shifts),
             ellipsoids=tuple(ellipsoid.to(device) for ellipsoid in self.ellipsoids),
+            integer=None if self.integer is None else self.integer.to(device),
+            categories=tuple(category.to(device) for category in self.categories),
         )
 
     def sigma(self, x: torch.Tensor) -> torch.Tensor:
@@ -231,6 +317,43 @@ class InputEnvelope:
         if mask is not None:
             movable = movable & (mask != 0).unsqueeze(-1)
         return movable
+
+    def shift_in_sigma(self, x0: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """|x - x0| in units of each entry's sigma (0 where sigma is 0); a categorical entry
+        counts 1 where it was swapped (a swap is a one-sigma move)."""
+        sigma = self.sigma(x0)
+        pulls = torch.where(sigma > 0, (x - x0).abs() / sigma.clamp_min(1e-30), 0.0)
+        for category in self.categories:
+            column = category.column
+            pulls[..., column] = (x[..., column] != x0[..., column]).to(pulls.dtype)
+        return pulls
+
+    @torch.no_grad()
+    def round_(
+        self,
+        x: torch.Tensor,
+        center: torch.Tensor,
+        unit: torch.Tensor,
+        generator: torch.Generator | None,
+    ) -> None:
+        """Round integer entries of ``x`` (inside their box) to whole units from ``center``
+        and categorical ones to a listed value, in place; stochastically with ``generator``
+        (unbiased: the expected value is kept), else to the nearest. Entries ``unit`` does
+        not let move keep their values."""
+        if self.integer is not None:
+            delta = x - center
+            if generator is None:
+                whole = delta.round()
+            else:
+                whole = delta.floor()
+                draw = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+                whole.add_((draw < delta - whole).to(x.dtype))
+            x.copy_(torch.where(self.integer, center + whole, x))
+        for category in self.categories:
+            column = category.column
+            v = x[..., column]
+            moves = unit[..., column] > 0
+            x[..., column] = torch.where(moves, category.snap(v, generator), v)
 
 
 @dataclass
@@ -249,15 +372,20 @@ class Box:
     center: Inputs = field(default_factory=dict)
     epsilon: float = 0.0
     envelopes: dict[str, InputEnvelope] = field(default_factory=dict)
+    generator: torch.Generator | None = None  # for stochastic rounding of discrete entries
 
-    def project_(self, adv: Inputs) -> None:
+    def project_(self, adv: Inputs, stochastic: bool = True) -> None:
         """Project adversarial inputs into the attack's set, in place.
 
         Entries of correlated groups go to their exact (Euclidean, in sigma units) projection
         onto the Mahalanobis ball; then every entry is clamped into its box. Where a physical
         bound, a placeholder or padding cuts a ball, the clamped point is pulled radially back
-        into the ball (feasible, though not always the closest such point).
+        into the ball (feasible, though not always the closest such point). Last, integer
+        entries are rounded to whole units and categorical ones to a listed value:
+        stochastically with the box's ``generator`` (unless ``stochastic`` is False), else to
+        the nearest (see :meth:`InputEnvelope.round_`).
         """
+        generator = self.generator if stochastic else None
         for name, x in adv.items():
             env = self.envelopes.get(name)
             ellipsoids = env.ellipsoids if env is not None and self.epsilon > 0 else ()
@@ -267,6 +395,8 @@ class Box:
             torch.clamp(x, self.lower[name], self.upper[name], out=x)
             for ellipsoid in ellipsoids:
                 ellipsoid.shrink_(x, center, self.epsilon)
+            if env is not None and (env.has_integer or env.categories):
+                env.round_(x, center, self.unit[name], generator)
 
     def subset(self, rows: torch.Tensor | slice) -> Box:
         """The set of some events of the batch (everything per event indexed by ``rows``)."""
@@ -282,6 +412,7 @@ class Box:
             pick(self.center),
             self.epsilon,
             self.envelopes,
+            self.generator,
         )
 
     def coherent_groups(self) -> list[str]:
@@ -295,6 +426,9 @@ class Box:
         ``x -> x * (1 + relative * s) + absolute * s`` on the group's movable, real entries,
         then within the features' physical bounds (never cutting off the nominal value).
         Other features, padding, placeholders and frozen features stay nominal, bit for bit.
+        Integer members are rounded to whole units from their nominal value (straight-through:
+        the gradient with respect to ``s`` is that of the unrounded shift), so every shifted
+        point is integral where the data are.
         Differentiable with respect to ``s``; returns only inputs that hold such a group.
         """
         names = list(names)
@@ -316,6 +450,10 @@ class Box:
             lower = torch.minimum(env.lower, x0)
             upper = torch.maximum(env.upper, x0)
             moved = torch.clamp(x0 * scale + offset, lower, upper)
+            if env.integer is not None:
+                whole = x0 + (moved - x0).round()
+                rounded = moved + (whole - moved).detach()  # straight-through
+                moved = torch.where(env.integer, rounded, moved)
             keep = env.movable_entries(x0, self.real[name]) & members
             out[name] = torch.where(keep, moved, x0)
         return out
@@ -348,11 +486,29 @@ class Envelope:
             x = nominal[name]
             mask = nominal[env.mask] if env.mask is not None else None
             real[name] = (mask != 0) if mask is not None else x.new_ones(x.shape[:-1], dtype=bool)
-            step = env.sigma(x) * env.movable_entries(x, mask)
+            moves = env.movable_entries(x, mask)
+            step = env.sigma(x) * moves
             radius = epsilon * step
-            lower[name] = torch.minimum(torch.maximum(x - radius, env.lower), x)
-            upper[name] = torch.maximum(torch.minimum(x + radius, env.upper), x)
-            unit[name] = step
+            low = torch.minimum(torch.maximum(x - radius, env.lower), x)
+            high = torch.maximum(torch.minimum(x + radius, env.upper), x)
+            if env.integer is not None:
+                # whole units: floor(epsilon * sigma), and no further than the bounds allow
+                reach = torch.floor(radius + WHOLE_SLACK)
+                down = torch.minimum(reach, torch.floor(x - env.lower + WHOLE_SLACK))
+                up = torch.minimum(reach, torch.floor(env.upper - x + WHOLE_SLACK))
+                low = torch.where(env.integer, x - down.clamp_min(0.0), low)
+                high = torch.where(env.integer, x + up.clamp_min(0.0), high)
+                step = torch.where(env.integer & (high == low), 0.0, step)
+            for category in env.categories:
+                column = category.column
+                value = x[..., column]
+                swaps = moves[..., column] & torch.isin(value, category.values)
+                if epsilon < 1.0:
+                    swaps = torch.zeros_like(swaps)
+                low[..., column] = torch.where(swaps, category.values[0], value)
+                high[..., column] = torch.where(swaps, category.values[-1], value)
+                step[..., column] = swaps.to(step.dtype) * category.gap
+            lower[name], upper[name], unit[name] = low, high, step
         center = {name: nominal[name] for name in self.inputs}
         return Box(lower, upper, unit, real, center, float(epsilon), dict(self.inputs))
 

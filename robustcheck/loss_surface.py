@@ -84,13 +84,14 @@ class LossSurface:
 
 
 def movable_axes(envelope: Envelope) -> list[Axis]:
-    """Every movable feature, named ``feature`` (or ``input.feature`` with several inputs)."""
+    """Every continuously movable feature (not frozen, integer or categorical), named
+    ``feature`` (or ``input.feature`` with several inputs)."""
     several = len(envelope.inputs) > 1
     return [
         Axis(name, column, f"{name}.{feature}" if several else feature)
         for name, env in envelope.inputs.items()
         for column, feature in enumerate(env.features)
-        if bool(env.movable[column])
+        if bool(env.continuous[column])
     ]
 
 
@@ -104,9 +105,13 @@ def find_axis(axes: list[Axis], envelope: Envelope, wanted: str, where: str) -> 
         f
         for name, env in envelope.inputs.items()
         for column, f in enumerate(env.features)
-        if not bool(env.movable[column]) and wanted in (f, f"{name}.{f}")
+        if not bool(env.continuous[column]) and wanted in (f, f"{name}.{f}")
     ]
-    reason = "is frozen or integer, so it has no axis" if frozen else "is not a perturbed feature"
+    reason = (
+        "is frozen, integer or categorical, so it has no axis"
+        if frozen
+        else "is not a perturbed feature"
+    )
     raise SpecError(
         f"feature {wanted!r} {reason}",
         field=where,
@@ -183,7 +188,7 @@ def loss_surface(
     all_axes = movable_axes(envelope)
     if not all_axes:
         raise SpecError(
-            "no movable feature: every feature is frozen or integer",
+            "no continuously movable feature: every feature is frozen, integer or categorical",
             field=where,
             fix="give at least one feature an `absolute` or `relative` sigma",
         )

@@ -10,8 +10,9 @@ prints the summary table and writes the report (plots included) from them alone.
 
 from __future__ import annotations
 
+import re
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 
 SKIP_REASON = "robustness checks run only with --robustcheck (or ini option robustcheck = true)"
 RECORD_ATTRIBUTE = "robustcheck"
+MARKER = "robustcheck: a check of a robustness spec (select them with -m robustcheck)"
 
 
 @dataclass(frozen=True)
@@ -173,6 +175,7 @@ WORKER_OUTPUT = "robustcheck_collected"  # key of config.workeroutput under pyte
 def pytest_configure(config: pytest.Config) -> None:
     for option in OPTIONS:  # a bad ini value stops the session before collection
         get_option(config, option.name)
+    config.addinivalue_line("markers", MARKER)
     config.pluginmanager.register(RunSummary(config), SUMMARY_PLUGIN)
 
 
@@ -237,14 +240,24 @@ class SpecFile(pytest.File):
     _report_data: SpecReportData | None = None
 
     def collect(self) -> Iterator[pytest.Item]:
+        from robustcheck.errors import RobustcheckError
         from robustcheck.spec import load_spec
 
-        spec = load_spec(self.path)
+        try:
+            spec = load_spec(self.path)
+        except RobustcheckError as exc:
+            if enabled(self.config):
+                raise
+            # without --robustcheck a broken spec must not block an unrelated test run
+            yield BrokenSpecItem.from_parent(self, name="spec", problem=f"{exc.kind}: {exc}")
+            return
         summary = self.config.pluginmanager.get_plugin(SUMMARY_PLUGIN)
         if isinstance(summary, RunSummary):  # every check counts as collected, selected or not
             summary.expected[str(self.path)] = [check.name for check in spec.checks]
-        for check in spec.checks:
-            yield SpecItem.from_parent(self, name=check.name, check=check)
+        for check, item_id in zip(spec.checks, item_ids(c.name for c in spec.checks), strict=True):
+            item = SpecItem.from_parent(self, name=item_id, check=check)
+            item.add_marker(pytest.mark.robustcheck)
+            yield item
 
     def spec_run(self) -> SpecRun:
         """The shared run of this spec: model, data and attacks are computed once."""
@@ -282,8 +295,41 @@ class SpecFile(pytest.File):
         return super().repr_failure(excinfo)
 
 
+def item_ids(names: Iterable[str]) -> list[str]:
+    """Test ids of a spec's checks: each name with every run of characters other than
+    letters, digits, ``.``, ``+`` and ``-`` replaced by ``_`` (``fooling rate within 1 sigma``
+    -> ``fooling_rate_within_1_sigma``), so that ``-k`` takes it as one word; ``_2``, ``_3``
+    ... where two names give one id. Ids depend only on the names and their order."""
+    ids: list[str] = []
+    for number, name in enumerate(names, start=1):
+        base = re.sub(r"[^\w.+-]+", "_", name).strip("_") or f"check_{number}"
+        candidate, copy = base, 1
+        while candidate in ids:
+            copy += 1
+            candidate = f"{base}_{copy}"
+        ids.append(candidate)
+    return ids
+
+
+class BrokenSpecItem(pytest.Item):
+    """A spec that cannot be read, collected without --robustcheck: one skipped item that
+    names the problem (with --robustcheck the spec is a collection error instead)."""
+
+    def __init__(self, *, problem: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.problem = problem
+        self.add_marker(pytest.mark.robustcheck)
+
+    def runtest(self) -> None:
+        pytest.skip(f"broken robustness spec, not run without --robustcheck: {self.problem}")
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        return self.path, None, "robustness spec"
+
+
 class SpecItem(pytest.Item):
-    """One check of a spec."""
+    """One check of a spec; its id is :func:`item_ids`' form of the check's name, which the
+    robustcheck summary and report show as written."""
 
     def __init__(self, *, check: CheckSpec, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -354,7 +400,7 @@ class SpecItem(pytest.Item):
         return super().repr_failure(excinfo, style=style)
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
-        return self.path, None, self.name
+        return self.path, None, self.check.name
 
 
 def _error_text(exc: BaseException) -> str:
@@ -416,7 +462,7 @@ class RunSummary:
     def pytest_deselected(self, items: list[pytest.Item]) -> None:
         for item in items:
             if isinstance(item, SpecItem):
-                self.deselected.add((str(item.path), item.name))
+                self.deselected.add((str(item.path), item.check.name))
 
     def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
         value = excinfo.value
@@ -533,7 +579,8 @@ class RunSummary:
         folder = report_dir(self.config)
         writer = terminalreporter
         if not self.records:
-            if folder is not None and enabled(self.config):
+            collect_only = self.config.getoption("collectonly", False)
+            if folder is not None and enabled(self.config) and not collect_only:
                 writer.write_line(
                     f"robustcheck: no check ran, so no report was written to {folder}",
                     yellow=True,

@@ -420,13 +420,14 @@ def bounds_message(
         env = envelope.inputs[name]
         column = env.features.index(feature)
         low, high = float(env.lower[column]), float(env.upper[column])
+        unit = f" {env.unit(column)}" if env.unit(column) else ""
         bounds = ", ".join(
             text
-            for text, value in ((f"min {low:g}", low), (f"max {high:g}", high))
+            for text, value in ((f"min {low:g}{unit}", low), (f"max {high:g}{unit}", high))
             if math.isfinite(value)
         )
         label = feature if single_input else f"{name}.{feature}"
-        parts.append(f"{label} {count:,} ({bounds}; extreme value {extreme:.4g})")
+        parts.append(f"{label} {count:,} ({bounds}; extreme value {extreme:.4g}{unit})")
     total = sum(count for count, _ in counts.values())
     return f"{total:,} entries lie outside the envelope's bounds: " + "; ".join(parts)
 

@@ -548,7 +548,8 @@ def _envelope_line(feature: str, stats: dict[str, Any], width: int) -> str:
     if stats["integer"]:
         return (
             f"{key} = {{ integer = true }}  # TODO: guessed: integer-valued in the first "
-            "events, so never moved; check"
+            "events, so never moved; check (`absolute = 1.0` lets attacks move it by whole "
+            "units)"
         )
     relative = f"relative = {PLACEHOLDER_RELATIVE:g}"
     placeholder = (
@@ -688,7 +689,9 @@ def render_spec(
         'type = "invariance"',
         'attack = "pgd_1sigma"',
         "ks_min_pvalue = 0.01  # TODO: false-alarm rate of the whole check (Holm-corrected)",
-        "max_correlation_change = 0.02  # TODO: largest allowed change of a correlation",
+        "corr_min_pvalue = 0.01  # TODO: z test of each pair's correlation, same Holm family",
+        "# by_class = true  # also within each true class (control regions)",
+        "# control_region_events = 1e6  # TODO: fails when a shift shows with this many events",
         "",
     ]
     return "\n".join(lines)

@@ -4,8 +4,11 @@ A draw is a *pull* in [-1, 1] for every entry a perturbation may move: -1 is the
 of the entry's box (epsilon sigma below nominal, or the feature's `min`), +1 its upper edge,
 0 the nominal value. Every draw therefore stays in the envelope, and hypothesis, which
 shrinks each pull towards 0, shrinks a failing example towards "no change": a counterexample
-keeps only the entries it needs. Frozen and integer features, `default` placeholders and
-padded particle entries never move.
+keeps only the entries it needs. Frozen features, integer features without a sigma, `default`
+placeholders and padded particle entries never move. An integer feature with a sigma moves to
+the whole unit nearest the pull's point, a categorical feature (`choices`) to the listed value
+nearest it, so every draw is integral where the data are, and shrinking still drops every
+entry a counterexample does not need.
 
 Use them in your own tests::
 
@@ -96,8 +99,10 @@ def perturb(box: Box, nominal: Inputs, pulls: Mapping[str, Array]) -> Inputs:
     """The inputs that ``pulls`` select in ``box`` (pulls broadcast over leading axes).
 
     A pull of +1 reaches the box's upper edge, -1 its lower edge; the point is then projected
-    into the attack's set (the Mahalanobis ball of a correlated group). Entries the box does
-    not let move keep their nominal values bit for bit.
+    into the attack's set (the Mahalanobis ball of a correlated group), integer entries rounded
+    to the nearest whole unit and categorical ones to the nearest listed value (deterministic,
+    so that a pull always gives the same point). Entries the box does not let move keep their
+    nominal values bit for bit.
     """
     out = {}
     for name, pull in pulls.items():
@@ -105,7 +110,7 @@ def perturb(box: Box, nominal: Inputs, pulls: Mapping[str, Array]) -> Inputs:
         u = torch.as_tensor(pull, dtype=x.dtype, device=x.device)
         lower, upper = box.lower[name], box.upper[name]
         out[name] = x + torch.where(u >= 0, u * (upper - x), u * (x - lower))
-    box.project_(out)
+    box.project_(out, stochastic=False)
     for name, moved in out.items():
         out[name] = torch.where(box.unit[name] > 0, moved, nominal[name])
     return out

@@ -109,9 +109,7 @@ class ShiftSums:
             return
         for name, env in self.envelope.inputs.items():
             x0 = nominal[name][fooled]
-            shift = adversarial[name][fooled] - x0
-            sigma = env.sigma(x0)
-            pulls = torch.where(sigma > 0, shift.abs() / sigma.clamp_min(1e-30), 0.0)
+            pulls = env.shift_in_sigma(x0, adversarial[name][fooled])  # a swap counts 1
             if env.mask is not None:
                 real = (nominal[env.mask][fooled] != 0).reshape(-1, 1)
             else:

@@ -56,9 +56,9 @@ def make_envelope(
     """An envelope from ``{input: {feature: {"relative": ..., "min": ...}}}`` tables.
 
     The feature tables take the keys of a spec's ``[envelope.NAME]`` entries (``absolute``,
-    ``relative``, ``min``, ``max``, ``frozen``, ``integer``, ``default``), in feature order;
-    ``masks`` maps a particle input to the input holding its padding mask. For coherent or
-    correlated groups, write a spec and use ``envelope_from_spec``.
+    ``relative``, ``min``, ``max``, ``frozen``, ``integer``, ``choices``, ``default``), in
+    feature order; ``masks`` maps a particle input to the input holding its padding mask.
+    For coherent or correlated groups, write a spec and use ``envelope_from_spec``.
     """
     masks = dict(masks or {})
     unknown = sorted(set(masks) - set(tables))
@@ -82,7 +82,7 @@ def make_envelope(
         for feature, entry in table.items():
             where = f"envelope.{name}.{feature}"
             parsed = feature_envelope(entry, where, SOURCE)
-            if parsed.movable and parsed.absolute is None and parsed.relative is None:
+            if parsed.needs_sigma:
                 raise SpecError(
                     "no uncertainty given",
                     file=SOURCE,

@@ -147,33 +147,44 @@ def train_pfn(events: dict[str, np.ndarray], with_jet: bool) -> Any:
     return model.eval()
 
 
-def export_all(model: Any, example: tuple[Any, ...], names: list[str], stem: Path) -> None:
-    """TorchScript (traced), torch.export .pt2 and ONNX from both exporters, batch axis free."""
+def export_all(
+    model: Any,
+    example: tuple[Any, ...],
+    names: list[str],
+    stem: Path,
+    formats: tuple[str, ...] = ("pt", "pt2", "onnx", "dynamo"),
+) -> None:
+    """TorchScript (traced), torch.export .pt2 and ONNX from both exporters, batch axis free
+    (``formats`` picks some: ``pt``, ``pt2``, ``onnx`` legacy, ``dynamo`` ONNX)."""
     import torch
 
     batch = torch.export.Dim("batch")
     dynamic = {name: {0: batch} for name in names}
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.jit.save(torch.jit.trace(model, example), str(stem.with_suffix(".pt")))
-        program = torch.export.export(model, example, dynamic_shapes=dynamic)
-        torch.export.save(program, str(stem.with_suffix(".pt2")))
-        torch.onnx.export(
-            model,
-            example,
-            str(stem.with_suffix(".onnx")),
-            input_names=names,
-            dynamic_axes={name: {0: "batch"} for name in names},
-            dynamo=False,
-        )
-        torch.onnx.export(
-            model,
-            example,
-            str(stem.parent / f"{stem.name}_dynamo.onnx"),
-            input_names=names,
-            dynamic_shapes=dynamic,
-            dynamo=True,
-        )
+        if "pt" in formats:
+            torch.jit.save(torch.jit.trace(model, example), str(stem.with_suffix(".pt")))
+        if "pt2" in formats:
+            program = torch.export.export(model, example, dynamic_shapes=dynamic)
+            torch.export.save(program, str(stem.with_suffix(".pt2")))
+        if "onnx" in formats:
+            torch.onnx.export(
+                model,
+                example,
+                str(stem.with_suffix(".onnx")),
+                input_names=names,
+                dynamic_axes={name: {0: "batch"} for name in names},
+                dynamo=False,
+            )
+        if "dynamo" in formats:
+            torch.onnx.export(
+                model,
+                example,
+                str(stem.parent / f"{stem.name}_dynamo.onnx"),
+                input_names=names,
+                dynamic_shapes=dynamic,
+                dynamo=True,
+            )
 
 
 _BUILT: dict[str, Path] = {}

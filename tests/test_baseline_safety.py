@@ -390,7 +390,9 @@ def test_cli_baseline_merge_and_a_spec_that_does_not_load(
     assert after["elsewhere/c.robust.toml"] == before["specs"]["elsewhere/c.robust.toml"]
     assert after["a.robust.toml"]["alpha_rate"] != before["specs"]["a.robust.toml"]["alpha_rate"]
     partial = json.loads((tmp_path / "rep" / "report.json").read_text())["partial"]
-    assert not partial["interrupted"] and partial["not_run"] == [f"{broken} (not loaded)"]
+    assert not partial["interrupted"] and partial["not_run"] == [
+        "../broken.robust.toml (not loaded)"
+    ]
     assert partial["reason"] == "1 spec could not be loaded"
 
 

@@ -59,9 +59,11 @@ def test_run_writes_the_report(folder: Path, capsys: pytest.CaptureFixture[str])
     assert rate["figures"]["ci_high"] == pytest.approx(scipy_stats.beta.ppf(0.975, k + 1, n - k))
     assert rate["figures"]["seed"] == 5 == entry["attacks"]["pgd"]["seed"]
     assert entry["attacks"]["pgd"]["n_fooled"] == k
-    assert len(entry["plots"]) == 4  # three movable features and the ROC curves
+    # per movable feature (three) a histogram, a pull plot and the invariance check's
+    # histogram, the discriminant and the ROC curves
+    assert len(entry["plots"]) == 11
     page = (folder / "rep" / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 4
+    assert page.count("data:image/png;base64,") == 11
     assert "<tr><td>no shift<details>" in page
 
 
@@ -241,6 +243,8 @@ def test_schema_accepts_real_specs_and_rejects_typos(
         "max_jsd",
         "max_correlation_change",
         "max_correlation_frobenius",
+        "corr_min_pvalue",
+        "control_region_events",
     ]
     assert sorted(e.message for e in error.context) == sorted(
         f"{key!r} is a required property" for key in thresholds

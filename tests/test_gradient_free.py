@@ -35,7 +35,7 @@ def make_run(folder: Path, model: str, attack: dict[str, Any], **check: Any) -> 
 
 
 def save_asinh_tagger(path: Path) -> None:
-    """A two-class ONNX tagger with an Asinh activation, which onnx2torch cannot convert."""
+    """A two-class ONNX tagger with an Asinh activation, which the ONNX bridge cannot run."""
     w1 = np.zeros((4, 2), np.float32)
     w1[1, 0], w1[3, 1] = 1 / 8.0, 1 / 5.0  # jet_mass and n_const, scaled
     b1 = np.array([-48 / 8.0, -27 / 5.0], np.float32)
@@ -133,7 +133,7 @@ def test_without_gradients_a_white_box_attack_fails_unless_asked_to_fall_back(
             run.run_check(run.spec.checks[0])
     error = info.value
     assert error.field == "attacks.a" and "needs input gradients" in error.message
-    assert "operation_type='Asinh'" in error.message
+    assert "(Asinh-17)" in error.message
     assert 'on_gradient_failure = "spsa"' in str(error.fix)
     # the CLI says the same, as a model error (exit 2), never a verdict
     spec = write_spec(folder, base_spec(model="asinh.onnx"), "nograd.robust.toml")
@@ -147,8 +147,10 @@ def test_unconvertible_onnx_falls_back_to_spsa_when_asked(folder: Path) -> None:
     with pytest.warns(UserWarning, match=FALLBACK):
         result = run.run_check(run.spec.checks[0])
     assert result.figures["fallback"] == "spsa"
-    assert "operation_type='Asinh'" in result.message() and FALLBACK in result.message()
-    assert result.details[0].startswith("WARNING: gradients unavailable (onnx2torch cannot")
+    assert "(Asinh-17)" in result.message() and FALLBACK in result.message()
+    assert result.details[0].startswith(
+        "WARNING: gradients unavailable (robustcheck's ONNX interpreter cannot run"
+    )
     assert "(gradient-free fallback)" in result.summary
     assert result.figures["n_fooled"] > 0 and result.figures["epsilon"] == 2.0
     assert result.figures["seed"] == 7  # spsa draws random directions: its seed counts
@@ -178,7 +180,7 @@ def test_no_fallback_for_another_threat_model(folder: Path) -> None:
     run = SpecRun(parse_spec(doc, folder / "robustness.toml"), device="cpu")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        with pytest.raises(ModelError, match="onnx2torch cannot convert the model"):
+        with pytest.raises(ModelError, match="ONNX interpreter cannot run 1 node"):
             run.adversaries("pgd")
 
 

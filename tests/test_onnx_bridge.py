@@ -1,6 +1,7 @@
-"""The ONNX bridge converts what today's torch exporters write: Split-18 (torch.split and
-chunk), Gelu-20 (exact and tanh), Reshape with allowzero=1 and Clip with an empty bound, and
-white-box PGD through it fools the same events as the torch module itself."""
+"""The ONNX bridge (robustcheck's interpreter of the graph) runs what today's torch exporters
+write: Split-18 (torch.split and chunk), Gelu-20 (exact and tanh), Reshape with allowzero=1
+and Clip with an empty bound, and white-box PGD through it fools the same events as the torch
+module itself; single operators (GatherElements, ScatterND, ...) give onnxruntime's values."""
 
 from __future__ import annotations
 
@@ -145,7 +146,7 @@ def constructs(path: Path) -> set[str]:
     return found
 
 
-# what each export must contain, or the test would not reproduce what onnx2torch lacked
+# what each export must contain, or the test would not cover what onnx2torch 1.5.15 lacked
 EXPECTED = {
     ("split", "dynamo"): "Split",
     ("split", "legacy"): "Split",
@@ -253,3 +254,126 @@ def test_saturated_events_are_not_used_for_the_gradient_check(folder: Path) -> N
     run.tagger.prepare_gradients({"x": inputs["x"][:64]})
     assert run.tagger.differentiable
     assert run.tagger.bridge_gradient_events == 0
+
+
+# Single operators of robustcheck's interpreter against onnxruntime: (name, nodes, extra
+# initializers, opset). The graph input is x of shape (3, 4, 5), its output y.
+OP_CASES: list[tuple[str, list[Any], dict[str, np.ndarray], int]] = [
+    (
+        "GatherElements",
+        [helper.make_node("GatherElements", ["x", "index"], ["y"], axis=2)],
+        {"index": np.array([[[4, 0, -1]]], np.int64).repeat(3, 0).repeat(4, 1)},
+        18,
+    ),
+    (
+        "ScatterND",
+        [helper.make_node("ScatterND", ["x", "where", "updates"], ["y"], reduction="add")],
+        {
+            "where": np.array([[0, 1], [2, 3], [0, 1]], np.int64),
+            "updates": np.arange(15, dtype=np.float32).reshape(3, 5),
+        },
+        18,
+    ),
+    (
+        "ScatterND-none",
+        [helper.make_node("ScatterND", ["x", "where", "updates"], ["y"])],
+        {"where": np.array([[1], [2]], np.int64), "updates": np.ones((2, 4, 5), np.float32)},
+        13,
+    ),
+    (
+        "GatherND-batch",
+        [helper.make_node("GatherND", ["x", "index"], ["y"], batch_dims=1)],
+        {"index": np.array([[[0, 4], [3, 1]], [[1, 1], [2, 2]], [[3, 0], [0, 0]]], np.int64)},
+        18,
+    ),
+    (
+        "Slice-negative-step",
+        [helper.make_node("Slice", ["x", "starts", "ends", "axes", "steps"], ["y"])],
+        {
+            "starts": np.array([-1, 4], np.int64),
+            "ends": np.array([-100, 0], np.int64),
+            "axes": np.array([2, 1], np.int64),
+            "steps": np.array([-2, -1], np.int64),
+        },
+        18,
+    ),
+    (
+        "Split-18-uneven",
+        [
+            helper.make_node("Split", ["x"], ["a", "b"], axis=2, num_outputs=2),
+            helper.make_node("Concat", ["b", "a"], ["y"], axis=2),
+        ],
+        {},
+        18,
+    ),
+    (
+        "Softmax-11-flattens",
+        [helper.make_node("Softmax", ["x"], ["y"], axis=1)],
+        {},
+        11,
+    ),
+    (
+        "Expand-both-ways",
+        [
+            helper.make_node("ReduceSum", ["x", "axes"], ["s"], keepdims=1),
+            helper.make_node("Expand", ["s", "shape"], ["y"]),
+        ],
+        {"axes": np.array([1], np.int64), "shape": np.array([2, 1, 1, 5], np.int64)},
+        18,
+    ),
+    (
+        "TopK-smallest",
+        [
+            helper.make_node("TopK", ["x", "k"], ["y", "i"], axis=-1, largest=0),
+        ],
+        {"k": np.array([2], np.int64)},
+        18,
+    ),
+    (
+        "ReduceMean-18-axes-input",
+        [helper.make_node("ReduceMean", ["x", "axes"], ["y"], keepdims=0)],
+        {"axes": np.array([0, -1], np.int64)},
+        18,
+    ),
+    (
+        "Clip-13-min-only",
+        [helper.make_node("Clip", ["x", "low", ""], ["y"])],
+        {"low": np.array(0.1, np.float32)},
+        13,
+    ),
+    (
+        "Gelu-20-tanh",
+        [helper.make_node("Gelu", ["x"], ["y"], approximate="tanh")],
+        {},
+        20,
+    ),
+]
+
+
+@pytest.mark.parametrize("case", OP_CASES, ids=[case[0] for case in OP_CASES])
+def test_an_operator_runs_as_onnxruntime_runs_it(case: tuple[Any, ...]) -> None:
+    import onnxruntime
+
+    from robustcheck.taggers.onnx_graph import OnnxGraph
+
+    _, nodes, weights, opset = case
+    graph = helper.make_graph(
+        nodes,
+        "op",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(value, name) for name, value in weights.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    x = np.random.default_rng(0).normal(size=(3, 4, 5)).astype(np.float32)
+    session = onnxruntime.InferenceSession(
+        model.SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    (expected,) = session.run(["y"], {"x": x})
+    leaf = torch.from_numpy(x).requires_grad_(True)
+    ours = OnnxGraph(model)(leaf)
+    assert ours.shape == expected.shape
+    np.testing.assert_allclose(ours.detach().numpy(), expected, rtol=1e-5, atol=1e-6)
+    (grad,) = torch.autograd.grad(ours.sum(), [leaf])
+    assert bool(torch.isfinite(grad).all())

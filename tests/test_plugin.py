@@ -41,7 +41,7 @@ def test_flag_runs_checks_with_actionable_messages(project: pytest.Pytester) -> 
     result.stdout.fnmatch_lines(
         [
             "*robustness.toml::strict FAILED*",
-            "*robustness.toml::fooling_rate?1? PASSED*",
+            "*robustness.toml::fooling_rate_1 PASSED*",
             "*fooling rate * (95% CL *-*) over * events > max 0 "
             "| attack pgd eps=1 sigma, 10 steps*",
             "*largest mean |shift| of the * fooled events: *sigma*",
@@ -59,7 +59,7 @@ def test_junit_properties_and_seed_override(project: pytest.Pytester) -> None:
     project.runpytest("--robustcheck", "--robustcheck-seed=11", "--junitxml=out.xml")
     tree = ET.parse(project.path / "out.xml")
     cases = {case.get("name"): case for case in tree.iter("testcase")}
-    assert set(cases) == {"strict", "fooling_rate[1]"}
+    assert set(cases) == {"strict", "fooling_rate_1"}
     for case in cases.values():
         props = {p.get("name"): p.get("value") for p in case.iter("property")}
         for key in ("fooling_rate", "ci_low", "ci_high", "n_events", "threshold"):
@@ -67,7 +67,7 @@ def test_junit_properties_and_seed_override(project: pytest.Pytester) -> None:
         assert props["seed"] == "11"
         assert float(props["ci_low"]) <= float(props["fooling_rate"]) <= float(props["ci_high"])
     assert cases["strict"].find("failure") is not None
-    assert cases["fooling_rate[1]"].find("failure") is None
+    assert cases["fooling_rate_1"].find("failure") is None
 
 
 def test_broken_spec_is_a_short_collection_error(project: pytest.Pytester) -> None:
@@ -84,6 +84,60 @@ def test_broken_spec_is_a_short_collection_error(project: pytest.Pytester) -> No
     )
     assert "Traceback" not in result.stdout.str()
     assert result.ret == pytest.ExitCode.INTERRUPTED
+
+
+def test_broken_spec_without_the_flag_is_one_skipped_item(project: pytest.Pytester) -> None:
+    doc = base_spec()
+    doc["checks"][0]["maxx"] = 0.1
+    write_spec(project.path, doc, "broken.robust.toml")
+    project.makepyfile("def test_unrelated():\n    assert True\n")
+    result = project.runpytest("-rs")
+    result.assert_outcomes(passed=1, skipped=3)  # the 2 checks of robustness.toml, 1 broken
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(
+        [
+            "*broken robustness spec, not run without --robustcheck: spec error: *broken.robust"
+            ".toml: checks[[]0[]]: unknown key `maxx`*"
+        ]
+    )
+
+
+def test_items_carry_a_marker_and_ids_that_k_selects_by_words(
+    project: pytest.Pytester,
+) -> None:
+    doc = base_spec()
+    doc["checks"] = [
+        {"name": "fooling within 1 sigma", "type": "fooling_rate", "attack": "pgd", "max": 1.0},
+        {"name": "fooling within 1-sigma", "type": "fooling_rate", "attack": "pgd", "max": 1.0},
+        {"name": "fooling: within 1 sigma!", "type": "fooling_rate", "attack": "pgd", "max": 1.0},
+    ]
+    write_spec(project.path, doc)
+    project.makepyfile("def test_unrelated():\n    assert True\n")
+    markers = project.runpytest("--markers")
+    markers.stdout.fnmatch_lines(["@pytest.mark.robustcheck: a check of a robustness spec*"])
+    listed = project.runpytest("--co", "-q", "-m", "robustcheck")
+    listed.stdout.fnmatch_lines(
+        [
+            "robustness.toml::fooling_within_1_sigma",
+            "robustness.toml::fooling_within_1-sigma",
+            "robustness.toml::fooling_within_1_sigma_2",
+            "3/4 tests collected (1 deselected)*",
+        ]
+    )
+    picked = project.runpytest("--robustcheck", "-k", "within_1_sigma and not sigma_2")
+    picked.assert_outcomes(passed=1, deselected=3)
+    picked.stdout.fnmatch_lines(["PASSED  robustness.toml::fooling within 1 sigma"])  # as named
+    words = project.runpytest("--co", "-q", "-k", "fooling and within and 1")
+    words.stdout.fnmatch_lines(["3/4 tests collected (1 deselected)*"])
+
+
+def test_collect_only_with_a_report_folder_says_nothing_about_the_report(
+    project: pytest.Pytester,
+) -> None:
+    project.makeini("[pytest]\nrobustcheck = true\nrobustcheck_report = out\n")
+    result = project.runpytest("--co", "-q")
+    assert "no check ran" not in result.stdout.str()
+    assert not (project.path / "out").exists()
 
 
 def test_model_error_fails_the_item_without_traceback(
@@ -135,11 +189,11 @@ def test_example_folder_runs(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(passed=3, failed=3)
     result.stdout.fnmatch_lines_random(
         [
-            "*tagger.robust.toml::fooling rate within 1 sigma PASSED*",
-            "*tagger.robust.toml::fooling rate within 3 sigma FAILED*",
-            "*hidden_systematics.robust.toml::plain PGD: histograms change FAILED*",
-            "*hidden_systematics.robust.toml::hidden PGD: histograms unchanged PASSED*",
-            "*hidden_systematics.robust.toml::hidden PGD: fooling rate FAILED*",
+            "*tagger.robust.toml::fooling_rate_within_1_sigma PASSED*",
+            "*tagger.robust.toml::fooling_rate_within_3_sigma FAILED*",
+            "*hidden_systematics.robust.toml::plain_PGD_histograms_change FAILED*",
+            "*hidden_systematics.robust.toml::hidden_PGD_histograms_unchanged PASSED*",
+            "*hidden_systematics.robust.toml::hidden_PGD_fooling_rate FAILED*",
         ]
     )
     after = {name: (pytester.path / "quickstart" / name).read_bytes() for name in before}

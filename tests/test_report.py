@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import warnings
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,14 @@ def report_spec() -> dict[str, Any]:
     doc["checks"] = [
         {"name": "rate", "type": "fooling_rate", "attack": "pgd", "max": 1.0},
         {"name": "strict", "type": "fooling_rate", "attack": "fgsm", "max": 0.0},
-        {"name": "shape", "type": "invariance", "attack": "pgd", "max_correlation_change": 1.0},
+        # same_events: the report's histograms compare the same events before and after
+        {
+            "name": "shape",
+            "type": "invariance",
+            "attack": "pgd",
+            "max_correlation_change": 1.0,
+            "compare_to": "same_events",
+        },
     ]
     return doc
 
@@ -155,8 +163,15 @@ def test_pytest_report_json_html_and_summary(project: pytest.Pytester, model_dir
 
     # plots: one file per entry, every one embedded in the page
     files = [p["file"] for p in spec["plots"]]
-    kinds = sorted(p["kind"] for p in spec["plots"])
-    assert kinds == ["histogram"] * 6 + ["roc", "scan"]
+    kinds = Counter(p["kind"] for p in spec["plots"])
+    assert kinds == {
+        "histogram": 6,  # per feature and plotted attack
+        "pulls": 6,
+        "discriminant": 2,  # per attack
+        "invariance_histogram": 3,  # per feature of the invariance check
+        "roc": 1,
+        "scan": 1,
+    }
     page = (project.path / "rep" / "report.html").read_text()
     embedded = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
     assert len(embedded) == len(files)
@@ -166,6 +181,25 @@ def test_pytest_report_json_html_and_summary(project: pytest.Pytester, model_dir
     for name, verdict in (("rate", "PASSED"), ("strict", "FAILED"), ("shape", "PASSED")):
         row = re.search(rf"<tr><td>{name}<details>.*?</tr>", page, re.S)
         assert row is not None and f">{verdict}</span>" in row.group(0)
+
+    # no folder of this machine in the report: paths are relative to the report folder
+    root = str(project.path)
+    raw = (project.path / "rep" / "report.json").read_text()
+    assert root not in raw and root not in page
+    assert spec["path"] == "../robustness.toml"
+    assert (project.path / "rep" / spec["path"]).resolve() == project.path / "robustness.toml"
+
+    # summary.md: the verdict table in Markdown, ready for a CI job summary
+    markdown = (project.path / "rep" / "summary.md").read_text()
+    assert root not in markdown
+    assert markdown.startswith("## robustcheck: ❌ 2 passed, 1 failed, 0 errors in 1 spec")
+    rows = [line for line in markdown.splitlines() if line.startswith("| ")]
+    assert rows[0] == "| verdict | spec | check | figure | threshold | attack |"
+    assert len(rows) == 1 + len(CHECK_NAMES)
+    strict_row = next(r for r in rows if "| strict |" in r)
+    assert strict_row.startswith("| ❌ FAILED | `../robustness.toml` | strict |")
+    assert "| upper limit <= 0 | fgsm |" in strict_row
+    assert "nominal AUC" in markdown and "report.html" in markdown
 
 
 def test_summary_under_xdist_lists_each_check_once(project: pytest.Pytester) -> None:
@@ -187,7 +221,7 @@ def test_summary_under_xdist_lists_each_check_once(project: pytest.Pytester) -> 
     assert set(spec["attacks"]) == {"pgd", "fgsm"}
     assert spec["roc"]["nominal"]["n_events"] == 600
     page = (project.path / "rep" / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == len(spec["plots"]) == 7
+    assert page.count("data:image/png;base64,") == len(spec["plots"]) == 18
 
 
 def test_unwritable_report_folder_keeps_a_passing_run_passing(project: pytest.Pytester) -> None:
@@ -297,7 +331,7 @@ def test_report_without_matplotlib_still_writes_json_and_html(
     monkeypatch.setattr(plots, "unavailable", lambda: "matplotlib is not installed")
     outcome = write_report([record("rate", True, **figures(3, 100))], tmp_path, "test")
     assert outcome.problems == ["no plots in the report: matplotlib is not installed"]
-    assert {p.name for p in outcome.written} == {"report.json", "report.html"}
+    assert {p.name for p in outcome.written} == {"report.json", "report.html", "summary.md"}
     assert ">PASSED</span>" in (tmp_path / "report.html").read_text()
 
 
@@ -398,3 +432,31 @@ def test_pareto_frontier_of_specs_on_the_same_data(model_copy: Path, tmp_path: P
     html = (report / "report.html").read_text()
     assert "AUC / resilience Pareto frontier" in html
     assert html.count("data:image/png;base64,") >= 1 + 2  # the frontier and each spec's ROC
+
+
+def test_relative_paths_rewrite_only_paths(tmp_path: Path) -> None:
+    from robustcheck.report.writer import relative_paths
+
+    folder = tmp_path / "report"
+    spec = tmp_path / "specs" / "a.robust.toml"
+    document = {
+        "path": str(spec),
+        f"{spec}::rate": 1.0,
+        "texts": [
+            f"spec error: {spec}: checks[0]: unknown key",
+            "ratio (a+b)/c and 1/2 of https://example.org/x and sigma/2",
+            "/nonexistent-root/x/y stays",
+            f"folder {tmp_path}/specs/",
+        ],
+        "number": 3,
+    }
+    out = relative_paths(document, folder)
+    assert out["path"] == "../specs/a.robust.toml"
+    assert out["../specs/a.robust.toml::rate"] == 1.0
+    assert out["texts"] == [
+        "spec error: ../specs/a.robust.toml: checks[0]: unknown key",
+        "ratio (a+b)/c and 1/2 of https://example.org/x and sigma/2",
+        "/nonexistent-root/x/y stays",
+        "folder ../specs/",
+    ]
+    assert out["number"] == 3

@@ -74,6 +74,7 @@ CASES = [
     Case("base", lambda doc: None, True),
     Case("baseline path", put("baseline", "ref/baseline.json"), True),
     Case("no version", drop("version"), True),
+    Case("feature unit", put("envelope.x.jet_pt.unit", "GeV"), True),
     Case(
         "alternative sample and resilience",
         both(put("data.alternative", ALTERNATIVE), lambda d: d["checks"].append(RESILIENCE)),
@@ -151,6 +152,7 @@ CASES = [
     Case("negative sigma", put("envelope.x.jet_pt.relative", -0.1), False, error=">= 0.0"),
     Case("envelope unknown key", put("envelope.x.jet_pt.sigma", 1.0), False, error="`sigma`"),
     Case("frozen a number", put("envelope.x.n_const.frozen", 1), False, error="true or false"),
+    Case("unit a number", put("envelope.x.jet_pt.unit", 3), False, error="a string"),
     Case("groups not a list", put("envelope.x.groups", GROUP), False, error="must be a list"),
     Case(
         "group without features",

@@ -40,7 +40,7 @@ JETS = {
     "mass": entry(relative=0.05, absolute=0.5, min=0.0),
     "eta": entry(absolute=0.05, min=-2.5, max=2.5),
     "n_const": entry(frozen=True),
-    "n_b": entry(integer=True, absolute=1.0),
+    "n_b": entry(integer=True),  # no sigma: never moves (tests/test_discrete.py moves one)
     "dr": entry(absolute=0.1, min=0.0, default=-999.0),
 }
 PARTS = {"ptrel": entry(relative=0.1, min=0.0, max=1.0), "dphi": entry(absolute=0.01)}
@@ -97,7 +97,7 @@ def assert_inside(nominal: dict[str, np.ndarray], moved: dict[str, np.ndarray], 
         assert ((y >= columns(spec, "min", -np.inf)) | unmoved).all()
         assert ((y <= columns(spec, "max", np.inf)) | unmoved).all()
     jets, moved_jets = nominal["jets"], moved["jets"]
-    # frozen and integer features, and placeholders, never move: bit for bit
+    # frozen features, integer ones without sigma and placeholders never move: bit for bit
     np.testing.assert_array_equal(moved_jets[:, 3:5], jets[:, 3:5])
     placeholder = jets[:, 5] == -999.0
     np.testing.assert_array_equal(moved_jets[placeholder, 5], jets[placeholder, 5])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import torch
 
@@ -26,6 +27,13 @@ class AttackBatch:
     generator: torch.Generator
     early_stop: bool = True
     features: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # per-event figures the attack records for this batch (see ``record``)
+    outputs: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # the box rounds discrete entries with the batch's seeded generator (see Box.project_)
+        if self.box.generator is None:
+            self.box = replace(self.box, generator=self.generator)
 
     def start(self) -> Inputs:
         """Copies of the perturbed inputs, as leaves that record gradients."""
@@ -50,15 +58,25 @@ class AttackBatch:
 
     @torch.no_grad()
     def signed_step_(
-        self, adv: Inputs, grads: list[torch.Tensor], size: float, frozen: torch.Tensor
+        self,
+        adv: Inputs,
+        grads: list[torch.Tensor],
+        size: float,
+        frozen: torch.Tensor,
+        stochastic: bool = True,
     ) -> None:
-        """Move each unfrozen event by ``size`` sigma along the gradient sign, then project."""
+        """Move each unfrozen event by ``size`` sigma along the gradient sign, then project.
+
+        Integer and categorical entries are rounded by the projection: stochastically (a
+        step of a fraction of a unit moves them with that probability), or, with
+        ``stochastic`` False, to the nearest allowed value.
+        """
         scale = (~frozen).to(next(iter(adv.values())).dtype).mul_(size)
         for (name, x), g in zip(adv.items(), grads, strict=False):
             step = g.sign_().mul_(self.box.unit[name])
             step.mul_(scale.view(-1, *([1] * (step.dim() - 1))))
             x.add_(step)
-        self.box.project_(adv)
+        self.box.project_(adv, stochastic)
 
     def subset(self, rows: torch.Tensor) -> AttackBatch:
         """The same attack on some events of the batch (``rows`` indexes them)."""
@@ -67,7 +85,15 @@ class AttackBatch:
             nominal={name: x[rows] for name, x in self.nominal.items()},
             target=self.target[rows],
             box=self.box.subset(rows),
+            outputs={},
         )
+
+    def record(self, name: str, values: torch.Tensor) -> None:
+        """Keep a per-event figure (one float per event of this batch, e.g. min_epsilon's
+        radius): the engine collects it row by row into ``Adversaries.per_event[name]``."""
+        if values.shape[:1] != self.target.shape:
+            raise ValueError(f"{name}: {tuple(values.shape)} values for {len(self.target)} events")
+        self.outputs[name] = values.detach()
 
     @torch.no_grad()
     def fooled(self, adv: Inputs) -> torch.Tensor:
@@ -121,3 +147,18 @@ class Attack:
     def perturb(self, batch: AttackBatch) -> Inputs:
         """Adversarial values of the perturbed inputs for this batch."""
         raise NotImplementedError
+
+    def event_loss(self, batch: AttackBatch, log_probs: torch.Tensor) -> torch.Tensor:
+        """The per-event loss whose input gradients the attack follows (the decision's cross
+        entropy unless the attack says otherwise); sanity probes look at its gradients."""
+        return batch.decision.event_loss(log_probs, batch.target)
+
+    def use_spec(self, spec: Any) -> None:
+        """Called with the whole validated spec before the attack runs: an attack that
+        needs more than its own table finds it here (the ensemble its members' attack
+        tables, constrained_pgd the ``[observables]``)."""
+
+    def report(self) -> tuple[list[str], dict[str, int | float | str]]:
+        """Notes on the run so far (lines for a check's details) and figures for its
+        results; an attack that has nothing to add returns none."""
+        return [], {}

@@ -18,5 +18,6 @@ class FGSM(Attack):
     def perturb(self, batch: AttackBatch) -> Inputs:
         adv = batch.start()
         grads, fooled = batch.loss_and_grad(adv)
-        batch.signed_step_(adv, grads, self.epsilon, fooled)
+        # deterministic: discrete entries go to the nearest allowed value
+        batch.signed_step_(adv, grads, self.epsilon, fooled, stochastic=False)
         return {name: x.detach() for name, x in adv.items()}

@@ -4,6 +4,12 @@ An event stops moving as soon as its decision flips, so the attack returns the f
 fooling point it finds rather than wandering on. Every ``COMPACT_EVERY`` steps, once the
 fooled events are at least ``COMPACT_SHARE`` of the batch, they leave it, so no more
 gradients are spent on them (one host sync per check, not per step).
+
+Integer and categorical features move jointly with the continuous ones: the projection after
+each step rounds them stochastically with the batch's seeded generator (see
+:meth:`robustcheck.envelope.Box.project_`), so a step of a fraction of a unit moves an entry
+one unit along the gradient's sign with that probability, and every iterate the model sees is
+integral and inside the box.
 """
 
 from __future__ import annotations

@@ -44,6 +44,43 @@ def _fooling_rate_headline(f: Figures) -> tuple[str, str] | None:
     return figure, f"upper limit <= {float(f['threshold']):g}"
 
 
+def _invariance_options(options: Figures) -> tuple[str, str, str] | None:
+    """Regions must parse; control_region_events needs a p-value threshold (its level)."""
+    from robustcheck.regions import FORM, parse_region
+
+    for name, text in (options.get("regions") or {}).items():
+        try:
+            parse_region(name, text)
+        except ValueError as exc:
+            return f"regions.{name}", str(exc), f"write {FORM}"
+    levels = ("ks_min_pvalue", "chi2_min_pvalue", "corr_min_pvalue")
+    if options.get("control_region_events") is not None and all(
+        options.get(key) is None for key in levels
+    ):
+        return (
+            "control_region_events",
+            "control_region_events needs a p-value threshold: events_to_detect is the size at "
+            "which a test at that level sees the shift",
+            f"set one of {', '.join(levels)} (e.g. ks_min_pvalue = 0.01)",
+        )
+    return None
+
+
+def _robust_radius_headline(f: Figures) -> tuple[str, str] | None:
+    """The radius quantile with its interval, against the least radius its lower end needs."""
+    if "quantile_low" not in f or "threshold" not in f:
+        return None
+    top = float(f.get("max_epsilon", 0.0))
+
+    def text(value: object) -> str:  # None: beyond max_epsilon (censored)
+        return f"> {top:g}" if value is None else f"{float(value):.3g}"  # type: ignore[arg-type]
+
+    cl = f"{100 * float(f.get('confidence', 0.95)):g}% CL"
+    figure = f"q{100 * float(f['quantile']):g} radius {text(f.get('radius_quantile'))} ({cl} "
+    figure += f"{text(f['quantile_low'])}-{text(f.get('quantile_high'))})"
+    return figure, f"lower limit > {float(f['threshold']):g}"
+
+
 CHECKS: dict[str, Declaration] = {
     "fooling_rate": Declaration(
         "fooling_rate",
@@ -60,10 +97,27 @@ CHECKS: dict[str, Declaration] = {
                 exclusive_minimum=True,
             ),
             "working_point": WORKING_POINT,
+            "epsilon": Field(
+                "number",
+                None,
+                doc="with a min_epsilon attack: read its fooling rate vs epsilon curve here "
+                "(sigma, at most its max_epsilon; default: at max_epsilon)",
+                minimum=0.0,
+            ),
             "gradient_masking_check": Field(
                 "bool",
-                False,
-                doc="also run random search with the same epsilon; warn when it fools more",
+                None,
+                doc="AutoAttack's sanity checks: warn when gradient-free attacks with the same "
+                "epsilon fool more, when input gradients vanish or scores are randomised "
+                "(default: on for an ensemble attack, off otherwise)",
+            ),
+            "gradient_masking_attacks": Field(
+                "str_list",
+                None,
+                doc="the gradient-free attacks the masking check runs: random and/or spsa "
+                "(default: random; for an ensemble with gradient-free members, none: their "
+                "own counts are compared)",
+                choices=("random", "spsa"),
             ),
         },
         doc="fraction of correctly classified events whose decision the attack flips",
@@ -121,8 +175,46 @@ CHECKS: dict[str, Declaration] = {
                 minimum=0.0,
             ),
             "bins": Field("int", 20, doc="quantile bins for chi-squared and JSD", minimum=2),
+            "compare_to": Field(
+                "str",
+                "independent",
+                doc="independent: the attacked values of one half of the nominal sample "
+                "against the nominal values of the other half (split with split_seed), as data "
+                "against simulation in a control region; same_events: against the same events "
+                "before the attack",
+                choices=("independent", "same_events"),
+            ),
+            "split_seed": Field(
+                "int", 0, doc="seed of the split into attacked and reference halves", minimum=0
+            ),
+            "by_class": Field(
+                "bool", False, doc="also run every test within each true class (control regions)"
+            ),
+            "regions": Field(
+                "str_map",
+                None,
+                doc='control regions cut on the nominal discriminant, name -> "score OP NUMBER" '
+                'joined by "and", e.g. { high_score = "score > 0.8" }; every test also runs in '
+                "each",
+            ),
+            "corr_min_pvalue": Field(
+                "number",
+                None,
+                doc="smallest allowed p-value of the z test that a pair's Pearson correlation "
+                "is unchanged, after the correction (one family with KS and chi-squared)",
+                minimum=0.0,
+                maximum=1.0,
+            ),
+            "control_region_events": Field(
+                "number",
+                None,
+                doc="events per sample in the analysis's control regions: fails when a tested "
+                "shift would be visible with this many (events_to_detect <= this)",
+                minimum=1.0,
+            ),
         },
         doc="perturbed marginals and correlations are statistically the nominal ones",
+        validate=_invariance_options,
         option_limits={
             "ks_min_pvalue": OptionLimit("min KS p-value", "min_ks_pvalue", "min_ks_feature", ">="),
             "chi2_min_pvalue": OptionLimit(
@@ -135,6 +227,12 @@ CHECKS: dict[str, Declaration] = {
             "max_correlation_frobenius": OptionLimit(
                 "relative Frobenius change", "correlation_frobenius", None, "<="
             ),
+            "corr_min_pvalue": OptionLimit(
+                "min correlation p-value", "min_corr_pvalue", "min_corr_feature", ">="
+            ),
+            "control_region_events": OptionLimit(
+                "events to detect", "events_to_detect", "events_to_detect_test", ">="
+            ),
         },
         plots_attack=True,
         requires_one_of=(
@@ -143,6 +241,8 @@ CHECKS: dict[str, Declaration] = {
             "max_jsd",
             "max_correlation_change",
             "max_correlation_frobenius",
+            "corr_min_pvalue",
+            "control_region_events",
         ),
     ),
     "resilience": Declaration(
@@ -231,6 +331,15 @@ CHECKS: dict[str, Declaration] = {
                 minimum=0.0,
             ),
             "bins": Field("int", 20, doc="bins of the discriminant templates", minimum=2),
+            "template_errors": Field(
+                "str",
+                "da",
+                doc="the templates' statistical uncertainty in the fit: iminuit's "
+                "Barlow-Beeston-lite method da (default), jsc or asy; none takes the "
+                "templates as exact (understates the error when the nominal sample is small; "
+                "weighted data then enter as counts)",
+                choices=("da", "jsc", "asy", "none"),
+            ),
         },
         doc="bias of a template fit of the signal fraction in the alternative sample",
         regression=RegressionFigure(
@@ -314,5 +423,43 @@ CHECKS: dict[str, Declaration] = {
         },
         doc="mean loss along each feature axis in sigma units: bounds its largest rise "
         "within epsilon and names the feature with the sharpest one",
+    ),
+    "robust_radius": Declaration(
+        "robust_radius",
+        "robustcheck.checks.robust_radius:RobustRadius",
+        {
+            "attack": Field("str", doc="name of a min_epsilon [attacks.NAME] table"),
+            "min": Field(
+                "number",
+                doc="the radius quantile must be above it (sigma; at most the attack's "
+                "max_epsilon)",
+                minimum=0.0,
+                exclusive_minimum=True,
+            ),
+            "quantile": Field(
+                "number",
+                0.05,
+                doc="which quantile of the radii of the correctly classified events",
+                minimum=0.0,
+                maximum=1.0,
+                exclusive_minimum=True,
+            ),
+            "confidence": Field(
+                "number",
+                0.95,
+                doc="confidence level of the quantile's order-statistic interval",
+                minimum=0.0,
+                maximum=1.0,
+                exclusive_minimum=True,
+            ),
+            "working_point": WORKING_POINT,
+        },
+        doc="the quantile of the events' robustness radii (min_epsilon) is above min sigma: "
+        "fails when the lower end of its order-statistic interval is not, i.e. when more than "
+        "the quantile's share of events is fooled within min sigma (at the confidence level)",
+        regression=RegressionFigure("fraction_within_min", lower_is_better=True, error=None),
+        # the rule in fooling_rate's form (Comparison has no strict ">" for quantile_low > min)
+        limits=(Limit("quantile", "share fooled within min, upper limit", "ci_high", "<="),),
+        headline=_robust_radius_headline,
     ),
 }

@@ -48,6 +48,6 @@ class AucUnderAttack(Check):
             not failures,
             summary,
             figures=figures,
-            details=list(adv.warnings),
+            details=[*adv.warnings, *adv.notes],
             attack=adv.description,
         )

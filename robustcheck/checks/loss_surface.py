@@ -68,6 +68,7 @@ class LossSurfaceCheck(Check):
         }
         if grid_rise is not None:
             figures["grid_max_increase"] = grid_rise
+        keep_for_report(self.run, self.spec.index, surface)
         return self.result(passed, summary, figures=figures, details=self.table(surface))
 
     @staticmethod
@@ -84,3 +85,25 @@ class LossSurfaceCheck(Check):
                 f"{curve[-1]:<10.4g}  {surface.increase()[k]:.3g}"
             )
         return lines
+
+
+def keep_for_report(run: object, index: int, surface: LossSurface) -> None:
+    """The surface's curves and grid, kept for the report's loss-surface plots."""
+    from robustcheck.report.extras import remember
+
+    remember(
+        run,
+        "loss_surface",
+        index,
+        {
+            "quantity": surface.quantity,
+            "epsilon": surface.epsilon,
+            "offsets": surface.offsets.tolist(),
+            "features": list(surface.features),
+            "profiles": surface.profiles.tolist(),
+            "nominal": surface.nominal,
+            "n_events": surface.n_events,
+            "grid_features": list(surface.grid_features) if surface.grid_features else None,
+            "grid": surface.grid.tolist() if surface.grid is not None else None,
+        },
+    )

@@ -116,8 +116,9 @@ def scaled(pattern: Pattern, factor: float) -> dict[str, np.ndarray]:
 
 def changed_entries(
     envelope: Envelope, nominal: Inputs, moved: Inputs, event: int
-) -> list[tuple[str, float, float, float]]:
-    """(entry label, nominal, perturbed, shift in sigma) of every entry the pattern moved."""
+) -> list[tuple[str, float, float, float, str]]:
+    """(entry label, nominal, perturbed, shift in sigma, " unit" or "") of every entry the
+    pattern moved."""
     out = []
     several = len(envelope.inputs) > 1
     for name, env in envelope.inputs.items():
@@ -132,7 +133,8 @@ def changed_entries(
                 label = f"{name}.{label}"
             entry = tuple(index)
             pull = float((y[entry] - x[entry]) / sigma[entry]) if sigma[entry] > 0 else 0.0
-            out.append((label, float(x[entry]), float(y[entry]), pull))
+            unit = env.unit(feature)
+            out.append((label, float(x[entry]), float(y[entry]), pull, f" {unit}" if unit else ""))
     return out
 
 
@@ -291,8 +293,8 @@ class Property(Check):
         entries = changed_entries(envelope, probe.nominal, outcome.moved, event)
         details = [f"shrunk counterexample, event {event} of the nominal sample:"]
         details += [
-            f"  {label}: {x0:.6g} -> {x1:.6g} ({pull:+.3g} sigma)"
-            for label, x0, x1, pull in entries[:MAX_LINES]
+            f"  {label}: {x0:.6g}{unit} -> {x1:.6g}{unit} ({pull:+.3g} sigma)"
+            for label, x0, x1, pull, unit in entries[:MAX_LINES]
         ]
         if len(entries) > MAX_LINES:
             details.append(f"  ... and {len(entries) - MAX_LINES} more changed entries")

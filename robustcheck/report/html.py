@@ -127,7 +127,7 @@ def _attack(name: str, attack: dict[str, Any], drawn: list[Plot]) -> str:
         f"{rate}; {attack.get('n_events', 0):,} events; computed in "
         f"{attack.get('seconds') or 0:.2f} s</p>",
     ]
-    mine = [p for p in drawn if p.attack == name]
+    mine = [p for p in drawn if p.attack == name and p.check is None]
     shown = sum(p.kind == "histogram" for p in mine)
     total = len(attack.get("histograms") or ())
     if shown < total:
@@ -137,9 +137,92 @@ def _attack(name: str, attack: dict[str, Any], drawn: list[Plot]) -> str:
         )
     if total and attack.get("histograms_note"):
         parts.append(f'<p class="meta">histograms {escape(attack["histograms_note"])}</p>')
-    figures = [_figure(p) for kind in ("scan", "histogram") for p in mine if p.kind == kind]
+    kinds = ("scan", "radius", "discriminant", "histogram")
+    figures = [_figure(p) for kind in kinds for p in mine if p.kind == kind]
     if figures:
+        parts.append(
+            '<p class="meta">histograms per true class with statistical (Poisson) error bars; '
+            "ratio panels: the nominal's relative error as a band around 1, the attacked "
+            "sample's on the points</p>"
+        )
         parts.append(f'<div class="plots">{"".join(figures)}</div>')
+    pulls = [_figure(p) for p in mine if p.kind == "pulls"]
+    if pulls:
+        parts.append(
+            f"<h4>shifts of the fooled events, in sigma ({escape(name)})</h4>"
+            '<p class="meta">per feature, the entries of fooled events that the attack moved'
+            "</p>"
+        )
+        parts.append(f'<div class="plots">{"".join(pulls)}</div>')
+    return "\n".join(parts)
+
+
+def _events_to_detect(rows: list[dict[str, Any]], limit: float | None = None) -> str:
+    """The invariance check's events_to_detect per test, region and feature (or observable);
+    with ``limit`` (control_region_events) the cells at or below it in bold."""
+    if not rows:
+        return ""
+    tests = list(dict.fromkeys(r["test"] for r in rows))
+    regions = list(dict.fromkeys(r["region"] for r in rows))
+    features = list(dict.fromkeys(r["feature"] for r in rows))
+    found = {(r["test"], r["region"], r["feature"]): r["events_to_detect"] for r in rows}
+    head = "<tr><th>feature / observable</th>" + "".join(
+        f"<th>{escape(t)} &middot; {escape(g)}</th>" for t in tests for g in regions
+    )
+    body = []
+    for feature in features:
+        cells = []
+        for t in tests:
+            for g in regions:
+                if (t, g, feature) not in found:
+                    cells.append("<td></td>")
+                    continue
+                n = found[(t, g, feature)]
+                text = "no shift" if n is None else f"{n:,.0f}"
+                if n is not None and limit is not None and n <= limit:
+                    text = f"<b>{text}</b>"
+                cells.append(f"<td class='num'>{text}</td>")
+        body.append(f"<tr><td>{escape(feature)}</td>{''.join(cells)}</tr>")
+    bold = (
+        f"; in bold: at most control_region_events = {limit:,.0f}, so the check fails"
+        if limit is not None
+        else ""
+    )
+    return (
+        '<p class="meta">events per sample at which each test would see the measured shift at '
+        f"the check's level (fewer: more visible){bold}</p>"
+        f"<table>{head}</tr>{''.join(body)}</table>"
+    )
+
+
+def _check_plots(spec: dict[str, Any], drawn: list[Plot]) -> str:
+    """Per check with its own plots: loss-surface curves, an invariance check's compared
+    samples per true class and its events_to_detect table."""
+    parts = []
+    for check in spec["checks"]:
+        data = check.get("plot_data") or {}
+        mine = [_figure(p) for p in drawn if p.check == check["name"]]
+        invariance = data.get("invariance") or {}
+        limit = (check.get("options") or {}).get("control_region_events")
+        table = _events_to_detect(invariance.get("events_to_detect") or [], limit)
+        if not mine and not table:
+            continue
+        parts.append(
+            f"<h3>check <code>{escape(check['name'])}</code> ({escape(check['type'])})</h3>"
+        )
+        if invariance:
+            if invariance["compare_to"] == "independent":
+                what = (
+                    f"the attacked half ({invariance['n_attacked']:,} events) against the "
+                    f"independent nominal half ({invariance['n_reference']:,} events, split "
+                    f"seed {invariance['split_seed']})"
+                )
+            else:
+                what = "the attacked sample against the same events before the attack"
+            parts.append(f'<p class="meta">compared, per true class: {escape(what)}</p>')
+        parts.append(table)
+        if mine:
+            parts.append(f'<div class="plots">{"".join(mine)}</div>')
     return "\n".join(parts)
 
 
@@ -156,13 +239,15 @@ def _spec(spec: dict[str, Any], drawn: list[Plot]) -> str:
     ]
     for name, attack in spec["attacks"].items():
         parts.append(_attack(name, attack, drawn))
+    parts.append(_check_plots(spec, drawn))
     roc = [_figure(p) for p in drawn if p.kind == "roc"]
     if roc:
         parts.append("<h3>ROC curves</h3>")
         parts.append(
             '<p class="meta">discriminant: the signal-class probability. Adversarial: the '
             "nominal sample after each attack, which moves correctly classified events until "
-            "their decision flips (as for the fooling rate)</p>"
+            "their decision flips (as for the fooling rate). Bands: 68% Clopper-Pearson "
+            "intervals of the background efficiency from its event count</p>"
         )
         parts.append(f'<div class="plots">{"".join(roc)}</div>')
     return "\n".join(parts)

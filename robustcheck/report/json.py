@@ -26,11 +26,11 @@ PACKAGES = (
     "torch",
     "onnxruntime",
     "onnx",
-    "onnx2torch",
     "numpy",
     "scipy",
     "pytest",
     "matplotlib",
+    "mplhep",
 )
 
 

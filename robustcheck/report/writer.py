@@ -9,13 +9,14 @@ runs writing one folder never leave it half-written or mixed.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from robustcheck.report import html, plots
+from robustcheck.report import html, markdown, plots
 from robustcheck.report import json as json_report
 from robustcheck.report.figures import Plot
 
@@ -67,20 +68,146 @@ def plotted_histograms(histograms: list[dict[str, Any]]) -> list[dict[str, Any]]
     return [histograms[i] for i in keep]
 
 
+def radius_plots(
+    spec: dict[str, Any], name: str, radius: dict[str, Any], prefix: str
+) -> list[tuple[Plot, Any]]:
+    """A min_epsilon attack's radius distribution and fooling rate vs epsilon curve, with the
+    thresholds of the checks that read them."""
+    checks = [c for c in spec["checks"] if c.get("attack_name") == name]
+    quantiles = [
+        (float(c["options"]["min"]), float(c["options"].get("quantile", 0.05)))
+        for c in checks
+        if c["type"] == "robust_radius" and "min" in c["options"]
+    ]
+    limits = [
+        (float(c["options"].get("epsilon", radius["max_epsilon"])), float(c["options"]["max"]))
+        for c in checks
+        if c["type"] == "fooling_rate" and "max" in c["options"]
+    ]
+    stem = f"{prefix}__{_slug(name)}"
+    return [
+        (
+            Plot("radius", f"robustness radius: {name}", f"{stem}__radius.png", name),
+            lambda: plots.radius_histogram(radius, name, [m for m, _ in quantiles]),
+        ),
+        (
+            Plot(
+                "scan",
+                f"fooling rate vs epsilon (radius curve): {name}",
+                f"{stem}__curve.png",
+                name,
+            ),
+            lambda: plots.radius_curve(radius, name, limits, quantiles),
+        ),
+    ]
+
+
+def attack_extra_plots(name: str, attack: dict[str, Any], prefix: str) -> list[tuple[Plot, Any]]:
+    """An attack's discriminant distribution and its fooled events' pulls per feature."""
+    stem = f"{prefix}__{_slug(name)}"
+    todo: list[tuple[Plot, Any]] = []
+    if (attack.get("discriminant") or {}).get("samples"):
+        plot = Plot(
+            "discriminant",
+            f"discriminant per true class: nominal, {name}, alternative",
+            f"{stem}__discriminant.png",
+            name,
+            data=f"attacks.{name}.discriminant",
+        )
+        todo.append((plot, lambda: plots.discriminant(attack["discriminant"], name)))
+    for number, pull in enumerate((attack.get("pulls") or [])[:MAX_HISTOGRAMS]):
+        plot = Plot(
+            "pulls",
+            f"pulls of the fooled events: {pull['input']} {pull['feature']}, {name}",
+            f"{stem}__pulls_{_slug(pull['input'])}_{_slug(pull['feature'])}.png",
+            name,
+            data=f"attacks.{name}.pulls[{number}]",
+        )
+        todo.append((plot, lambda pull=pull: plots.pulls(pull, name)))
+    return todo
+
+
+def check_plots(spec: dict[str, Any], prefix: str) -> list[tuple[Plot, Any]]:
+    """The plots of checks that carry their own data: a loss_surface check's curves and grid,
+    an invariance check's compared samples per true class (at most MAX_HISTOGRAMS each)."""
+    todo: list[tuple[Plot, Any]] = []
+    signal = spec.get("signal_class")
+    for index, check in enumerate(spec["checks"]):
+        data = check.get("plot_data") or {}
+        stem = f"{prefix}__check{index}_{_slug(check['name'])}"
+        where = f"checks[{index}].plot_data"
+        surface = data.get("loss_surface")
+        if surface:
+            plot = Plot(
+                "loss_surface",
+                f"loss surface: {check['name']}",
+                f"{stem}__loss.png",
+                check=check["name"],
+                data=f"{where}.loss_surface",
+            )
+            todo.append((plot, lambda s=surface, c=check: plots.loss_profiles(s, c["name"])))
+            if surface.get("grid") is not None:
+                plot = Plot(
+                    "loss_surface_grid",
+                    f"loss surface grid: {check['name']}",
+                    f"{stem}__loss_grid.png",
+                    check=check["name"],
+                    data=f"{where}.loss_surface",
+                )
+                todo.append((plot, lambda s=surface, c=check: plots.loss_grid(s, c["name"])))
+        found = data.get("invariance")
+        if found:
+            independent = found["compare_to"] == "independent"
+            labels = (
+                ("independent nominal half", f"attacked half ({found['attack']})")
+                if independent
+                else ("nominal (same events)", f"attacked ({found['attack']})")
+            )
+            for number, h in enumerate(found["histograms"][:MAX_HISTOGRAMS]):
+                title = f"{check['name']}: {h['input']} {h['feature']}, {labels[0]} vs attacked"
+                plot = Plot(
+                    "invariance_histogram",
+                    title,
+                    f"{stem}__{_slug(h['input'])}_{_slug(h['feature'])}.png",
+                    found["attack"],
+                    check=check["name"],
+                    data=f"{where}.invariance.histograms[{number}]",
+                )
+                todo.append(
+                    (
+                        plot,
+                        lambda h=h, labels=labels, title=title: plots.class_comparison(
+                            h,
+                            ("reference", "attacked"),
+                            labels,
+                            title,
+                            signal,
+                            None,
+                            "attacked / ref.",
+                        ),
+                    )
+                )
+    return todo
+
+
 def spec_plots(spec: dict[str, Any]) -> list[Plot]:
     """Draw every plot of one spec; a failure is kept as the plot's ``error``."""
     prefix = f"plots/{spec_slug(spec['path'])}"
     todo: list[tuple[Plot, Any]] = []
+    signal = spec.get("signal_class")
     for name, attack in spec["attacks"].items():
-        for h in plotted_histograms(attack.get("histograms") or []):
+        shown = plotted_histograms(attack.get("histograms") or [])
+        for h in shown:
             title = f"{h['input']} {h['feature']}: nominal vs {name}"
             plot = Plot(
                 "histogram",
                 title,
                 f"{prefix}__{_slug(name)}__{_slug(h['input'])}_{_slug(h['feature'])}.png",
                 name,
+                data=f"attacks.{name}.histograms[{attack['histograms'].index(h)}]",
             )
-            todo.append((plot, lambda h=h, name=name: plots.histogram(h, name)))
+            todo.append((plot, lambda h=h, name=name: plots.histogram(h, name, signal)))
+        todo += attack_extra_plots(name, attack, prefix)
         if attack.get("scan"):
             limit = fooling_rate_limit(spec, name)
             plot = Plot(
@@ -92,6 +219,9 @@ def spec_plots(spec: dict[str, Any]) -> list[Plot]:
             todo.append(
                 (plot, lambda a=attack, n=name, m=limit: plots.scan(a["scan"], n, m, a["epsilon"]))
             )
+        if attack.get("radius"):
+            todo += radius_plots(spec, name, attack["radius"], prefix)
+    todo += check_plots(spec, prefix)
     curves = [(sample, curve) for sample, curve in (spec.get("roc") or {}).items()]
     curves += [
         (f"adversarial {name}", attack["roc"])
@@ -99,7 +229,7 @@ def spec_plots(spec: dict[str, Any]) -> list[Plot]:
         if attack.get("roc")
     ]
     if curves:
-        plot = Plot("roc", "ROC curves", f"{prefix}__roc.png")
+        plot = Plot("roc", "ROC curves", f"{prefix}__roc.png", data="roc, attacks.NAME.roc")
         todo.append((plot, lambda: plots.roc(curves)))
     out = []
     for plot, draw in todo:
@@ -158,6 +288,40 @@ def pareto_groups(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+# an absolute path inside a text: a "/" not preceded by a word character, a dot, a colon
+# (URLs) or another slash, then characters that paths hold
+_ABSOLUTE = re.compile(r"(?<![\w.~:/])/[^\s'\"`<>|:,;()\[\]{}]+")
+
+
+def relative_paths(value: Any, folder: Path) -> Any:
+    """``value`` (a JSON document) with every absolute path in its strings, keys included,
+    written relative to the report folder, so that neither report.json nor report.html
+    shows the folders of the machine that ran it.
+
+    A path is recognised when it has two or more parts and its first folder exists here
+    (``/tmp/...``, ``/home/...``): ``(a+b)/c`` or ``1/2`` are left alone.
+    """
+    if isinstance(value, str):
+        return _relative_text(value, folder)
+    if isinstance(value, list):
+        return [relative_paths(v, folder) for v in value]
+    if isinstance(value, dict):
+        return {relative_paths(k, folder): relative_paths(v, folder) for k, v in value.items()}
+    return value
+
+
+def _relative_text(text: str, folder: Path) -> str:
+    def swap(match: re.Match[str]) -> str:
+        token = match.group(0)
+        parts = Path(token).parts
+        if len(parts) < 3 or not Path(parts[0], parts[1]).is_dir():
+            return token
+        tail = "/" if token.endswith("/") else ""
+        return os.path.relpath(token, folder) + tail
+
+    return _ABSOLUTE.sub(swap, text) if "/" in text else text
+
+
 LOCK_NAME = ".robustcheck.lock"
 # the plot files robustcheck names (see spec_plots and pareto_groups): only these are removed
 OWN_PLOT = re.compile(r"^(?:[A-Za-z0-9_.-]+-[0-9a-f]{6}__[A-Za-z0-9_.-]+|pareto_\d+)\.png$")
@@ -179,6 +343,7 @@ def write_report(
     """
     from robustcheck import atomic
 
+    records = list(records)
     folder = Path(folder)
     outcome = ReportOutcome(folder)
     try:
@@ -192,6 +357,8 @@ def write_report(
     drawn: dict[str, list[Plot]] = {}
     if why_not:
         outcome.problems.append(f"no plots in the report: {why_not}")
+    elif plots.style_problem():
+        outcome.problems.append(str(plots.style_problem()))
     for spec in document["specs"]:
         drawn[spec["path"]] = [] if why_not else spec_plots(spec)
     document["pareto"] = pareto_groups(document["specs"])
@@ -208,6 +375,7 @@ def write_report(
     try:
         with atomic.locked(folder / LOCK_NAME, f"the report in {folder}", notice):
             _write_files(document, drawn, pareto_png, folder, outcome)
+            _write_summary(records, folder, partial, outcome)
     except OSError as exc:  # the lock: another run held it too long, or it cannot be made
         outcome.problems.append(f"cannot write the report to {folder}: {_reason(exc)}")
     return outcome
@@ -228,6 +396,7 @@ def _write_files(
         spec["plots"] = []
         for plot in drawn[spec["path"]]:
             entry = {"kind": plot.kind, "title": plot.title, "attack": plot.attack}
+            entry.update({k: v for k, v in (("check", plot.check), ("data", plot.data)) if v})
             if plot.error:
                 outcome.problems.append(f"plot {plot.file} failed: {plot.error}")
                 entry["error"] = plot.error
@@ -250,9 +419,12 @@ def _write_files(
                 group["file"] = None
     outcome.removed = remove_stale_plots(folder / "plots", written, outcome.problems)
     document["problems"] = [*document["problems"], *outcome.problems]
+    here = folder.resolve()
+    public = relative_paths(document, here)
+    shown = {relative_paths(path, here): plots_ for path, plots_ in drawn.items()}
     for name, write in (
-        ("report.json", lambda: json_report.write(document, folder)),
-        ("report.html", lambda: html.write(document, drawn, folder)),
+        ("report.json", lambda: json_report.write(public, folder)),
+        ("report.html", lambda: html.write(public, shown, folder)),
     ):
         try:
             outcome.written.append(write())
@@ -260,6 +432,20 @@ def _write_files(
             outcome.problems.append(f"cannot write {folder / name}: {_reason(exc)}")
         except Exception as exc:  # one broken page must not cost the other file
             outcome.problems.append(f"cannot build {name}: {type(exc).__name__}: {exc}")
+
+
+def _write_summary(
+    records: list[dict[str, Any]],
+    folder: Path,
+    partial: dict[str, Any] | None,
+    outcome: ReportOutcome,
+) -> None:
+    """summary.md beside report.html (paths relative to the folder)."""
+    try:
+        here = folder.resolve()
+        outcome.written.append(markdown.write(relative_paths(records, here), here, partial))
+    except OSError as exc:
+        outcome.problems.append(f"cannot write {folder / 'summary.md'}: {_reason(exc)}")
 
 
 def remove_stale_plots(plots_folder: Path, keep: set[str], problems: list[str]) -> list[Path]:

@@ -19,10 +19,93 @@ GROUPS_KEY = "groups"
 
 def feature_envelope(table: Any, where: str, source: str | Path) -> FeatureEnvelope:
     """One feature's envelope entry, validated (sigma presence is the caller's to check)."""
-    entry = FeatureEnvelope(**validate(table, FEATURE_FIELDS, where, source))
+    values = validate(table, FEATURE_FIELDS, where, source)
+    if values["choices"] is not None:
+        values["choices"] = tuple(float(v) for v in values["choices"])
+    if values["unit"] is not None:
+        values["unit"] = values["unit"].strip() or None  # "" means no unit
+    entry = FeatureEnvelope(**values)
     if entry.min is not None and entry.max is not None and entry.min > entry.max:
         raise error(source, f"min {entry.min} > max {entry.max}", where)
+    if entry.integer:
+        _check_integer(entry, where, source)
+    if entry.choices is not None:
+        _check_choices(entry, where, source)
     return entry
+
+
+def _whole(value: float) -> bool:
+    return float(value).is_integer()
+
+
+def _check_integer(entry: FeatureEnvelope, where: str, source: str | Path) -> None:
+    """An integer feature's bounds and placeholder are whole numbers."""
+    for key in ("min", "max", "default"):
+        value = getattr(entry, key)
+        if value is not None and not _whole(value):
+            whole = math.floor(value) if key == "max" else math.ceil(value)
+            raise error(
+                source,
+                f"`{key} = {value:g}` is not a whole number, but the feature is `integer`",
+                f"{where}.{key}",
+                f"give a whole number (e.g. {key} = {whole}), or drop `integer = true`",
+            )
+
+
+def _check_choices(entry: FeatureEnvelope, where: str, source: str | Path) -> None:
+    """A categorical feature: a non-empty list of distinct values, and no sigma."""
+    choices = entry.choices or ()
+    fix = "choices = [22, 211, -211, 130]: the values the feature may take"
+    if len(choices) < 2:
+        raise error(
+            source,
+            f"lists {len(choices)} value(s): a swap needs at least two",
+            f"{where}.choices",
+            fix + " (or `frozen = true` for a feature that never moves)",
+        )
+    twice = sorted({v for v in choices if choices.count(v) > 1})
+    if twice:
+        raise error(
+            source,
+            f"lists {', '.join(f'{v:g}' for v in twice)} more than once",
+            f"{where}.choices",
+            "list each value once",
+        )
+    for key in ("absolute", "relative"):
+        if getattr(entry, key) is not None:
+            raise error(
+                source,
+                f"`choices` and a sigma (`{key}`) exclude each other: a categorical feature "
+                "swaps among its listed values, it does not move by sigma",
+                f"{where}.{key}",
+                f"drop `{key}` (or `choices` for a continuous or integer feature)",
+            )
+    if entry.frozen:
+        raise error(
+            source,
+            "`frozen = true` and `choices` contradict each other",
+            where,
+            "drop `frozen` to let the attack swap among the choices, or `choices` to freeze it",
+        )
+    if entry.integer and not all(_whole(v) for v in choices):
+        odd = next(v for v in choices if not _whole(v))
+        raise error(
+            source,
+            f"the feature is `integer`, but choice {odd:g} is not a whole number",
+            f"{where}.choices",
+            "list whole numbers, or drop `integer = true`",
+        )
+    low = -math.inf if entry.min is None else entry.min
+    high = math.inf if entry.max is None else entry.max
+    outside = [v for v in choices if not low <= v <= high]
+    if outside:
+        raise error(
+            source,
+            f"choice(s) {', '.join(f'{v:g}' for v in outside)} lie outside [min, max] = "
+            f"[{low:g}, {high:g}]",
+            f"{where}.choices",
+            "list only values inside the bounds, or widen `min`/`max`",
+        )
 
 
 def parse_envelope(
@@ -141,7 +224,7 @@ def _feature_entry(
             where,
             "drop `absolute`/`relative` here: the covariance's diagonal is its variance",
         )
-    if from_covariance is False and entry.movable and not has_sigma:
+    if from_covariance is False and entry.needs_sigma:
         raise error(
             path,
             "no uncertainty given",
@@ -323,13 +406,37 @@ def _finish_group(
     features = raw["features"]
     for feature in features:
         entry = entries[feature]
-        if not entry.movable:
-            kind = "frozen" if entry.frozen else "integer"
+        if entry.categorical:
             raise error(
                 path,
-                f"feature `{feature}` is {kind}, so no group may move it",
+                f"feature `{feature}` is categorical (`choices`), so no group may move it",
                 f"{where}.features",
-                f"drop `{feature}` from the group, or its `{kind} = true`",
+                f"drop `{feature}` from the group",
+            )
+        if entry.integer and (raw["covariance"] is not None or raw["correlation"] is not None):
+            raise error(
+                path,
+                f"feature `{feature}` is integer, so it cannot be in a correlated group (a "
+                "Mahalanobis ball has no whole-unit steps)",
+                f"{where}.features",
+                f"drop `{feature}` from the group; a coherent group may hold it (its shifted "
+                "values are rounded to whole units)",
+            )
+        if not entry.movable:
+            kind = "frozen" if entry.frozen else "integer"
+            fix = (
+                f"drop `{feature}` from the group, or its `frozen = true`"
+                if entry.frozen
+                else f"drop `{feature}` from the group, or give it a sigma (`absolute = 1.0`) "
+                "so that it may move by whole units"
+            )
+            raise error(
+                path,
+                f"feature `{feature}` is {kind}"
+                + ("" if entry.frozen else " without a sigma")
+                + ", so no group may move it",
+                f"{where}.features",
+                fix,
             )
     covariance = raw["covariance"]
     if raw["correlation"] is not None:

@@ -112,8 +112,25 @@ FEATURE_FIELDS: dict[str, Field] = {
     "min": Field("number", None, doc="physical lower bound"),
     "max": Field("number", None, doc="physical upper bound"),
     "frozen": Field("bool", False, doc="never changed by any attack"),
-    "integer": Field("bool", False, doc="integer-valued: never changed by continuous attacks"),
+    "integer": Field(
+        "bool",
+        False,
+        doc="integer-valued: moves by whole units within +-floor(epsilon * sigma) when a sigma "
+        "is given, else never",
+    ),
+    "choices": Field(
+        "number_list",
+        None,
+        doc="categorical: the values an attack may swap among (epsilon >= 1); other values "
+        "never move",
+    ),
     "default": Field("number", None, doc="placeholder value (e.g. -999) left untouched"),
+    "unit": Field(
+        "str",
+        None,
+        doc='the feature\'s unit (e.g. "GeV"), shown on plot axes and in messages that quote '
+        "its values",
+    ),
 }
 
 GROUP_FIELDS: dict[str, Field] = {
@@ -144,6 +161,30 @@ TOP_FIELDS: dict[str, Field] = {
     "baseline": Field(
         "path", None, doc="baseline file for no_regression checks, relative to the spec file"
     ),
+    "observables": Field(
+        "table",
+        None,
+        doc="per-event observables computed from the model inputs, tested by invariance checks "
+        "like features",
+        table={
+            "function": Field(
+                "str",
+                doc='"file.py:function" next to the spec, or "package.module:function": a '
+                "function of the inputs (dict of torch tensors, padding and mask included) "
+                "returning a dict of per-event tensors",
+            )
+        },
+    ),
 }
 
-TOP_LEVEL = ("version", "model", "data", "inputs", "envelope", "attacks", "checks", "baseline")
+TOP_LEVEL = (
+    "version",
+    "model",
+    "data",
+    "inputs",
+    "envelope",
+    "attacks",
+    "checks",
+    "baseline",
+    "observables",
+)

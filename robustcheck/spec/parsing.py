@@ -147,18 +147,56 @@ def _parse(doc: Mapping[str, Any], path: Path) -> tuple[Spec | None, list[SpecEr
         checks = _parse_checks(doc["checks"], attacks, declared_attacks, data_names, path, errors)
     if groups is not None:  # shift attacks name coherent groups of a whole envelope
         _check_shift_attacks(attacks, groups, path, errors)
+    _check_attack_references(attacks, declared_attacks, path, errors)
+    _check_radius_options(attacks, checks, path, errors)
     baseline = doc.get("baseline")
     if "baseline" in doc:
         errors.attempt(check_value, baseline, TOP_FIELDS["baseline"], "baseline", path)
+    observables = None
+    if "observables" in doc:
+        observables = errors.attempt(_parse_observables, doc["observables"], path)
     if errors:
         return None, errors.found
     assert model is not None and inputs is not None and envelope is not None
     assert groups is not None
     baseline_path = path.parent / baseline if baseline else None
     spec = Spec(
-        path, version, model, data, inputs, envelope, attacks, checks, groups, baseline_path
+        path,
+        version,
+        model,
+        data,
+        inputs,
+        envelope,
+        attacks,
+        checks,
+        groups,
+        baseline_path,
+        observables=observables,
     )
     return spec, []
+
+
+def _parse_observables(table: Any, path: Path) -> str:
+    """The [observables] function: ``file.py:function`` or ``package.module:function``."""
+    function = check_value(table, TOP_FIELDS["observables"], "observables", path)["function"]
+    target, colon, attr = function.rpartition(":")
+    module_path = target.endswith(".py")
+    if not colon or not attr.isidentifier() or not (module_path or is_import_path(function)):
+        raise error(
+            path,
+            f"function {function!r} names no function",
+            "observables.function",
+            'write "jetobs.py:observables" (a file next to the spec) or '
+            '"package.module:observables"',
+        )
+    if module_path and not (path.parent / target).is_file():
+        raise error(
+            path,
+            f"observables file {target!r} not found next to the spec",
+            "observables.function",
+            "put the file next to the spec, or name an importable module",
+        )
+    return function
 
 
 def _valid(value: Any, key: str, path: Path) -> bool:
@@ -412,6 +450,57 @@ def _check_shift_attack(
             raise error(path, f"no coherent group named `{group}`", f"attacks.{name}.groups", hint)
 
 
+def _check_attack_references(
+    attacks: dict[str, AttackSpec], declared: set[str], path: Path, errors: Errors
+) -> None:
+    """An attack built from other tables (an ensemble) names valid ones: its declaration's
+    ``check_spec``."""
+    for name, attack in attacks.items():
+        check = registry.attacks()[attack.method].check_spec
+        if check is not None:
+            errors.attempt(check, name, attack, attacks, declared, path, registry.attacks())
+
+
+def _check_radius_options(
+    attacks: dict[str, AttackSpec], checks: tuple[CheckSpec, ...], path: Path, errors: Errors
+) -> None:
+    """The checks that read a min_epsilon attack's radii (robust_radius, fooling_rate with
+    epsilon) name one, and read it within its max_epsilon."""
+    for check in checks:
+        where = f"checks[{check.index}]"
+        if check.type == "robust_radius":
+            key, value = "min", check.options.get("min")
+        elif check.type == "fooling_rate" and check.options.get("epsilon") is not None:
+            key, value = "epsilon", check.options["epsilon"]
+        else:
+            continue
+        attack = attacks.get(check.options.get("attack"))
+        if attack is None:  # undefined or broken: reported already
+            continue
+        if attack.method != "min_epsilon":
+            errors.add(
+                error(
+                    path,
+                    f"`{key}` reads the radii of a min_epsilon attack, but attack "
+                    f"{attack.name!r} is {attack.method}",
+                    f"{where}.{'attack' if key == 'min' else key}",
+                    'name an attack with method = "min_epsilon"'
+                    + ("" if key == "min" else ", or remove epsilon to use the attack's own"),
+                )
+            )
+        elif float(value) > float(attack.options["max_epsilon"]):
+            errors.add(
+                error(
+                    path,
+                    f"{key} = {value:g} is beyond the max_epsilon "
+                    f"{attack.options['max_epsilon']:g} of attack {attack.name!r}, where radii "
+                    "are censored",
+                    f"{where}.{key}",
+                    f"raise attacks.{attack.name}.max_epsilon to at least {value:g}",
+                )
+            )
+
+
 def _parse_attacks(section: Any, path: Path, errors: Errors) -> dict[str, AttackSpec]:
     """Every attack that validates; the errors of the others are recorded."""
     if not isinstance(section, Mapping):
@@ -515,6 +604,11 @@ def _check_spec(
             where,
             f"set at least one of: {', '.join(declared)}",
         )
+    own_rule = registry.checks()[type_].validate
+    problem = own_rule(options) if own_rule is not None else None
+    if problem is not None:
+        option, message, fix = problem
+        raise error(path, message, f"{where}.{option}", fix)
     if registry.checks()[type_].needs_alternative and "alternative" not in data_names:
         raise error(
             path,

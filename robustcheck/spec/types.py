@@ -86,10 +86,38 @@ class FeatureEnvelope:
     frozen: bool
     integer: bool
     default: float | None
+    choices: tuple[float, ...] | None = None
+    unit: str | None = None  # shown on plot axes and in messages that quote values
+
+    @property
+    def has_sigma(self) -> bool:
+        return self.absolute is not None or self.relative is not None
+
+    @property
+    def categorical(self) -> bool:
+        """Declared with ``choices``: swaps among the listed values."""
+        return self.choices is not None
+
+    @property
+    def discrete(self) -> bool:
+        """Moves in whole units or among listed values, never continuously."""
+        return self.integer or self.categorical
+
+    @property
+    def needs_sigma(self) -> bool:
+        """Movable by sigma (not frozen, not categorical, not an integer without sigma) but
+        without one: an error in a spec."""
+        return self.movable and not self.categorical and not self.has_sigma
 
     @property
     def movable(self) -> bool:
-        return not (self.frozen or self.integer)
+        """Whether an attack may move it: not frozen, and an integer feature only with a
+        sigma (whole units), a categorical one among its ``choices``."""
+        if self.frozen:
+            return False
+        if self.categorical:
+            return True
+        return not self.integer or self.has_sigma
 
 
 @dataclass(frozen=True)
@@ -148,6 +176,7 @@ class Spec:
     checks: tuple[CheckSpec, ...]
     groups: dict[str, tuple[EnvelopeGroup, ...]] = field(default_factory=dict)
     baseline: Path | None = None
+    observables: str | None = None  # [observables] function, "file.py:func" or "pkg.mod:func"
 
     @property
     def base_dir(self) -> Path:

@@ -119,9 +119,9 @@ class Tagger:
     """A classifier with named inputs, giving class log-probabilities.
 
     ``binding`` lists the spec's input names in the model's call order. ``bridge_error``
-    says why the model cannot give input gradients (an ONNX model through its onnx2torch
-    bridge, a TorchScript model traced without gradients); None when it can, or has not been
-    asked yet.
+    says why the model cannot give input gradients (an ONNX model whose graph robustcheck's
+    interpreter cannot run or differentiate, a TorchScript model traced without gradients);
+    None when it can, or has not been asked yet.
     """
 
     backend = "base"

@@ -1,13 +1,16 @@
 """Tagger backend: ONNX models, scored by onnxruntime.
 
-Gradients come from an onnx2torch conversion of the same graph, which is used only after it
-has been checked against onnxruntime on the spec's own data.
+Input gradients come from robustcheck's own interpreter of the same graph (``onnx_graph``:
+the graph run node by node with torch operations, at its own opset, under autograd), which is
+used only after it has been checked against onnxruntime on the spec's own data: scores,
+finite input gradients, and finite differences of onnxruntime's scores on a few events. When
+the ONNX file itself gives NaN (onnxruntime's scores, or the graph's own gradients), the
+messages say so and name the first node that gives a non-finite value or derivative.
 """
 
 from __future__ import annotations
 
 import contextlib
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,27 +36,39 @@ _NUMPY_TYPES = {
     "tensor(bool)": np.bool_,
 }
 
-# onnx2torch does not know the Constant of opsets 19 and newer that torch exports contain;
-# ops without an earlier version (Gelu-20) pass the downgrade in a domain of ours (onnx_ops).
-BRIDGE_OPSET = 18
 BRIDGE_ATOL = 1e-4
 BRIDGE_RTOL = 1e-3
-# The bridge's input gradients are checked against central differences of onnxruntime's
+# The bridge's input gradients are checked against finite differences of onnxruntime's
 # scores on a few events, along the gradient's own direction: the bridge predicts the change
 # of the least likely class's log-probability over the (float32-rounded) step, and it must
 # match within GRAD_RTOL at one step at least of a ladder of sizes relative to the spread of
-# the inputs it moves (large steps meet curvature and kinks, small ones float32 rounding).
+# the inputs it moves (large steps meet curvature and kinks, small ones float32 rounding),
+# in a central, forward or backward difference (at a kink one side keeps the gradient's piece).
 GRAD_EVENTS = 4
 GRAD_RTOL = 0.03
-GRAD_STEPS = tuple(10.0**-k for k in range(1, 7))
+GRAD_STEPS = tuple(10.0 ** (-k / 2) for k in range(2, 13))  # 0.1 to 1e-6, x sqrt(10)
 GRAD_MIN_PROB = 1e-5  # events whose least likely class is below this are saturated: skipped
 
 
 EXPORT_FIX = "export the torch model (TorchScript or .pt2) for gradients"
+BRIDGE = "the ONNX bridge (robustcheck's interpreter of the graph)"
+# torch.onnx.export(dynamo=True) optimises the graph with onnxscript, whose rewrite rule
+# ``x + 0 -> x`` matches any constant within 1e-8 of 0 (math.isclose, abs_tol=1e-8)
+DROPPED_EPSILON = (
+    "torch.onnx.export(dynamo=True) (torch's default exporter) removes the addition of a "
+    "constant within 1e-8 of 0 (onnxscript's rewrite of `x + 0` into `x`), so a `+ 1e-8` "
+    "written to keep a log, division or square root finite is not in the exported graph"
+)
+DROPPED_EPSILON_FIX = (
+    "in the torch model write `x.clamp_min(1e-8)` (or add a constant above 1e-8) instead of "
+    "`x + 1e-8` and re-export, or export with torch.onnx.export(..., dynamo=True, "
+    "optimize=False) (or dynamo=False), which keeps the constant"
+)
+ZERO_SENSITIVE = ("(Log-", "(Div-", "(Sqrt-", "(Pow-", "(Reciprocal-")
 
 
 class OnnxTagger(Tagger):
-    """Scores from onnxruntime; input gradients through a verified onnx2torch bridge."""
+    """Scores from onnxruntime; input gradients through a verified interpreter of the graph."""
 
     backend = "onnx"
 
@@ -123,43 +138,133 @@ class OnnxTagger(Tagger):
         return self._bridge is not None
 
     def prepare_gradients(self, sample: Inputs) -> None:
-        """Convert with onnx2torch and verify it against onnxruntime on ``sample``.
+        """Build the bridge and verify it against onnxruntime on ``sample``.
 
         Raises ModelError naming the reason when the bridge is unusable.
         """
         if self._bridge is not None:
             return
-        module = self._convert()
-        module = module.to(self.device)
-        for p in module.parameters():
-            p.requires_grad_(False)
+        from robustcheck.taggers.onnx_graph import NodeFailed
+
+        module = self._convert().to(self.device)
         module.eval()
-        with torch.no_grad():
-            ours = torch.exp(self._bridge_log_probs(module, sample))
+        try:
+            self._verify(module, sample)
+        except NodeFailed as exc:
+            raise self._no_gradients(
+                f"{BRIDGE} cannot run the model on the spec's data: {exc}"
+            ) from None
+        self._bridge = module
+
+    def _verify(self, module: torch.nn.Module, sample: Inputs) -> None:
+        """Raise ModelError when ``module`` disagrees with onnxruntime on ``sample`` or its
+        input gradients are not finite or disagree with finite differences."""
         their_log_probs = self.evaluate(sample)
-        theirs = torch.exp(their_log_probs)
+        with torch.no_grad():
+            ours_log_probs = self._bridge_log_probs(module, sample)
+        ours, theirs = torch.exp(ours_log_probs), torch.exp(their_log_probs)
+        finite = torch.isfinite(theirs).all(dim=1)
+        if not bool(finite.all()):
+            ids = torch.arange(len(finite))
+            raise self._no_gradients(*self._nonfinite_scores(module, sample, ~finite, ids))
         diff = float((ours - theirs).abs().max()) if ours.numel() else 0.0
         self.bridge_max_diff = diff
         if not torch.allclose(ours, theirs, atol=BRIDGE_ATOL, rtol=BRIDGE_RTOL):
             raise self._no_gradients(
-                f"the onnx2torch conversion disagrees with onnxruntime by up to {diff:.3g} in "
-                "class probability"
+                f"{BRIDGE} disagrees with onnxruntime by up to {diff:.3g} in class probability"
             )
         with torch.enable_grad():
             reason = gradient_problem(
                 lambda inputs: self._bridge_log_probs(module, inputs), sample, finite=True
             )
         if reason is not None:
+            where = self._locate(module, sample)
+            fix = EXPORT_FIX
+            if where and where.startswith("node") and any(op in where for op in ZERO_SENSITIVE):
+                # the attack's error has a fix of its own: the remedy goes in the reason too
+                where += (
+                    f". If the model adds a small constant there: {DROPPED_EPSILON}; to keep "
+                    f"it, {DROPPED_EPSILON_FIX}"
+                )
+                fix = DROPPED_EPSILON_FIX
             raise self._no_gradients(
-                f"the onnx2torch conversion gives no usable gradients: {reason}"
+                f"{BRIDGE} gives no usable gradients: {reason}"
+                + (
+                    f"; the ONNX graph itself is not differentiable there: {where}" if where else ""
+                ),
+                fix,
             )
         reason = self._gradient_disagreement(module, sample, their_log_probs)
         if reason is not None:
             raise self._no_gradients(
-                "the onnx2torch conversion's input gradients disagree with finite differences "
-                f"of onnxruntime's scores: {reason}"
+                f"{BRIDGE}'s input gradients disagree with finite differences of onnxruntime's "
+                f"scores: {reason}"
             )
-        self._bridge = module
+
+    def _locate(
+        self, module: torch.nn.Module, sample: Inputs, ids: torch.Tensor | None = None
+    ) -> str | None:
+        """Where in the graph NaN or infinite values (or gradients) first appear."""
+        from robustcheck.taggers.onnx_graph import OnnxGraph
+
+        if not isinstance(module, OnnxGraph):
+            return None
+        inputs = tuple(sample[name] for name in self.binding)
+
+        def loss(raw: Any) -> torch.Tensor:
+            return to_log_probs(
+                select_output(raw, self.output, self.output_names), self.scores
+            ).sum()
+
+        try:
+            return module.locate_nonfinite(inputs, loss, ids)
+        except Exception:  # a diagnosis only: the caller's message stands without it
+            return None
+
+    def _nonfinite_scores(
+        self, module: torch.nn.Module, sample: Inputs, bad: torch.Tensor, ids: torch.Tensor
+    ) -> tuple[str, str]:
+        """The message and fix for NaN or infinite scores from onnxruntime on the events of
+        ``sample`` that ``bad`` marks (``ids``: their numbers in the spec's sample): whether
+        the graph itself computes them, and where."""
+        rows = torch.nonzero(bad.cpu()).flatten()
+        picked = {name: x[rows.to(x.device)] for name, x in sample.items()}
+        ids = ids[rows]
+        with torch.no_grad():
+            ours = self._bridge_log_probs(module, picked)
+        if bool(torch.isfinite(ours).all()):
+            return (
+                f"onnxruntime gives NaN or infinite scores for events {ids[:3].tolist()}, "
+                f"where {BRIDGE} gives finite scores: onnxruntime's result is not the graph's",
+                "report the model to onnxruntime; the scores are onnxruntime's",
+            )
+        text = (
+            f"the ONNX file itself gives NaN or infinite scores (onnxruntime, and "
+            f"robustcheck's interpreter of the same graph, for events {ids[:3].tolist()}): "
+            "not a fault of robustcheck's gradient bridge"
+        )
+        where = self._locate(module, picked, ids)
+        fix = "fix the model or its export so that its scores are finite on every event"
+        if where:
+            text += f"; the first non-finite value in the graph: {where}"
+            if any(op in where for op in ZERO_SENSITIVE):
+                text += f". If the model adds a small constant there: {DROPPED_EPSILON}"
+                fix = DROPPED_EPSILON_FIX
+        return text, fix
+
+    def explain_nonfinite(self, sample: Inputs, ids: torch.Tensor) -> tuple[str, str] | None:
+        """For the ``finite`` sanity gate: why onnxruntime's scores are NaN or infinite on
+        ``sample`` (events ``ids`` of the spec's sample), and the fix; None when the graph
+        cannot be run."""
+        previous = self.bridge_error
+        try:
+            module = self._convert().to(self.device)
+            bad = ~torch.isfinite(self.evaluate(sample)).all(dim=1)
+            return self._nonfinite_scores(module, sample, bad, ids)
+        except Exception:  # a diagnosis only: the gate's own message stands without it
+            return None
+        finally:
+            self.bridge_error = previous  # the attacks build the bridge and name its error
 
     def _gradient_disagreement(
         self, module: torch.nn.Module, sample: Inputs, log_probs: torch.Tensor
@@ -167,7 +272,13 @@ class OnnxTagger(Tagger):
         """Where the bridge's input gradient disagrees with a central difference of
         onnxruntime's scores (``log_probs`` on ``sample``), or None when it agrees on every
         event checked; sets ``bridge_gradient_events``."""
-        names = [name for name in self.binding if sample[name].is_floating_point()]
+        # masks and flags (inputs of 0s and 1s only) are not moved: no attack moves them, and
+        # a step off 0 or 1 crosses the graph's comparisons with them (mask == 0)
+        names = [
+            name
+            for name in self.binding
+            if sample[name].is_floating_point() and not _binary(sample[name])
+        ]
         self.bridge_gradient_events = 0
         if not names:
             return None
@@ -236,21 +347,32 @@ class OnnxTagger(Tagger):
             scores = self.evaluate(feed).double().cpu()
         rows = least.repeat(len(GRAD_STEPS) * 2)
         f = scores.gather(1, rows[:, None])[:, 0].reshape(len(GRAD_STEPS), 2, n)
-        measured = f[:, 0] - f[:, 1]
-        predicted = ((rounded[:, 0] - rounded[:, 1]) * grad[None]).sum(dim=-1)
+        f0 = log_probs[events].gather(1, least[:, None])[:, 0]
+        # central, forward and backward differences: at a kink (ReLU, a kNN selection
+        # changing) one one-sided difference still sees the gradient's own piece
+        measured = torch.stack([f[:, 0] - f[:, 1], f[:, 0] - f0, f0 - f[:, 1]])
+        predicted = torch.stack(
+            [
+                ((rounded[:, 0] - rounded[:, 1]) * grad[None]).sum(dim=-1),
+                ((rounded[:, 0] - x[None]) * grad[None]).sum(dim=-1),
+                ((x[None] - rounded[:, 1]) * grad[None]).sum(dim=-1),
+            ]
+        )
         error = (measured - predicted).abs() / predicted.abs().clamp(min=1e-300)
         error = torch.where(error.isnan(), torch.inf, error)  # a step out of the model's domain
         self.bridge_gradient_events = n
-        best, at = error.min(dim=0)
+        best, at = error.reshape(-1, n).min(dim=0)
+        kinds = ("central", "forward", "backward")
         for i in range(n):
             if not bool(best[i] <= GRAD_RTOL):
-                k = int(at[i])
+                kind, k = divmod(int(at[i]), len(GRAD_STEPS))
                 return (
                     f"on event {int(events[i])}, a step of {float(steps[k] * scale[i]):.3g} "
                     f"along the bridge's gradient changes the log-probability of class "
-                    f"{int(least[i])} by {float(measured[k, i]):.4g} in onnxruntime, and by "
-                    f"{float(predicted[k, i]):.4g} by the bridge's gradient (closest of "
-                    f"{len(GRAD_STEPS)} step sizes; tolerance {GRAD_RTOL:.0%})"
+                    f"{int(least[i])} by {float(measured[kind, k, i]):.4g} in onnxruntime, and "
+                    f"by {float(predicted[kind, k, i]):.4g} by the bridge's gradient (closest "
+                    f"of {len(GRAD_STEPS)} step sizes, {kinds[kind]} difference; tolerance "
+                    f"{GRAD_RTOL:.0%})"
                 )
         return None
 
@@ -260,39 +382,38 @@ class OnnxTagger(Tagger):
         return ModelError(reason, file=self.path, field="attacks", fix=fix)
 
     def _convert(self) -> torch.nn.Module:
+        """robustcheck's interpreter of the graph (onnx_graph), or ModelError naming the
+        nodes it cannot run."""
         try:
             import onnx
-            from onnx2torch import convert
-        except Exception as exc:
+        except ImportError:
             raise self._no_gradients(
-                f"onnx2torch is not usable here ({exc})", 'pip install "pytest-robustcheck[onnx]"'
+                "the onnx package is not installed", 'pip install "pytest-robustcheck[onnx]"'
             ) from None
-        from robustcheck.taggers import onnx_ops
+        from robustcheck.taggers.onnx_graph import OnnxGraph, UnsupportedGraph
+        from robustcheck.taggers.onnx_ops import SUPPORTED
 
-        onnx_ops.register()  # the converters onnx2torch lacks
-
-        model = onnx_ops.hide_from_downgrade(onnx.load(str(self.path)))
-        opset = max(
-            (o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
-            default=BRIDGE_OPSET,
-        )
-        downgrade = ""
-        if opset > BRIDGE_OPSET:
-            try:
-                model = onnx.version_converter.convert_version(model, BRIDGE_OPSET)
-            except Exception as exc:  # convert as it is; the cause is named if that fails
-                downgrade = (
-                    f" (its opset {opset} could not be converted to {BRIDGE_OPSET} first: "
-                    f"{exception_text(exc)})"
-                )
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                return convert(model)
+            model = onnx.load(str(self.path))  # external data from beside the file
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise self._no_gradients(
-                f"onnx2torch cannot convert the model: {first}{downgrade}"
+                f"the onnx package cannot read the model: {exception_text(exc)}",
+                "keep the model's external data file(s) beside it, under the names the model "
+                "records",
+            ) from None
+        try:
+            return OnnxGraph(model)
+        except UnsupportedGraph as exc:
+            several = len(exc.nodes) > 1
+            raise self._no_gradients(
+                f"robustcheck's ONNX interpreter cannot run {len(exc.nodes)} node"
+                f"{'s' if several else ''} of the model: {exc} (it runs {len(SUPPORTED)} "
+                "operators of the default ONNX domain, listed in "
+                "robustcheck.taggers.onnx_ops.SUPPORTED; re-export the model without "
+                f"{'these' if several else 'this'}, or open an issue naming "
+                f"{'them' if several else 'it'})",
+                f"{EXPORT_FIX}, or re-export the model without these operators, or set "
+                'on_gradient_failure = "spsa" on the attack',
             ) from None
 
     def _bridge_log_probs(self, module: torch.nn.Module, inputs: Inputs) -> torch.Tensor:
@@ -318,6 +439,11 @@ class OnnxTagger(Tagger):
     @contextlib.contextmanager
     def frozen(self) -> Iterator[None]:
         yield  # the bridge is our own copy, already in eval mode with frozen parameters
+
+
+def _binary(x: torch.Tensor) -> bool:
+    """Whether ``x`` holds only 0s and 1s (a mask or a flag)."""
+    return bool(((x == 0) | (x == 1)).all())
 
 
 def load_onnx(path: Path, **kwargs: Any) -> OnnxTagger:
