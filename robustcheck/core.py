@@ -605,6 +605,16 @@ class SpecRun:
                 fix="remove trim_padding = true, or export the model with a dynamic number "
                 "of particles",
             ) from None
+        bad = int((~torch.isfinite(full).all(1)).sum())
+        if bad:
+            raise ModelError(
+                f"the model gives non-finite scores (NaN or inf) for {bad:,} of the first "
+                f"{n:,} events of the {sample} sample, so trim_padding cannot be verified",
+                file=self.spec.path,
+                field=key,
+                fix="check the model and its export on padded jets (a dropped epsilon inside "
+                "a log or a division gives NaN there)",
+            )
         difference = float((full - cut).abs().max()) if n else 0.0
         if not difference <= TRIM_TOLERANCE:  # NaN fails too
             raise ModelError(

@@ -50,6 +50,17 @@ def efn():
 
 def slot_mean():
     return SlotMean()
+
+
+class NaNOnPadding(EFN):
+    """NaN for every jet with padding (a log of zero), as a bad export gives."""
+
+    def forward(self, parts: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return super().forward(parts, mask) + torch.log(mask.min(1, keepdim=True).values) * 0
+
+
+def nan_on_padding():
+    return NaNOnPadding()
 '''
 
 
@@ -148,6 +159,16 @@ def test_a_model_that_depends_on_the_padding_length_is_refused(folder: Path) -> 
     assert "inputs.parts.trim_padding" in text and "padding slots" in text
     # without the key the same model runs
     assert SpecRun.from_path(write_spec(folder, spec("slot_mean", None), "plain.toml")).run()
+
+
+def test_non_finite_scores_are_named_as_such(folder: Path) -> None:
+    with pytest.raises(
+        ModelError,
+        match="non-finite scores .* inputs.parts.trim_padding|"
+        "inputs.parts.trim_padding.*non-finite scores",
+    ) as info:
+        SpecRun.from_path(write_spec(folder, spec("nan_on_padding"))).run()
+    assert "depend on the number of padding slots" not in str(info.value)
 
 
 def test_trim_padding_needs_a_mask(folder: Path) -> None:
