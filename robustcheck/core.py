@@ -25,6 +25,7 @@ from robustcheck.decision import Decision
 from robustcheck.digest import file_digest, json_digest, model_file_digest
 from robustcheck.engine import (
     default_batch_size,
+    default_particle_batch_size,
     evaluate,
     resolve_device,
     run_attack,
@@ -39,6 +40,7 @@ from robustcheck.errors import (
     SpecError,
     exception_text,
 )
+from robustcheck.padding import TRIM_TOLERANCE, VERIFY_BATCH, VERIFY_EVENTS, PaddingTrim
 from robustcheck.result import CheckResult
 from robustcheck.sanity import (
     SCORE_EVENTS,
@@ -164,6 +166,7 @@ class SpecRun:
         self.record_to = record_to
         self._adversaries: dict[tuple[object, ...], Adversaries] = {}
         self._samples: dict[str, Sample] = {}
+        self._trim: tuple[PaddingTrim | None, str] | None = None  # set on first use
 
     @classmethod
     def from_path(cls, path: str | Path, **kwargs: object) -> SpecRun:
@@ -294,8 +297,9 @@ class SpecRun:
 
     def _evaluate(self, chunk: Chunk, name: str) -> torch.Tensor:
         """Class log-probabilities of a chunk, with the model's and labels' errors made clear."""
+        trim = self._padding_trim(chunk.inputs, name)
         with self._model_errors(chunk.inputs):
-            log_probs = evaluate(self.tagger, chunk.inputs, EVAL_BATCH)
+            log_probs = evaluate(self.tagger, chunk.inputs, self._eval_batch, trim)
         classes = log_probs.shape[1]
         if self.spec.model.signal_class >= classes:
             raise ModelError(
@@ -477,7 +481,9 @@ class SpecRun:
                 notes.append(note)
                 attack = self.make_attack(attack_name, epsilon, "spsa")
         batch_size = self.spec.attacks[attack_name].options.get("batch_size") or (
-            default_batch_size(self.tagger.device)
+            default_particle_batch_size(self.tagger.device)
+            if self._has_particles
+            else default_batch_size(self.tagger.device)
         )
         select = torch.ones_like(correct) if full else correct
         adv_log_probs = torch.empty_like(log_probs)
@@ -489,6 +495,7 @@ class SpecRun:
         per_event: dict[str, torch.Tensor] = {}
         for chunk in self._chunks("nominal"):
             rows = chunk.rows
+            trim = self._padding_trim(chunk.inputs, "nominal")
             with self._model_errors(chunk.inputs):
                 outcome = run_attack(
                     attack,
@@ -501,9 +508,10 @@ class SpecRun:
                     batch_size,
                     early_stop=not full,
                     first_batch=batch_number,
+                    trim=trim,
                 )
                 adv_inputs = {**chunk.inputs, **outcome.adversarial}
-                adv_log_probs[rows] = evaluate(self.tagger, adv_inputs, EVAL_BATCH)
+                adv_log_probs[rows] = evaluate(self.tagger, adv_inputs, self._eval_batch, trim)
             seconds += outcome.seconds
             batch_number += outcome.batches
             for figure, values in outcome.per_event.items():
@@ -523,7 +531,9 @@ class SpecRun:
         report_lines, report_figures = attack.report()
         result = Adversaries(
             attack=attack_name,
-            description=attack.describe() + (" (gradient-free fallback)" if notes else ""),
+            description=attack.describe()
+            + (" (gradient-free fallback)" if notes else "")
+            + (", padding trimmed per batch (trim_padding)" if self._trim_note else ""),
             epsilon=attack.epsilon,
             seed=attack.seed,
             nominal=inputs,
@@ -546,6 +556,81 @@ class SpecRun:
         )
         self._adversaries[key] = result
         return result
+
+    @cached_property
+    def _has_particles(self) -> bool:
+        """Whether a model input is padded (has a mask): then CPU batches are smaller."""
+        return any(spec.mask is not None for spec in self.spec.inputs.values())
+
+    @property
+    def _eval_batch(self) -> int:
+        """Events per forward pass when evaluating a sample."""
+        if self._has_particles:
+            return min(EVAL_BATCH, default_particle_batch_size(self.tagger.device))
+        return EVAL_BATCH
+
+    def _padding_trim(self, inputs: Inputs, sample: str) -> PaddingTrim | None:
+        """The spec's ``trim_padding`` inputs, verified on first use: the model's scores on
+        the first events of ``inputs`` (normally the nominal sample's) must not change when
+        each batch is cut to its longest jet, else a ModelError names the key."""
+        if self._trim is None:
+            trim = PaddingTrim.of(
+                (name, spec.mask)
+                for name, spec in self.spec.inputs.items()
+                if spec.trim_padding and spec.mask is not None
+            )
+            note = self._verify_trim(trim, inputs, sample) if trim is not None else ""
+            self._trim = (trim, note)
+        return self._trim[0]
+
+    @property
+    def _trim_note(self) -> str:
+        """What every verdict says when padding was trimmed ("" when not)."""
+        return self._trim[1] if self._trim is not None else ""
+
+    def _verify_trim(self, trim: PaddingTrim, inputs: Inputs, sample: str) -> str:
+        names = [name for names in trim.groups.values() for name in names]
+        key = f"inputs.{names[0]}.trim_padding"
+        head = {name: x[:VERIFY_EVENTS] for name, x in inputs.items()}
+        n = len(next(iter(head.values())))
+        with self._model_errors(head):
+            full = evaluate(self.tagger, head, VERIFY_BATCH).exp()
+        try:
+            cut = evaluate(self.tagger, head, VERIFY_BATCH, trim).exp()
+        except Exception as exc:
+            raise ModelError(
+                f"the model fails on inputs cut to fewer padding slots: {exception_text(exc)}",
+                file=self.spec.path,
+                field=key,
+                fix="remove trim_padding = true, or export the model with a dynamic number "
+                "of particles",
+            ) from None
+        bad = int((~torch.isfinite(full).all(1)).sum())
+        if bad:
+            raise ModelError(
+                f"the model gives non-finite scores (NaN or inf) for {bad:,} of the first "
+                f"{n:,} events of the {sample} sample, so trim_padding cannot be verified",
+                file=self.spec.path,
+                field=key,
+                fix="check the model and its export on padded jets (a dropped epsilon inside "
+                "a log or a division gives NaN there)",
+            )
+        difference = float((full - cut).abs().max()) if n else 0.0
+        if not difference <= TRIM_TOLERANCE:  # NaN fails too
+            raise ModelError(
+                f"the model's scores depend on the number of padding slots: cutting each batch "
+                f"to its longest jet changes a class probability by up to {difference:.3g} "
+                f"(tolerance {TRIM_TOLERANCE:g}) on the first {n:,} events of the {sample} "
+                "sample",
+                file=self.spec.path,
+                field=key,
+                fix="remove trim_padding = true (the model is not invariant to the padding "
+                "length, e.g. it averages over all slots)",
+            )
+        return (
+            f"padding trimmed per batch ({', '.join(names)}: trim_padding); scores agree with "
+            f"the untrimmed model to {difference:.1g} on {n:,} events of the {sample} sample"
+        )
 
     @cached_property
     def _sigma_and_real(self) -> tuple[Inputs, Inputs]:
@@ -644,6 +729,8 @@ class SpecRun:
         implementation = registry.checks()[check.type].load()
         result = implementation(check, self).evaluate()
         result.details.extend(nominal.details())
+        if self._trim_note:
+            result.details.append(self._trim_note)
         result.nominal = nominal.to_dict()
         if self.record_to is not None:
             self.record_to.add(self.spec, check, copy.deepcopy(result), self.model_digest)

@@ -15,6 +15,7 @@ from robustcheck.attacks.base import Attack, AttackBatch
 from robustcheck.data import Dataset
 from robustcheck.decision import Decision
 from robustcheck.envelope import Envelope, Inputs
+from robustcheck.padding import PaddingTrim, paste
 from robustcheck.taggers.base import Tagger
 
 
@@ -44,15 +45,32 @@ def take(inputs: Inputs, index: slice | torch.Tensor, device: torch.device) -> I
     return {name: x[index].to(device, non_blocking=True) for name, x in inputs.items()}
 
 
-def evaluate(tagger: Tagger, inputs: Inputs, batch_size: int) -> torch.Tensor:
-    """Class log-probabilities of every event, on the CPU."""
+def evaluate(
+    tagger: Tagger, inputs: Inputs, batch_size: int, trim: PaddingTrim | None = None
+) -> torch.Tensor:
+    """Class log-probabilities of every event, on the CPU.
+
+    With ``trim``, events go through in order of multiplicity, each batch cut to its longest.
+    """
     n = len(next(iter(inputs.values())))
+    if trim is None:
+        with tagger.frozen():
+            parts = [
+                tagger.evaluate(take(inputs, part, tagger.device)).cpu()
+                for part in batches(n, batch_size)
+            ]
+        return torch.cat(parts) if parts else torch.empty(0, 2)
+    order = trim.order(inputs, torch.arange(n))
     with tagger.frozen():
         parts = [
-            tagger.evaluate(take(inputs, part, tagger.device)).cpu()
+            tagger.evaluate(trim.cut(take(inputs, order[part], tagger.device))).cpu()
             for part in batches(n, batch_size)
         ]
-    return torch.cat(parts) if parts else torch.empty(0, 2)
+    if not parts:
+        return torch.empty(0, 2)
+    out = torch.empty(n, parts[0].shape[1], dtype=parts[0].dtype)
+    out[order] = torch.cat(parts)
+    return out
 
 
 @dataclass
@@ -77,16 +95,21 @@ def run_attack(
     batch_size: int,
     early_stop: bool = True,
     first_batch: int = 0,
+    trim: PaddingTrim | None = None,
 ) -> AttackOutcome:
     """Attack the events in ``select``; the others keep their nominal values.
 
     With ``early_stop`` an event stops moving once its decision flips. Batch ``i`` draws its
     random numbers from ``seed * 1_000_003 + first_batch + i``: a sample attacked chunk by
     chunk passes the number of batches so far, so no two batches share a random stream.
+    With ``trim``, batches take the events in order of multiplicity and lose the slots that
+    are padding in all their events (the adversarial padding stays nominal).
     """
     device = tagger.device
     env = envelope.to(device)
     index = torch.nonzero(select).flatten()
+    if trim is not None:
+        index = trim.order(inputs, index)
     adversarial = {name: inputs[name].clone() for name in envelope.inputs}
     features = {name: spec.features for name, spec in envelope.inputs.items()}
     per_event: dict[str, torch.Tensor] = {}
@@ -94,6 +117,8 @@ def run_attack(
 
     def attack_rows(rows: torch.Tensor, seed: int) -> None:
         nominal = take(inputs, rows, device)
+        if trim is not None:
+            nominal = trim.cut(nominal)
         generator = torch.Generator(device=device)
         generator.manual_seed(seed % 2**63)
         batch = AttackBatch(
@@ -107,7 +132,7 @@ def run_attack(
             features=features,
         )
         for name, x in attack.perturb(batch).items():
-            adversarial[name][rows] = x.to("cpu")
+            paste(adversarial[name], rows, x.to("cpu"))
         for name, values in batch.outputs.items():
             if name not in per_event:
                 shape = (len(labels), *values.shape[1:])
@@ -124,6 +149,17 @@ def run_attack(
 def default_batch_size(device: torch.device) -> int:
     """Events per batch when the spec gives none: CUDA starts large and halves on OOM."""
     return 65536 if device.type == "cuda" else 4096
+
+
+# Padded particle inputs on CPU: attention and kNN taggers (benchmarks/architectures.py) cost
+# 1.3-2.9 times more per event in batches of 2,048 than of 128 (their (particles x particles)
+# tensors leave the cache), and with trim_padding small batches track each jet's length.
+PARTICLE_BATCH_CPU = 256
+
+
+def default_particle_batch_size(device: torch.device) -> int:
+    """Events per batch for a spec with padded particle inputs (a mask) when it gives none."""
+    return PARTICLE_BATCH_CPU if device.type == "cpu" else default_batch_size(device)
 
 
 def split_on_oom(run: Callable[[torch.Tensor, int], None], rows: torch.Tensor, seed: int) -> None:

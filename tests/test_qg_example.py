@@ -54,6 +54,8 @@ def built(train: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> Path:
         out,
         dnn_epochs=4,
         pfn_epochs=16,  # fewer leave the PFN deciding one class for every jet (sanity gate)
+        transformer_epochs=2,  # exports and attacks only: their specs' gates are not run
+        edgeconv_epochs=2,
         check=False,
         loss_events=100,
         verbose=False,
@@ -256,6 +258,46 @@ def test_specs_run_and_agree_with_independent_figures(built: Path) -> None:
             assert (figures["n_ks_failing"] > 0) == (adjusted < threshold)
             if adjusted < threshold:
                 assert not result.passed
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
+def test_constituent_taggers_export_trim_and_attack(built: Path) -> None:
+    """The transformer and EdgeConv taggers: ONNX (torch's default exporter, or the legacy one
+    where it gives NaN) agrees with TorchScript in onnxruntime; robustcheck verifies that their
+    scores do not depend on the padding length and trims it; the events PGD fools are the
+    ones the TorchScript model, run outside robustcheck, calls wrongly after the attack."""
+    import onnxruntime
+    import torch
+
+    for name in ("transformer", "edgeconv"):
+        doc = tomllib.loads((built / f"{name}.robust.toml").read_text())
+        assert doc["model"]["path"] == f"{name}.pt" and doc["inputs"]["parts"]["trim_padding"]
+        with np.load(built / doc["data"]["nominal"]["path"]) as arrays:
+            parts, mask, labels = arrays["parts"], arrays["mask"], arrays["label"]
+        model = torch.jit.load(str(built / f"{name}.pt"))
+        with torch.no_grad():
+            logits = model(torch.from_numpy(parts), torch.from_numpy(mask)).numpy()
+        session = onnxruntime.InferenceSession(
+            str(built / f"{name}.onnx"), providers=["CPUExecutionProvider"]
+        )
+        onnx_logits = session.run(None, {"parts": parts, "mask": mask})[0]
+        np.testing.assert_allclose(onnx_logits, logits, atol=1e-4)
+        run = SpecRun.from_path(built / f"{name}.robust.toml", device="cpu")
+        outcome = run.adversaries("pgd_1sigma")
+        assert "trim_padding" in outcome.description
+        np.testing.assert_allclose(run.log_probs().exp().numpy(), _softmax(logits), atol=1e-5)
+        adversarial = outcome.adversarial["parts"]
+        assert float(adversarial[torch.from_numpy(mask) == 0].abs().sum()) == 0.0  # padding
+        with torch.no_grad():
+            after = model(adversarial, torch.from_numpy(mask)).numpy().argmax(1)
+        correct = logits.argmax(1) == labels
+        assert outcome.correct.numpy().tolist() == correct.tolist()
+        assert outcome.fooled.numpy().tolist() == (correct & (after != labels)).tolist()
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(1, keepdims=True))
+    return shifted / shifted.sum(1, keepdims=True)
 
 
 def test_adversarial_dnn_uses_the_spec_envelope(built: Path, train: ModuleType) -> None:

@@ -6,24 +6,32 @@ Three taggers, all with quark = signal (class 1):
   constituent multiplicity, pTD, girth and the angularities lambda_0.5 (LHA) and lambda_2);
 - ``dnn_adv``: the same MLP trained on an equal mix of clean and adversarial jets, made by
   ``robustcheck.training.adversarial_batch`` with the envelope its spec declares;
-- ``pfn``: a particle-flow network (deep set) on the constituents and their padding mask.
+- ``pfn``: a particle-flow network (deep set) on the constituents and their padding mask;
+- ``transformer`` and ``edgeconv``: the Particle-Transformer-like and the ParticleNet-like
+  (EdgeConv on k nearest neighbours) taggers of ``architectures.py`` on the PFN's
+  per-constituent inputs.
 
 Each is exported to TorchScript (``NAME.pt``) and ONNX (``NAME.onnx``, dynamic batch), with its
 test samples (nominal and alternative generator) and its spec ``NAME.robust.toml`` beside it.
+The transformer and EdgeConv taggers are exported with torch's default ONNX exporter; their
+specs name the TorchScript file and trim the padding (``trim_padding = true``).
 Then every spec is run with robustcheck and a summary is printed (and written to
 ``summary.json``), unless ``--no-check``.
 
     python train.py                         # out/samples/*.npz -> out/
-    python train.py --samples data --out /tmp/qg --dnn-epochs 5 --pfn-epochs 2   # quick
+    python train.py --samples data --out /tmp/qg --dnn-epochs 5 --pfn-epochs 2 \
+        --transformer-epochs 2 --edgeconv-epochs 2                               # quick
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import io
 import json
 import math
+import sys
 import time
 import warnings
 from collections.abc import Iterator
@@ -72,6 +80,8 @@ THRESHOLDS = {
     "max_loss_increase": 0.002,  # nats per jet, about 0.5% of a q/g tagger's mean loss
 }
 LOSS_GRID = {"dnn": ("jet_mass", "girth"), "pfn": None}
+PARTICLE_TAGGERS = ("transformer", "edgeconv")  # from architectures.py
+TAGGERS = ("dnn", "dnn_adv", "pfn", *PARTICLE_TAGGERS)
 
 # --------------------------------------------------------------------------- features
 
@@ -203,19 +213,49 @@ class PFN(torch.nn.Module):
         self.head = mlp([latent, 64, 64, 2], last_activation=False)
 
     def forward(self, parts: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        pt, dy, dphi, pid = parts[..., 0], parts[..., 1], parts[..., 2], parts[..., 3].abs()
-        total = (pt * mask).sum(dim=1, keepdim=True) + 1e-6  # no clamp: onnx2torch needs
-        log_z = (torch.log(pt / total + 1e-6) + 4.0) / 2.0  # static Clip bounds for gradients
-        flags = [
-            (pid == 22).float(),
-            (pid == 211).float() + (pid == 321).float() + (pid == 2212).float(),
-            (pid == 130).float() + (pid == 2112).float(),
-            (pid == 11).float(),
-            (pid == 13).float(),
-        ]
-        particle = torch.stack([log_z, dy / JET_R, dphi / JET_R, *flags], dim=-1)
+        particle = constituent_inputs(parts, mask)
         latent = (self.phi(particle) * mask.unsqueeze(-1)).sum(dim=1) / 32.0
         return self.head(latent)
+
+
+def constituent_inputs(parts: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(jets, particles, 8): log pT fraction, rapidity and azimuth in units of R, and five
+    identity flags from the PDG id (photon, charged hadron, neutral hadron, electron, muon)."""
+    pt, dy, dphi, pid = parts[..., 0], parts[..., 1], parts[..., 2], parts[..., 3].abs()
+    total = (pt * mask).sum(dim=1, keepdim=True) + 1e-6  # no clamp: onnx2torch needs
+    log_z = (torch.log(pt / total + 1e-6) + 4.0) / 2.0  # static Clip bounds for gradients
+    flags = [
+        (pid == 22).float(),
+        (pid == 211).float() + (pid == 321).float() + (pid == 2212).float(),
+        (pid == 130).float() + (pid == 2112).float(),
+        (pid == 11).float(),
+        (pid == 13).float(),
+    ]
+    return torch.stack([log_z, dy / JET_R, dphi / JET_R, *flags], dim=-1)
+
+
+def architectures() -> ModuleType:
+    """``architectures.py`` beside this script, loaded by path (the name is a common one)."""
+    name = "qg_architectures"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, HERE / "architectures.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+class ConstituentTagger(torch.nn.Module):
+    """A tagger of ``architectures.py`` (``transformer`` or ``edgeconv``) on the PFN's
+    per-constituent inputs; its (y, phi) neighbourhoods and Delta R are in units of R."""
+
+    def __init__(self, architecture: str) -> None:
+        super().__init__()
+        self.net = architectures().build(architecture, features=8, coords=(1, 2))
+
+    def forward(self, parts: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.net(constituent_inputs(parts, mask), mask)
 
 
 # --------------------------------------------------------------------------- training
@@ -236,11 +276,14 @@ def fit(
     adversarial: dict[str, Any] | None = None,
     batch_size: int = 128,
     lr: float = 2e-3,
+    trim_padding: bool = False,
 ) -> dict[str, float]:
     """Adam on cross-entropy; keeps the weights of the epoch with the best validation loss.
 
     With ``adversarial`` (keyword arguments of ``adversarial_batch`` plus ``weight``), each
-    batch's loss is ``(1 - weight) * CE(clean) + weight * CE(adversarial)``.
+    batch's loss is ``(1 - weight) * CE(clean) + weight * CE(adversarial)``. With
+    ``trim_padding``, each batch of ``parts`` and ``mask`` is cut to its longest jet (for
+    models that ignore padding: the same loss, at a fraction of the cost).
     """
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -253,6 +296,9 @@ def fit(
         model.train()
         for rows in minibatches(len(labels), batch_size, generator):
             x = {k: v[rows] for k, v in inputs.items()}
+            if trim_padding:
+                width = max(int(x["mask"].sum(1).max()), 1)  # real constituents come first
+                x = {k: v[:, :width] for k, v in x.items()}
             y = labels[rows]
             if adversarial is not None:
                 options = dict(adversarial)
@@ -336,6 +382,91 @@ def export(model: torch.nn.Module, inputs: dict[str, torch.Tensor], out: Path, n
     return diff
 
 
+def batched_quark_probability(
+    model: torch.nn.Module, inputs: dict[str, torch.Tensor], batch: int = 256
+) -> np.ndarray:
+    """``quark_probability`` in batches (attention over 128 slots is large for many jets)."""
+    n = len(next(iter(inputs.values())))
+    return np.concatenate(
+        [
+            quark_probability(model, {k: v[start : start + batch] for k, v in inputs.items()})
+            for start in range(0, n, batch)
+        ]
+    )
+
+
+def onnx_probability(path: Path, inputs: dict[str, torch.Tensor]) -> np.ndarray:
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    parts = []
+    n = len(next(iter(inputs.values())))
+    for start in range(0, n, 256):
+        feed = {k: v[start : start + 256].numpy() for k, v in inputs.items()}
+        parts.append(torch.softmax(torch.from_numpy(session.run(None, feed)[0]), 1)[:, 1])
+    return torch.cat(parts).numpy()
+
+
+def export_constituent_tagger(
+    model: torch.nn.Module, inputs: dict[str, torch.Tensor], out: Path, name: str
+) -> dict[str, Any]:
+    """Write NAME.pt (TorchScript, traced) and NAME.onnx with torch's default ONNX exporter
+    (``dynamo=True`` in torch 2.14), dynamic in the jets and the particles. Where that export
+    disagrees with torch in onnxruntime (NaN or more than 1e-4), the legacy TorchScript-based
+    exporter (opset 17) writes it instead, and the reason is returned."""
+    names = list(inputs)
+    example = tuple(v[:8] for v in inputs.values())
+    reference = batched_quark_probability(model, inputs)
+    with quiet(), torch.no_grad():
+        traced = torch.jit.trace(model, example)
+        torch.jit.save(traced, str(out / f"{name}.pt"))
+    with torch.no_grad(), quiet():
+        scripted = batched_quark_probability(torch.jit.load(str(out / f"{name}.pt")), inputs)
+    torch_diff = float(np.abs(scripted - reference).max())
+    if not torch_diff <= 1e-4:
+        raise RuntimeError(f"{name}: TorchScript differs from torch by {torch_diff:.3g}")
+    target = out / f"{name}.onnx"
+    jets = torch.export.Dim("jets", min=2)
+    particles = torch.export.Dim("particles", min=16, max=inputs["parts"].shape[1])
+    axes = {0: jets, 1: particles}
+    exporter, note = "dynamo", ""
+    try:
+        with quiet():
+            torch.onnx.export(
+                model,
+                example,
+                str(target),
+                input_names=names,
+                output_names=["logits"],
+                dynamic_shapes={"parts": axes, "mask": axes},
+            )
+        onnx_diff = float(np.abs(onnx_probability(target, inputs) - reference).max())
+        if not onnx_diff <= 1e-4:
+            note = f"the default (dynamo) export differs from torch by {onnx_diff:.3g}"
+    except Exception as exc:  # the exporter's own failure: say which
+        note = f"the default (dynamo) export failed: {type(exc).__name__}: {str(exc)[:200]}"
+    if note:
+        exporter = "legacy"
+        with quiet():
+            torch.onnx.export(
+                model,
+                example,
+                str(target),
+                input_names=names,
+                output_names=["logits"],
+                dynamic_axes={
+                    **{n: {0: "jets", 1: "particles"} for n in names},
+                    "logits": {0: "jets"},
+                },
+                opset_version=17,
+                dynamo=False,
+            )
+        onnx_diff = float(np.abs(onnx_probability(target, inputs) - reference).max())
+        if not onnx_diff <= 1e-4:
+            raise RuntimeError(f"{name}: both ONNX exports differ from torch ({note})")
+    return {"exporter": exporter, "note": note, "diff": max(torch_diff, onnx_diff)}
+
+
 # --------------------------------------------------------------------------- specs
 
 
@@ -359,6 +490,7 @@ def spec_text(
     envelope_note: str,
     loss_events: int | None,
     grid: tuple[str, str] | None,
+    output: str = '"logits"',
 ) -> str:
     """A spec for one tagger, its test samples and the shared checks."""
     mapping = "{ " + ", ".join(f'{k} = "{v}"' for k, v in inputs.items()) + " }"
@@ -375,7 +507,7 @@ version = 1
 
 [model]
 path = "{model_file}"
-output = "logits"
+output = {output}
 scores = "logits"
 signal_class = 1                # quark jets are the signal
 
@@ -455,6 +587,13 @@ features = [{", ".join(f'"{f}"' for f in PARTICLE_FEATURES)}]
 mask = "mask"
 """
 
+# the transformer and EdgeConv ignore padding (masked attention keys, far-away padded
+# neighbours, masked means), so robustcheck may cut each batch to its longest jet: it checks
+# that the scores agree before it does
+TRIMMED_INPUT_BLOCK = (
+    PFN_INPUT_BLOCK + "trim_padding = true              # verified by robustcheck\n"
+)
+
 
 # --------------------------------------------------------------------------- pipeline
 
@@ -481,6 +620,8 @@ def run(
     *,
     dnn_epochs: int = 40,
     pfn_epochs: int = 25,
+    transformer_epochs: int = 20,
+    edgeconv_epochs: int = 20,
     seed: int = 1,
     check: bool = True,
     loss_events: int | None = 1000,
@@ -595,6 +736,51 @@ def run(
         f"pfn: test AUC {area:.4f}, trained in {info['seconds']:.0f} s, export agrees to {diff:.1e}"
     )
     summary["models"]["pfn"] = {"auc": area, "train_seconds": info["seconds"]}
+    epochs = {"transformer": transformer_epochs, "edgeconv": edgeconv_epochs}
+    titles = {
+        "transformer": "Quark/gluon Particle-Transformer-like tagger on the jet constituents",
+        "edgeconv": "Quark/gluon ParticleNet-like EdgeConv tagger on the jet constituents",
+    }
+    for name in PARTICLE_TAGGERS:
+        torch.manual_seed(seed)
+        model = ConstituentTagger(name)
+        info = fit(
+            model,
+            pfn_data["train"],
+            pfn_data["valid"],
+            epochs[name],
+            seed,
+            batch_size=32,
+            trim_padding=True,
+        )
+        exported = export_constituent_tagger(model, test_inputs, out, name)
+        (out / f"{name}.robust.toml").write_text(
+            spec_text(
+                titles[name],
+                f"{name}.pt",
+                "pfn",
+                {"parts": "parts", "mask": "mask"},
+                TRIMMED_INPUT_BLOCK,
+                PARTICLE_ENVELOPE,
+                "parts",
+                "per constituent: 2% pT scale, 3 mrad in angle",
+                loss_events,
+                None,
+                output="0                      # TorchScript: the one output tensor",
+            )
+        )
+        area = auc(nominal["label"][test_idx], batched_quark_probability(model, test_inputs))
+        onnx_note = f" ({exported['note']})" if exported["note"] else ""
+        say(
+            f"{name}: test AUC {area:.4f}, trained in {info['seconds']:.0f} s, exports agree to "
+            f"{exported['diff']:.1e}; ONNX by the {exported['exporter']} exporter{onnx_note}"
+        )
+        summary["models"][name] = {
+            "auc": area,
+            "train_seconds": info["seconds"],
+            "onnx_exporter": exported["exporter"],
+            "onnx_note": exported["note"],
+        }
     if check:
         summary["checks"] = check_specs(out, say)
         (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
@@ -609,7 +795,7 @@ def check_specs(out: Path, say: Any) -> dict[str, Any]:
 
     results: dict[str, Any] = {}
     runs = {}
-    for name in ("dnn", "dnn_adv", "pfn"):
+    for name in TAGGERS:
         started = time.perf_counter()
         runs[name] = run = SpecRun.from_path(out / f"{name}.robust.toml", device="cpu")
         results[name] = []
@@ -625,7 +811,8 @@ def check_specs(out: Path, say: Any) -> dict[str, Any]:
                     "figures": result.figures,
                 }
             )
-        say(f"({time.perf_counter() - started:.0f} s)")
+        results[name + "_seconds"] = seconds = time.perf_counter() - started
+        say(f"({seconds:.0f} s)")
     say("\n" + "\n".join(summary_table(results)))
     nominal, robust = compare_loss_surfaces(
         runs["dnn"], runs["dnn_adv"], epsilon=EPSILON, points=9, grid=LOSS_GRID["dnn"]
@@ -671,7 +858,7 @@ def summary_table(results: dict[str, Any]) -> list[str]:
         "| loss rise | checks passed |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for name in ("dnn", "dnn_adv", "pfn"):
+    for name in TAGGERS:
         res = figures(name, "resilience")
         pgd, hidden = (
             figures(name, "fooling_rate", "(pgd)"),
@@ -703,6 +890,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=HERE / "out")
     parser.add_argument("--dnn-epochs", type=int, default=40)
     parser.add_argument("--pfn-epochs", type=int, default=25)
+    parser.add_argument("--transformer-epochs", type=int, default=20)
+    parser.add_argument("--edgeconv-epochs", type=int, default=20)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads (default: torch's choice)"
@@ -716,6 +905,8 @@ def main(argv: list[str] | None = None) -> None:
         args.out,
         dnn_epochs=args.dnn_epochs,
         pfn_epochs=args.pfn_epochs,
+        transformer_epochs=args.transformer_epochs,
+        edgeconv_epochs=args.edgeconv_epochs,
         seed=args.seed,
         check=not args.no_check,
     )

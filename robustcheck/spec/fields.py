@@ -97,6 +97,13 @@ INPUT_FIELDS: dict[str, Field] = {
     "features": Field("str_list", None, doc="names along the last axis"),
     "mask": Field("str", None, doc="model input that marks real (non-padding) entries"),
     "perturb": Field("bool", True, doc="false for inputs no attack may change"),
+    "trim_padding": Field(
+        "bool",
+        False,
+        doc="cut each batch to its longest jet (slots beyond are padding in every event), for "
+        "models whose scores do not depend on the padding length; verified on the nominal "
+        "sample",
+    ),
 }
 
 FEATURE_FIELDS: dict[str, Field] = {

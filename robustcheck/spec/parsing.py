@@ -411,7 +411,14 @@ def _input_spec(
     dupes = sorted({f for f in features if features.count(f) > 1})
     if dupes:
         raise error(path, f"duplicate feature names {dupes}", f"{where}.features")
-    return InputSpec(name, features, values["mask"], values["perturb"])
+    if values["trim_padding"] and values["mask"] is None:
+        raise error(
+            path,
+            "trim_padding needs the input's padding mask",
+            f"{where}.trim_padding",
+            f'name the mask input: [{where}] mask = "..."',
+        )
+    return InputSpec(name, features, values["mask"], values["perturb"], values["trim_padding"])
 
 
 def _check_shift_attacks(

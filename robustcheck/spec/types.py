@@ -74,6 +74,7 @@ class InputSpec:
     features: tuple[str, ...]
     mask: str | None
     perturb: bool
+    trim_padding: bool = False
 
 
 @dataclass(frozen=True)
