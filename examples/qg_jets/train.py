@@ -222,8 +222,8 @@ def constituent_inputs(parts: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """(jets, particles, 8): log pT fraction, rapidity and azimuth in units of R, and five
     identity flags from the PDG id (photon, charged hadron, neutral hadron, electron, muon)."""
     pt, dy, dphi, pid = parts[..., 0], parts[..., 1], parts[..., 2], parts[..., 3].abs()
-    total = (pt * mask).sum(dim=1, keepdim=True) + 1e-6  # no clamp: onnx2torch needs
-    log_z = (torch.log(pt / total + 1e-6) + 4.0) / 2.0  # static Clip bounds for gradients
+    total = (pt * mask).sum(dim=1, keepdim=True) + 1e-6
+    log_z = (torch.log(pt / total + 1e-6) + 4.0) / 2.0
     flags = [
         (pid == 22).float(),
         (pid == 211).float() + (pid == 321).float() + (pid == 2212).float(),
