@@ -283,3 +283,27 @@ def test_feature_names_shared_by_two_inputs_are_qualified(particle_dir: Path) ->
     run = SpecRun(parse_spec(doc, particle_dir / "robustness.toml"), device="cpu")
     names = [name for name, _ in run.adversaries("pgd").mean_shift_of_fooled()]
     assert sorted(names) == ["eta", "jet.pt", "mass", "parts.pt", "phi"]
+
+
+def test_independent_halves_of_particle_inputs_carry_the_correlated_entries_warning(
+    particle_dir: Path,
+) -> None:
+    """Constituents of one jet are not independent entries: between two independent halves
+    their p-values are too small, and the verdict says so (jet-level inputs do not)."""
+    checks = [
+        {"name": "halves", "type": "invariance", "attack": "pgd", "ks_min_pvalue": 1e-12},
+        {
+            "name": "same",
+            "type": "invariance",
+            "attack": "pgd",
+            "ks_min_pvalue": 1e-12,
+            "compare_to": "same_events",
+        },
+    ]
+    doc = particle_spec("pfn_jet.pt", with_jet=True, attacks={"pgd": ATTACKS["pgd"]})
+    doc["checks"] = checks
+    run = SpecRun(parse_spec(doc, particle_dir / "robustness.toml"), device="cpu")
+    halves, same = (run.run_check(check) for check in run.spec.checks)
+    warning = next(d for d in halves.details if "several entries per event" in d)
+    assert warning.startswith("WARNING: ") and "pt" in warning and "jet_pt" not in warning
+    assert not any("several entries per event" in d for d in same.details)

@@ -573,11 +573,25 @@ class Invariance(Check):
         named = [r.name + (f" ({r.text})" if r.text else "") for r in measured.regions[1:]]
         where = f"; regions: all, {', '.join(named)}" if named else ""
         if independent:
-            return [
+            note = [
                 'compare_to = "independent": the attacked values of one half of the nominal '
                 "sample against the nominal values of the other half (the distances JSD and "
                 f"correlation change include both halves' sampling noise){where}"
             ]
+            many = sorted(
+                {t.name for t in measured.tests.get("ks", []) if t.entries_per_event > 1.0}
+            )
+            if many:
+                note.append(
+                    "WARNING: "
+                    + ", ".join(many[:4])
+                    + (" ..." if len(many) > 4 else "")
+                    + " hold several entries per event (particles): the tests count entries as "
+                    "independent, but entries of one event are correlated, so between two "
+                    "independent halves their p-values are too small (false alarms are "
+                    'possible); compare_to = "same_events" has no such bias'
+                )
+            return note
         return [
             'compare_to = "same_events": the attacked sample against the same events before '
             "the attack; the events the attack leaves alone are identical in both, so the "
