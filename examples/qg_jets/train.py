@@ -75,6 +75,7 @@ THRESHOLDS = {
     "fooling_rate": 0.05,  # 95% CL upper limit on the flipped share of correct decisions
     "ks_min_pvalue": 0.01,
     "chi2_min_pvalue": 0.01,
+    "control_region_events": 1_000_000,  # jets per sample in a calibration control region
     "max_auc_change_percent": 3.0,  # about twice the +-1.3% precision of ~2000 test jets
     "min_auc": 0.80,
     "max_loss_increase": 0.002,  # nats per jet, about 0.5% of a q/g tagger's mean loss
@@ -564,6 +565,26 @@ ks_min_pvalue = {t["ks_min_pvalue"]}
 chi2_min_pvalue = {t["chi2_min_pvalue"]}
 
 [[checks]]
+name = "pgd unseen in control regions of 1e6 jets"
+type = "invariance"
+attack = "pgd_1sigma"
+ks_min_pvalue = {t["ks_min_pvalue"]}
+chi2_min_pvalue = {t["chi2_min_pvalue"]}
+by_class = true                 # quark- and gluon-enriched control regions
+regions = {{ quark_like = "score > 0.5" }}
+control_region_events = {t["control_region_events"]}
+
+[[checks]]
+name = "constrained pgd unseen in control regions of 1e6 jets"
+type = "invariance"
+attack = "hidden_1sigma"
+ks_min_pvalue = {t["ks_min_pvalue"]}
+chi2_min_pvalue = {t["chi2_min_pvalue"]}
+by_class = true
+regions = {{ quark_like = "score > 0.5" }}
+control_region_events = {t["control_region_events"]}
+
+[[checks]]
 name = "resilience to the alternative generator"
 type = "resilience"
 max_auc_change_percent = {t["max_auc_change_percent"]}
@@ -814,6 +835,7 @@ def check_specs(out: Path, say: Any) -> dict[str, Any]:
         results[name + "_seconds"] = seconds = time.perf_counter() - started
         say(f"({seconds:.0f} s)")
     say("\n" + "\n".join(summary_table(results)))
+    say("\n" + "\n".join(detectability_table(results)))
     nominal, robust = compare_loss_surfaces(
         runs["dnn"], runs["dnn_adv"], epsilon=EPSILON, points=9, grid=LOSS_GRID["dnn"]
     )
@@ -865,7 +887,7 @@ def summary_table(results: dict[str, Any]) -> list[str]:
             figures(name, "fooling_rate", "constr"),
         )
         inv_pgd = figures(name, "invariance", "pgd leaves")
-        inv_hidden = figures(name, "invariance", "constrained")
+        inv_hidden = figures(name, "invariance", "constrained pgd leaves")
         loss = figures(name, "loss_surface")
         passed = sum(r["passed"] for r in results[name])
         lines.append(
@@ -876,6 +898,38 @@ def summary_table(results: dict[str, Any]) -> list[str]:
             f"{inv_pgd['min_chi2_pvalue']:.2g} / {inv_hidden['min_chi2_pvalue']:.2g} | "
             f"{loss['loss_increase']:.4f} | {passed}/{len(results[name])} |"
         )
+    return lines
+
+
+REGIONS = ("all", "class 0", "class 1", "quark_like")
+
+
+def detectability_table(results: dict[str, Any]) -> list[str]:
+    """Per tagger and attack, the fewest jets per sample at which some test of the control-
+    region check (inclusive, per class, quark-like) would see the attack's shift."""
+
+    def smallest(f: dict[str, Any], region: str) -> str:
+        values = [
+            float(v)
+            for k, v in f.items()
+            if k.startswith("events_to_detect/") and k.split("/")[2] == region
+        ]
+        finite = [v for v in values if math.isfinite(v)]
+        return f"{min(finite):,.0f}" if finite else ("no shift" if values else "-")
+
+    lines = [
+        "| tagger | attack | " + " | ".join(f"events_to_detect: {r}" for r in REGIONS) + " |",
+        "|---|---|" + "---|" * len(REGIONS),
+    ]
+    for name in TAGGERS:
+        for attack in ("pgd", "constrained pgd"):
+            f = next(
+                r["figures"]
+                for r in results[name]
+                if r["name"].startswith(f"{attack} unseen in control regions")
+            )
+            cells = " | ".join(smallest(f, region) for region in REGIONS)
+            lines.append(f"| {name} | {attack} | {cells} |")
     return lines
 
 
