@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -98,6 +99,9 @@ class Adversaries:
     # per-event figures the attack recorded (e.g. min_epsilon's "radius"), over every event;
     # NaN where the event was not attacked
     per_event: dict[str, torch.Tensor] = field(default_factory=dict)
+    # figures derived from this outcome, computed once for every check that reads them
+    # (the invariance check's [observables] on the nominal and attacked inputs)
+    derived: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def attack_figures(self) -> dict[str, int | float | str]:
         """A check's figures about the attack that ran: its seed when the seed shaped the

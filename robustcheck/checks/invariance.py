@@ -287,17 +287,7 @@ class Invariance(Check):
         figures on the region's events before and after the attack (for events_to_detect)."""
         o = self.options
         measured = Measured(regions, [])
-        nominal, adversarial, real, features = adv.nominal, adv.adversarial, adv.real, adv.features
-        observed = self.observables(adv)
-        if observed is not None:  # tested like the features of one more input
-            names, before, after = observed
-            nominal, adversarial = (
-                {**nominal, OBSERVABLES: before},
-                {**adversarial, OBSERVABLES: after},
-            )
-            real = {**real, OBSERVABLES: torch_ones(len(before))}
-            features = {**features, OBSERVABLES: names}
-            movable = {**movable, OBSERVABLES: np.ones(len(names), dtype=bool)}
+        nominal, adversarial, real, features, movable = self.tested(adv, movable)
         for region in regions:
             reference = entries(nominal, real, features, region.reference)
             attacked = entries(adversarial, real, features, region.attacked)
@@ -339,12 +329,39 @@ class Invariance(Check):
                 )
         return measured
 
+    def tested(
+        self, adv: Adversaries, movable: dict[str, np.ndarray]
+    ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Any]]:
+        """What the tests compare: the nominal and attacked inputs, real-entry masks, feature
+        names and movable features, with the [observables] added as one more input (one real
+        value per event, every observable movable)."""
+        nominal, adversarial, real, features = adv.nominal, adv.adversarial, adv.real, adv.features
+        observed = self.observables(adv)
+        if observed is None:
+            return nominal, adversarial, real, features, movable
+        names, before, after = observed
+        return (
+            {**nominal, OBSERVABLES: before},
+            {**adversarial, OBSERVABLES: after},
+            {**real, OBSERVABLES: torch_ones(len(before))},
+            {**features, OBSERVABLES: names},
+            {**movable, OBSERVABLES: np.ones(len(names), dtype=bool)},
+        )
+
     def observables(self, adv: Adversaries) -> tuple[tuple[str, ...], Any, Any] | None:
         """The spec's [observables] on the nominal and attacked inputs of the events held in
-        memory: names and two (events, observables) tensors, or None without observables."""
+        memory: names and two (events, observables) tensors, or None without observables.
+        Computed once per attack (kept in ``adv.derived``), however many checks ask."""
         function = getattr(self.run.spec, "observables", None)
         if function is None:
             return None
+        if "observables" not in adv.derived:
+            adv.derived["observables"] = self._evaluate_observables(function, adv)
+        return adv.derived["observables"]
+
+    def _evaluate_observables(
+        self, function: str, adv: Adversaries
+    ) -> tuple[tuple[str, ...], Any, Any]:
         from robustcheck.observables import evaluate_observables, load_observables, stacked
 
         path = self.run.spec.path

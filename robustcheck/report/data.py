@@ -574,7 +574,7 @@ def invariance_histograms(run: SpecRun, check: CheckSpec) -> dict[str, Any]:
     independent nominal half, or the same events before the attack) against the attacked
     events, for every movable feature and declared observable, with statistical errors.
 
-    The regions and observables are the check's own (its ``_regions`` and ``_observables``),
+    The regions and tested inputs are the check's own (its ``regions`` and ``tested``),
     so the report shows exactly the samples the check tested.
     """
     from robustcheck.checks.invariance import OBSERVABLES, Invariance
@@ -585,18 +585,9 @@ def invariance_histograms(run: SpecRun, check: CheckSpec) -> dict[str, Any]:
     independent = check.options.get("compare_to") == "independent"
     regions, _ = probe.regions(adv, independent)
     whole = regions[0]
-    nominal, adversarial, real, features = adv.nominal, adv.adversarial, adv.real, adv.features
     movable = {name: env.movable.numpy() for name, env in run.envelope.inputs.items()}
     units = SpecReportData(run)._units()
-    observed = probe.observables(adv)
-    if observed is not None:
-        import torch
-
-        names, before, after = observed
-        nominal, adversarial = {**nominal, OBSERVABLES: before}, {**adversarial, OBSERVABLES: after}
-        real = {**real, OBSERVABLES: torch.ones(len(before), dtype=torch.bool)}
-        features = {**features, OBSERVABLES: names}
-        movable = {**movable, OBSERVABLES: np.ones(len(names), dtype=bool)}
+    nominal, adversarial, real, features, movable = probe.tested(adv, movable)
     labels = run.inputs("nominal")[1].numpy()
     if len(labels) != len(next(iter(adv.real.values()))):
         labels = np.zeros(len(next(iter(adv.real.values()))), dtype=np.int64)

@@ -239,18 +239,23 @@ def class_comparison(
         return _png(figure)
 
 
+def _binned(edges: Sequence[float], *contents: Sequence[float]) -> tuple[Any, ...]:
+    """Bin edges and bin contents as float arrays; a ValueError when the numbers disagree."""
+    import numpy as np
+
+    arrays = [np.asarray(edges, dtype=float), *(np.asarray(c, dtype=float) for c in contents)]
+    if any(len(a) + 1 != len(arrays[0]) for a in arrays[1:]):
+        sizes = " and ".join(str(len(a)) for a in arrays[1:])
+        raise ValueError(f"{len(arrays[0])} bin edges for {sizes} bin contents")
+    return tuple(arrays)
+
+
 def histogram(data: dict[str, Any], attack: str, signal_class: int | None = None) -> bytes:
     """Nominal vs adversarial distribution of one feature, per true class when the data has
     them, with statistical error bars and the ratio below."""
     import numpy as np
 
-    edges = np.asarray(data["edges"], dtype=float)
-    nominal = np.asarray(data["nominal"], dtype=float)
-    adversarial = np.asarray(data["adversarial"], dtype=float)
-    if not (len(edges) == len(nominal) + 1 == len(adversarial) + 1):
-        raise ValueError(
-            f"{len(edges)} bin edges for {len(nominal)} and {len(adversarial)} bin contents"
-        )
+    edges, nominal, adversarial = _binned(data["edges"], data["nominal"], data["adversarial"])
     stats = (
         f"KS p = {_pvalue(data.get('ks_pvalue'))}, $\\chi^2$ p = {_pvalue(data.get('chi2_pvalue'))}"
     )
@@ -316,12 +321,8 @@ def discriminant(data: dict[str, Any], attack: str) -> bytes:
 
 def pulls(data: dict[str, Any], attack: str) -> bytes:
     """The fooled events' shifts of one feature in sigma (the entries the attack moved)."""
-    import numpy as np
 
-    edges = np.asarray(data["edges"], dtype=float)
-    counts = np.asarray(data["counts"], dtype=float)
-    if len(edges) != len(counts) + 1:
-        raise ValueError(f"{len(edges)} bin edges for {len(counts)} bin contents")
+    edges, counts = _binned(data["edges"], data["counts"])
     with _style():
         figure = _figure()
         axes = figure.subplots()
@@ -551,12 +552,8 @@ def pareto(points: Sequence[dict[str, Any]]) -> bytes:
 def radius_histogram(data: dict[str, Any], attack: str, minima: Sequence[float] = ()) -> bytes:
     """Distribution of a min_epsilon attack's robustness radii, the events not fooled up to
     max_epsilon counted in the legend; ``minima`` are the robust_radius checks' ``min``."""
-    import numpy as np
 
-    edges = np.asarray(data["edges"], dtype=float)
-    counts = np.asarray(data["counts"], dtype=float)
-    if len(edges) != len(counts) + 1:
-        raise ValueError(f"{len(edges)} bin edges for {len(counts)} bin contents")
+    edges, counts = _binned(data["edges"], data["counts"])
     with _style():
         figure = _figure()
         axes = figure.subplots()
