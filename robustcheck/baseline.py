@@ -27,6 +27,7 @@ from robustcheck import registry
 from robustcheck.declaration import RegressionFigure as RegressionFigure  # re-exported
 from robustcheck.digest import file_digest, json_digest
 from robustcheck.errors import SpecError
+from robustcheck.event_random import SCHEME
 from robustcheck.report.records import clean
 from robustcheck.result import CheckResult
 
@@ -34,15 +35,18 @@ if TYPE_CHECKING:
     from robustcheck.spec import CheckSpec, DataSpec, Spec
 
 FORMAT = 1
+RANDOM_STREAMS = "random streams"  # the fingerprint naming robustcheck.event_random's scheme
 
 
 def _selection(data: DataSpec) -> dict[str, object]:
-    """What a [data.NAME] table selects, but its path; the streaming settings only when the
-    sample is streamed (they change random starts and the kept sample)."""
+    """What a [data.NAME] table selects, but its path; ``keep_events`` only when the sample
+    is streamed (it sets the kept sample). The chunk size changes no figure (every event has
+    its own random streams), so it is left out."""
     # strict_bounds only turns a warning into an error: it changes no figure
-    out = {k: v for k, v in asdict(data).items() if k not in ("path", "strict_bounds")}
+    skip = ("path", "strict_bounds", "chunk_size")
+    out = {k: v for k, v in asdict(data).items() if k not in skip}
     if data.chunk_size is None:
-        del out["chunk_size"], out["keep_events"]
+        del out["keep_events"]
     return out
 
 
@@ -69,10 +73,13 @@ def fingerprints(spec: Spec, check: CheckSpec) -> dict[str, str]:
     if attack is not None:
         options = dict(spec.attacks[attack].options)
         options.pop("seed", None)
-        options.pop("batch_size", None)
+        implementation = registry.attacks()[spec.attacks[attack].method].load()
+        if getattr(implementation, "couples_events", False) is not True:
+            options.pop("batch_size", None)  # changes no figure but a coupled attack's
         if options.get("on_gradient_failure") == "error":  # the default: no figure changes
             del options["on_gradient_failure"]
         out["attack"] = json_digest({"method": spec.attacks[attack].method, **options})
+    out[RANDOM_STREAMS] = SCHEME
     settings = {k: v for k, v in check.options.items() if not k.startswith("regression")}
     settings.pop("no_regression", None)
     out["check"] = json_digest({"type": check.type, **settings})
@@ -247,6 +254,14 @@ class Baseline:
                     result,
                     f"the baseline was made with a different {name} "
                     f"(sha256 {digest[:12]}, now {str(now.get(name))[:12]})",
+                )
+        for name in now.keys() - entry["fingerprints"].keys():
+            if name == RANDOM_STREAMS:
+                return _refuse(
+                    result,
+                    "the baseline was made with an earlier robustcheck, whose random numbers "
+                    f"were drawn per batch, not per event ({SCHEME}): its seeded figures "
+                    "differ; record the baseline again (--robustcheck-save-baseline)",
                 )
         return regression(result, entry["figures"], check.options)
 

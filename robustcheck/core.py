@@ -25,6 +25,7 @@ from robustcheck.data import Dataset, load_dataset, read_chunks
 from robustcheck.decision import Decision
 from robustcheck.digest import file_digest, json_digest, model_file_digest
 from robustcheck.engine import (
+    COUPLED_BATCH,
     default_batch_size,
     default_particle_batch_size,
     evaluate,
@@ -484,18 +485,14 @@ class SpecRun:
             if note:
                 notes.append(note)
                 attack = self.make_attack(attack_name, epsilon, "spsa")
-        batch_size = self.spec.attacks[attack_name].options.get("batch_size") or (
-            default_particle_batch_size(self.tagger.device)
-            if self._has_particles
-            else default_batch_size(self.tagger.device)
-        )
+        batch_size = self._attack_batch_size(attack_name, attack)
         select = torch.ones_like(correct) if full else correct
         adv_log_probs = torch.empty_like(log_probs)
         fooled = torch.zeros_like(correct)
         shifts = ShiftSums(self.envelope)
         kept = self.kept("nominal")
         kept_parts: list[Inputs] = []
-        seconds, batch_number = 0.0, 0
+        seconds = 0.0
         per_event: dict[str, torch.Tensor] = {}
         for chunk in self._chunks("nominal"):
             rows = chunk.rows
@@ -511,13 +508,12 @@ class SpecRun:
                     select[rows],
                     batch_size,
                     early_stop=not full,
-                    first_batch=batch_number,
+                    first_event=chunk.start,
                     trim=trim,
                 )
                 adv_inputs = {**chunk.inputs, **outcome.adversarial}
                 adv_log_probs[rows] = evaluate(self.tagger, adv_inputs, self._eval_batch, trim)
             seconds += outcome.seconds
-            batch_number += outcome.batches
             for figure, values in outcome.per_event.items():
                 if figure not in per_event:
                     shape = (len(correct), *values.shape[1:])
@@ -560,6 +556,31 @@ class SpecRun:
         )
         self._adversaries[key] = result
         return result
+
+    def _attack_batch_size(self, attack_name: str, attack: Attack) -> int:
+        """The attack's ``batch_size``, else the device's default; for an attack that couples
+        the events of a batch, blocks of COUPLED_BATCH events on every device, and a streamed
+        sample's ``chunk_size`` must be a multiple of the block."""
+        given = self.spec.attacks[attack_name].options.get("batch_size")
+        if attack.couples_events:
+            size = int(given or COUPLED_BATCH)
+            chunk_size = self.spec.data["nominal"].chunk_size
+            if chunk_size is not None and chunk_size % size:
+                raise SpecError(
+                    f"attack {attack_name!r} couples the events of a batch of {size:,} "
+                    f"(its distribution penalty), and chunk_size {chunk_size:,} is not a "
+                    "multiple of it, so the chunks would cut its batches",
+                    file=self.spec.path,
+                    field="data.nominal.chunk_size",
+                    fix=f"set chunk_size to a multiple of {size:,}, or the attack's batch_size "
+                    f"to a divisor of {chunk_size:,}",
+                )
+            return size
+        if given:
+            return int(given)
+        if self._has_particles:
+            return default_particle_batch_size(self.tagger.device)
+        return default_batch_size(self.tagger.device)
 
     @cached_property
     def _has_particles(self) -> bool:

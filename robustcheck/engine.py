@@ -15,6 +15,7 @@ from robustcheck.attacks.base import Attack, AttackBatch
 from robustcheck.data import Dataset
 from robustcheck.decision import Decision
 from robustcheck.envelope import Envelope, Inputs
+from robustcheck.event_random import EventRandom
 from robustcheck.padding import PaddingTrim, paste
 from robustcheck.taggers.base import Tagger
 
@@ -94,40 +95,52 @@ def run_attack(
     select: torch.Tensor,
     batch_size: int,
     early_stop: bool = True,
-    first_batch: int = 0,
+    first_event: int = 0,
     trim: PaddingTrim | None = None,
 ) -> AttackOutcome:
     """Attack the events in ``select``; the others keep their nominal values.
 
-    With ``early_stop`` an event stops moving once its decision flips. Batch ``i`` draws its
-    random numbers from ``seed * 1_000_003 + first_batch + i``: a sample attacked chunk by
-    chunk passes the number of batches so far, so no two batches share a random stream.
-    With ``trim``, batches take the events in order of multiplicity and lose the slots that
-    are padding in all their events (the adversarial padding stays nominal).
+    With ``early_stop`` an event stops moving once its decision flips. Every event draws its
+    random numbers from its own stream, keyed by the attack's seed and method and the event's
+    position in the sample (``first_event`` is that of ``inputs``' first event: a chunk's
+    start), so the outcome does not depend on the batch size, the chunking, a split after
+    running out of memory or the device (robustcheck.event_random). An attack whose steps
+    couple the events of a batch (``Attack.couples_events``: constrained_pgd's distribution
+    penalty) runs on fixed blocks of ``batch_size`` consecutive events of the sample instead,
+    so its outcome depends on the batch size but on nothing else. With ``trim``, batches take
+    the events in order of multiplicity (within a block) and lose the slots that are padding in
+    all their events (the adversarial padding stays nominal).
     """
     device = tagger.device
     env = envelope.to(device)
     index = torch.nonzero(select).flatten()
+    if attack.couples_events:
+        parts = list(blocks(index, first_event, batch_size))
+    else:
+        parts = [index[part] for part in batches(len(index), batch_size)] if trim is None else []
     if trim is not None:
-        index = trim.order(inputs, index)
+        if attack.couples_events:
+            parts = [trim.order(inputs, part) for part in parts]
+        else:
+            ordered = trim.order(inputs, index)
+            parts = [ordered[part] for part in batches(len(index), batch_size)]
     adversarial = {name: inputs[name].clone() for name in envelope.inputs}
     features = {name: spec.features for name, spec in envelope.inputs.items()}
     per_event: dict[str, torch.Tensor] = {}
     started = time.perf_counter()
 
-    def attack_rows(rows: torch.Tensor, seed: int) -> None:
+    def attack_rows(rows: torch.Tensor) -> None:
         nominal = take(inputs, rows, device)
         if trim is not None:
             nominal = trim.cut(nominal)
-        generator = torch.Generator(device=device)
-        generator.manual_seed(seed % 2**63)
+        events = (rows + first_event).to(device, non_blocking=True)
         batch = AttackBatch(
             tagger=tagger,
             nominal=nominal,
             target=decision.target(labels[rows].to(device)),
             box=env.box(nominal, attack.epsilon),
             decision=decision,
-            generator=generator,
+            random=EventRandom.of(attack.seed, attack.stream_label, events),
             early_stop=early_stop,
             features=features,
         )
@@ -140,10 +153,45 @@ def run_attack(
             per_event[name][rows] = values.to("cpu", torch.float64)
 
     with tagger.frozen():
-        for number, part in enumerate(batches(len(index), batch_size), start=first_batch):
-            split_on_oom(attack_rows, index[part], attack.seed * 1_000_003 + number)
-    count = -(-len(index) // batch_size)
-    return AttackOutcome(adversarial, time.perf_counter() - started, count, per_event)
+        for rows in parts:
+            if attack.couples_events:
+                attack_block(attack_rows, rows, batch_size)
+            else:
+                split_on_oom(attack_rows, rows)
+    return AttackOutcome(adversarial, time.perf_counter() - started, len(parts), per_event)
+
+
+def blocks(index: torch.Tensor, first_event: int, size: int) -> Iterator[torch.Tensor]:
+    """The events of ``index`` (sorted positions in a chunk starting at ``first_event``)
+    grouped by their block of ``size`` consecutive events of the whole sample."""
+    if not len(index):
+        return
+    block = torch.div(index + first_event, size, rounding_mode="floor")
+    starts = torch.nonzero(torch.diff(block, prepend=block[:1] - 1)).flatten().tolist()
+    for start, stop in zip(starts, [*starts[1:], len(index)], strict=True):
+        yield index[start:stop]
+
+
+def attack_block(run: Callable[[torch.Tensor], None], rows: torch.Tensor, size: int) -> None:
+    """``run(rows)`` for an attack that couples the events of a batch: out of memory, it
+    cannot be split without changing the outcome, so it fails naming the fix."""
+    try:
+        run(rows)
+        return
+    except torch.cuda.OutOfMemoryError:
+        pass
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    raise torch.cuda.OutOfMemoryError(
+        f"CUDA out of memory on a block of {len(rows)} events (batch_size {size}); the "
+        "attack's penalty couples the events of a block, so it cannot be split: set a smaller "
+        "batch_size on the attack"
+    )
+
+
+# events per block of an attack that couples the events of a batch, on every device, so that
+# its figures do not depend on where it runs
+COUPLED_BATCH = 4096
 
 
 def default_batch_size(device: torch.device) -> int:
@@ -162,13 +210,13 @@ def default_particle_batch_size(device: torch.device) -> int:
     return PARTICLE_BATCH_CPU if device.type == "cpu" else default_batch_size(device)
 
 
-def split_on_oom(run: Callable[[torch.Tensor, int], None], rows: torch.Tensor, seed: int) -> None:
-    """``run(rows, seed)``; on CUDA out-of-memory, free the cache and run each half instead.
+def split_on_oom(run: Callable[[torch.Tensor], None], rows: torch.Tensor) -> None:
+    """``run(rows)``; on CUDA out-of-memory, free the cache and run each half instead.
 
-    The halves get seeds of their own, so a split batch draws another random start.
+    Every event keeps its own random stream, so a split changes nothing but the time.
     """
     try:
-        run(rows, seed)
+        run(rows)
         return
     except torch.cuda.OutOfMemoryError:
         if len(rows) <= 1:
@@ -183,5 +231,5 @@ def split_on_oom(run: Callable[[torch.Tensor, int], None], rows: torch.Tensor, s
         stacklevel=2,
     )
     middle = len(rows) // 2
-    split_on_oom(run, rows[:middle], seed * 2 + 1)
-    split_on_oom(run, rows[middle:], seed * 2 + 2)
+    split_on_oom(run, rows[:middle])
+    split_on_oom(run, rows[middle:])

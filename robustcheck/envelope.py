@@ -35,6 +35,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from robustcheck.errors import DataError
+from robustcheck.event_random import EventRandom
 from robustcheck.spec import EnvelopeGroup, FeatureEnvelope, Spec
 
 Inputs = dict[str, torch.Tensor]
@@ -202,20 +203,16 @@ class Category:
     def to(self, device: torch.device | str) -> Category:
         return Category(self.column, self.values.to(device), self.gap)
 
-    def snap(self, v: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    def snap(self, v: torch.Tensor, draw: torch.Tensor | None) -> torch.Tensor:
         """Values ``v`` (inside [first, last]) rounded to a neighbouring listed value:
         the upper one with probability equal to the relative position between the two
-        (with ``generator``), else the nearer one."""
+        (with ``draw``, uniform numbers shaped like ``v``), else the nearer one."""
         values = self.values
         index = torch.searchsorted(values, v.contiguous(), right=True).sub_(1)
         index = index.clamp_(0, len(values) - 2)
         low, high = values[index], values[index + 1]
         position = ((v - low) / (high - low)).clamp_(0.0, 1.0)
-        if generator is None:
-            up = position > 0.5
-        else:
-            draw = torch.rand(v.shape, generator=generator, device=v.device, dtype=v.dtype)
-            up = draw < position
+        up = position > 0.5 if draw is None else draw < position
         return torch.where(up, high, low)
 
 
@@ -237,6 +234,9 @@ class InputEnvelope:
     integer: torch.Tensor | None = None  # (features,) bool: moves by whole units
     categories: tuple[Category, ...] = ()
     units: tuple[str | None, ...] = ()  # per feature, from the envelope's `unit`
+    # the integer and categorical columns, in order (Python ints, and as a tensor on the device)
+    discrete: tuple[int, ...] = ()
+    discrete_index: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.int64))
 
     def unit(self, column: int) -> str | None:
         """The unit of the feature in ``column``, or None."""
@@ -274,6 +274,9 @@ class InputEnvelope:
             for column, e in enumerate(items)
             if e.choices is not None
         )
+        discrete = tuple(
+            sorted({c for c, flag in enumerate(integer) if flag} | {c.column for c in categories})
+        )
         return cls(
             name=name,
             features=tuple(entries),
@@ -291,6 +294,8 @@ class InputEnvelope:
             integer=torch.tensor(integer, dtype=torch.bool) if any(integer) else None,
             categories=categories,
             units=tuple(e.unit for e in items),
+            discrete=discrete,
+            discrete_index=torch.tensor(discrete, dtype=torch.int64),
         )
 
     def to(self, device: torch.device | str) -> InputEnvelope:
@@ -305,6 +310,7 @@ class InputEnvelope:
             ellipsoids=tuple(ellipsoid.to(device) for ellipsoid in self.ellipsoids),
             integer=None if self.integer is None else self.integer.to(device),
             categories=tuple(category.to(device) for category in self.categories),
+            discrete_index=self.discrete_index.to(device),
         )
 
     def sigma(self, x: torch.Tensor) -> torch.Tensor:
@@ -334,26 +340,35 @@ class InputEnvelope:
         x: torch.Tensor,
         center: torch.Tensor,
         unit: torch.Tensor,
-        generator: torch.Generator | None,
+        random: EventRandom | None,
     ) -> None:
         """Round integer entries of ``x`` (inside their box) to whole units from ``center``
-        and categorical ones to a listed value, in place; stochastically with ``generator``
-        (unbiased: the expected value is kept), else to the nearest. Entries ``unit`` does
-        not let move keep their values."""
+        and categorical ones to a listed value, in place; stochastically with the events'
+        ``random`` streams (unbiased: the expected value is kept), else to the nearest.
+        Entries ``unit`` does not let move keep their values. ``x`` is shaped like
+        ``center`` or has a leading axis of copies (random points per event)."""
+        copies = x.dim() > center.dim()
+        columns = self.discrete_index
+        draws = None
+        if random is not None and self.discrete:
+            draws = random.uniform(x.shape, x.dtype, copies, columns)
         if self.integer is not None:
-            delta = x - center
-            if generator is None:
+            where = self.integer[..., columns]
+            delta = x[..., columns] - center[..., columns]
+            if draws is None:
                 whole = delta.round()
             else:
                 whole = delta.floor()
-                draw = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-                whole.add_((draw < delta - whole).to(x.dtype))
-            x.copy_(torch.where(self.integer, center + whole, x))
+                whole.add_((draws < delta - whole).to(x.dtype))
+            x[..., columns] = torch.where(where, center[..., columns] + whole, x[..., columns])
         for category in self.categories:
             column = category.column
             v = x[..., column]
             moves = unit[..., column] > 0
-            x[..., column] = torch.where(moves, category.snap(v, generator), v)
+            draw = None
+            if draws is not None:
+                draw = draws[..., self.discrete.index(column)]
+            x[..., column] = torch.where(moves, category.snap(v, draw), v)
 
 
 @dataclass
@@ -372,7 +387,7 @@ class Box:
     center: Inputs = field(default_factory=dict)
     epsilon: float = 0.0
     envelopes: dict[str, InputEnvelope] = field(default_factory=dict)
-    generator: torch.Generator | None = None  # for stochastic rounding of discrete entries
+    random: EventRandom | None = None  # the events' streams, to round discrete entries
 
     def project_(self, adv: Inputs, stochastic: bool = True) -> None:
         """Project adversarial inputs into the attack's set, in place.
@@ -382,10 +397,10 @@ class Box:
         bound, a placeholder or padding cuts a ball, the clamped point is pulled radially back
         into the ball (feasible, though not always the closest such point). Last, integer
         entries are rounded to whole units and categorical ones to a listed value:
-        stochastically with the box's ``generator`` (unless ``stochastic`` is False), else to
-        the nearest (see :meth:`InputEnvelope.round_`).
+        stochastically with the box's per-event ``random`` streams (unless ``stochastic`` is
+        False), else to the nearest (see :meth:`InputEnvelope.round_`).
         """
-        generator = self.generator if stochastic else None
+        random = self.random if stochastic else None
         for name, x in adv.items():
             env = self.envelopes.get(name)
             ellipsoids = env.ellipsoids if env is not None and self.epsilon > 0 else ()
@@ -396,7 +411,7 @@ class Box:
             for ellipsoid in ellipsoids:
                 ellipsoid.shrink_(x, center, self.epsilon)
             if env is not None and (env.has_integer or env.categories):
-                env.round_(x, center, self.unit[name], generator)
+                env.round_(x, center, self.unit[name], random)
 
     def subset(self, rows: torch.Tensor | slice) -> Box:
         """The set of some events of the batch (everything per event indexed by ``rows``)."""
@@ -412,7 +427,7 @@ class Box:
             pick(self.center),
             self.epsilon,
             self.envelopes,
-            self.generator,
+            None if self.random is None else self.random.subset(rows),
         )
 
     def coherent_groups(self) -> list[str]:

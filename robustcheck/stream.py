@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from robustcheck.envelope import Envelope, Inputs
+from robustcheck.event_random import EventRandom
 
 # the random sample kept while streaming is drawn with this fixed seed (reported with it)
 KEEP_SEED = 0
@@ -37,49 +38,66 @@ class Chunk:
 
 
 class Reservoir:
-    """A uniform random sample of at most ``capacity`` events of a stream (algorithm R).
+    """A uniform random sample of at most ``capacity`` events of a stream (bottom-k).
 
-    Which events are kept depends on ``seed`` and the event count only, not on the chunking.
+    Every event gets a random key from its own stream (``seed`` and its position in the
+    sample, robustcheck.event_random), and the sample holds the ``capacity`` events with the
+    smallest keys. Which events are kept depends on ``seed`` and the events only: not on the
+    chunking, nor on the order chunks come in, and two reservoirs of parts of a sample merge
+    into the reservoir of the whole (:meth:`merge`), as a cluster's workers need.
     """
 
     def __init__(self, capacity: int, seed: int = KEEP_SEED) -> None:
         self.capacity = capacity
-        self.generator = np.random.default_rng(seed)
-        self.seen = 0
-        self.index = np.full(capacity, -1, dtype=np.int64)
+        self.seed = seed
+        self.index = np.zeros(0, dtype=np.int64)
+        self.keys = np.zeros(0, dtype=np.int64)
         self.inputs: Inputs = {}
         self.labels = torch.empty(0, dtype=torch.int64)
 
+    def event_keys(self, events: np.ndarray) -> np.ndarray:
+        """The random key of each event (by its position in the sample)."""
+        streams = EventRandom.of(self.seed, "keep_events", torch.from_numpy(events))
+        return (streams.uniform((len(events),), torch.float64) * 2**24).long().numpy()
+
     def offer(self, chunk: Chunk) -> None:
-        """Consider every event of the next chunk (chunks must come in order)."""
-        n = len(chunk)
-        events = np.arange(self.seen, self.seen + n)
-        # event i takes slot j ~ U{0..i}: its own slot while the reservoir fills up
-        slots = np.where(events < self.capacity, events, self.generator.integers(0, events + 1))
-        taken = np.flatnonzero(slots < self.capacity)
-        # where two events of this chunk take one slot, the later one wins, as in sequence
-        last, first_of_reversed = np.unique(slots[taken][::-1], return_index=True)
-        rows = taken[::-1][first_of_reversed]
+        """Consider every event of a chunk."""
+        events = np.arange(chunk.start, chunk.start + len(chunk), dtype=np.int64)
+        self._keep(events, self.event_keys(events), chunk.inputs, chunk.labels)
+
+    def merge(self, other: Reservoir) -> None:
+        """Take in the sample of another part of the stream (same seed and capacity)."""
+        if (other.seed, other.capacity) != (self.seed, self.capacity):
+            raise ValueError("reservoirs of different seeds or capacities do not merge")
+        if len(other.index):
+            self._keep(other.index, other.keys, other.inputs, other.labels)
+
+    def _keep(
+        self, events: np.ndarray, keys: np.ndarray, inputs: Inputs, labels: torch.Tensor
+    ) -> None:
+        ours = len(self.index)
+        all_events = np.concatenate([self.index, events])
+        all_keys = np.concatenate([self.keys, keys])
+        # smallest keys first; ties (24-bit keys) broken by position, so the order is total
+        chosen = np.lexsort((all_events, all_keys))[: self.capacity]
+        mine, theirs = np.sort(chosen[chosen < ours]), np.sort(chosen[chosen >= ours]) - ours
+        kept = np.concatenate([self.index[mine], events[theirs]])
+        order = torch.from_numpy(np.argsort(kept, kind="stable"))  # in file order
+        first, second = torch.from_numpy(mine), torch.from_numpy(theirs)
         if not self.inputs:
-            self.inputs = {
-                name: torch.zeros((self.capacity, *x.shape[1:]), dtype=x.dtype)
-                for name, x in chunk.inputs.items()
-            }
-            self.labels = torch.zeros(self.capacity, dtype=chunk.labels.dtype)
-        where, picked = torch.from_numpy(last), torch.from_numpy(rows)
-        for name, x in chunk.inputs.items():
-            self.inputs[name][where] = x[picked]
-        self.labels[where] = chunk.labels[picked]
-        self.index[last] = events[rows]
-        self.seen += n
+            self.inputs = {name: x[:0] for name, x in inputs.items()}
+            self.labels = labels[:0]
+        self.inputs = {
+            name: torch.cat([self.inputs[name][first], x[second]])[order]
+            for name, x in inputs.items()
+        }
+        self.labels = torch.cat([self.labels[first], labels[second]])[order]
+        self.index = kept[order.numpy()]
+        self.keys = np.concatenate([self.keys[mine], keys[theirs]])[order.numpy()]
 
     def sample(self) -> tuple[np.ndarray, Inputs, torch.Tensor]:
         """The kept events in file order: their positions, inputs and labels."""
-        filled = np.flatnonzero(self.index >= 0)
-        order = filled[np.argsort(self.index[filled])]
-        picked = torch.from_numpy(order)
-        inputs = {name: x[picked] for name, x in self.inputs.items()}
-        return self.index[order], inputs, self.labels[picked]
+        return self.index, self.inputs, self.labels
 
 
 def pick_kept(chunk: Chunk, kept: np.ndarray, inputs: Inputs) -> Inputs:

@@ -22,8 +22,9 @@ Recipe (one optimiser step per batch; ``weight`` mixes clean and adversarial los
         optimizer.step()
 
 Compute ``x_adv`` before the clean forward pass. With ``method="pgd"`` pass ``steps`` (and
-optionally ``step_size``, ``random_start``); the random start draws from torch's global
-generator unless ``seed`` is given, so each batch gets its own start.
+optionally ``step_size``, ``random_start``); without ``seed`` the batch's seed is drawn from
+torch's global generator, so each batch gets its own start (robustcheck.event_random keys
+the streams by the seed and each event's position in the batch).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from robustcheck.attacks.base import AttackBatch
 from robustcheck.decision import Decision
 from robustcheck.envelope import Envelope, InputEnvelope, Inputs
 from robustcheck.errors import SpecError
+from robustcheck.event_random import EventRandom
 from robustcheck.spec import AttackSpec, Spec, feature_envelope, load_spec
 from robustcheck.taggers.torch_module import wrap_module
 
@@ -191,8 +193,8 @@ def adversarial_batch(
     }
     labels = labels.detach().to(device)
     decision = Decision(signal_class)
-    generator = torch.Generator(device=device)
-    generator.manual_seed(seed)
+    # the events' random streams: keyed by the seed and their positions in this batch
+    streams = EventRandom.of(seed, method, torch.arange(len(labels), device=device))
     with tagger.frozen():
         batch = AttackBatch(
             tagger=tagger,
@@ -200,7 +202,7 @@ def adversarial_batch(
             target=decision.target(labels),
             box=envelope.to(device).box(nominal, epsilon),
             decision=decision,
-            generator=generator,
+            random=streams,
             early_stop=early_stop,
         )
         adversarial = attack.perturb(batch)

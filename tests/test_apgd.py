@@ -16,6 +16,7 @@ from robustcheck.attacks.base import AttackBatch
 from robustcheck.core import SpecRun
 from robustcheck.decision import Decision
 from robustcheck.errors import SpecError
+from robustcheck.event_random import EventRandom
 from robustcheck.spec import parse_spec
 from tests import particle_fixtures
 from tests.conftest import base_spec, make_events
@@ -203,7 +204,7 @@ def test_each_step_costs_one_model_evaluation(model_dir: Path) -> None:
         target=labels[:64],
         box=envelope.box(nominal, 0.01),
         decision=Decision(1),
-        generator=torch.Generator(),
+        random=EventRandom.of(0, "test", torch.arange(64)),
         early_stop=False,
     )
     with run.tagger.frozen():
@@ -255,7 +256,7 @@ def test_no_host_sync_between_compactions(model_dir: Path, monkeypatch) -> None:
             target=labels[:512],
             box=run.envelope.box(nominal, 1.0),
             decision=Decision(1),
-            generator=torch.Generator(),
+            random=EventRandom.of(0, "test", torch.arange(512)),
             early_stop=early_stop,
         )
 

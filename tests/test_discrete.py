@@ -23,6 +23,7 @@ from robustcheck.attacks.base import AttackBatch
 from robustcheck.decision import Decision
 from robustcheck.envelope import Envelope, InputEnvelope
 from robustcheck.errors import SpecError
+from robustcheck.event_random import EventRandom
 from robustcheck.spec import AttackSpec, EnvelopeGroup, load_spec
 from robustcheck.strategies import perturb, perturbations
 from robustcheck.taggers.torch_module import wrap_module
@@ -116,7 +117,7 @@ def run(
             target=decision.target(labels),
             box=env.box(nominal, epsilon),
             decision=decision,
-            generator=torch.Generator().manual_seed(11),
+            random=EventRandom.of(11, "test", torch.arange(len(labels))),
             early_stop=early_stop,
         )
         adv = attack.perturb(batch)
@@ -244,7 +245,7 @@ def test_categorical_takes_only_listed_values_and_needs_epsilon_one() -> None:
     assert box.lower["x"].flatten().tolist() == [-211.0, -211.0, 5.0]
     assert box.upper["x"].flatten().tolist() == [211.0, 211.0, 5.0]
     points = {"x": x.expand(500, 3, 1).clone() + torch.randn(500, 3, 1) * 300}
-    box.generator = torch.Generator().manual_seed(0)
+    box.random = EventRandom.of(0, "test", torch.arange(3))
     box.project_(points)
     assert torch.isin(points["x"][:, :2], torch.tensor([211.0, -211.0, 22.0])).all()
     assert len(points["x"][:, 0].unique()) == 3  # every listed value is reached
@@ -259,7 +260,7 @@ def test_stochastic_rounding_is_unbiased_and_seeded() -> None:
     box = env.box({"x": x}, 1.0)
 
     def rounded(seed: int) -> torch.Tensor:
-        box.generator = torch.Generator().manual_seed(seed)
+        box.random = EventRandom.of(seed, "test", torch.arange(len(x)))
         points = {"x": x + 0.25}
         box.project_(points)
         return points["x"]
@@ -268,7 +269,7 @@ def test_stochastic_rounding_is_unbiased_and_seeded() -> None:
     assert set(first.unique().tolist()) == {0.0, 1.0}
     assert float(first.mean()) == pytest.approx(0.25, abs=0.01)
     assert torch.equal(first, rounded(1))
-    box.generator = None  # no generator: the nearest whole unit
+    box.random = None  # no streams: the nearest whole unit
     points = {"x": x + 0.75}
     box.project_(points)
     assert (points["x"] == 1.0).all()
@@ -310,7 +311,7 @@ def test_coherent_shift_rounds_integer_members() -> None:
                 decision.target(labels),
                 env.box(nominal, 1.0),
                 decision,
-                torch.Generator().manual_seed(0),
+                EventRandom.of(0, "test", torch.arange(len(labels))),
             )
             adv = attack.perturb(batch)["j"]
         assert torch.equal(adv[:, 0], adv[:, 0].round()), mode

@@ -21,6 +21,7 @@ from robustcheck.decision import Decision
 from robustcheck.engine import run_attack
 from robustcheck.envelope import Envelope, Inputs
 from robustcheck.errors import SpecError
+from robustcheck.event_random import EventRandom
 from robustcheck.spec import parse_spec
 from robustcheck.stats import clopper_pearson
 from tests.conftest import base_spec
@@ -103,7 +104,7 @@ def test_each_probe_is_that_attack_at_the_events_epsilon(
             decision.target(labels[:256]),
             run.envelope.box(nominal, epsilon),
             decision,
-            torch.Generator().manual_seed(11),
+            EventRandom.of(11, "test", torch.arange(256)),
         )
 
     attack = run.make_attack("radius")
@@ -221,7 +222,8 @@ def test_engine_collects_per_event_outputs_row_by_row(radius_run: SpecRun) -> No
     assert torch.isnan(first[~select]).all()
     three = {name: x[:3] for name, x in inputs.items()}
     box = radius_run.envelope.box(three, 1.0)
-    batch = AttackBatch(radius_run.tagger, three, labels[:3], box, Decision(1), torch.Generator())
+    streams = EventRandom.of(0, "test", torch.arange(3))
+    batch = AttackBatch(radius_run.tagger, three, labels[:3], box, Decision(1), streams)
     with pytest.raises(ValueError, match="values for"):
         batch.record("first", torch.zeros(2))
 
@@ -470,7 +472,7 @@ def test_min_epsilon_keeps_discrete_entries_on_their_lattice() -> None:
             decision.target(labels),
             env.box(nominal, 3.0),
             decision,
-            torch.Generator().manual_seed(11),
+            EventRandom.of(11, "test", torch.arange(len(labels))),
         )
         adv = {**nominal, **attack.perturb(batch)}
     for jets, parts in model.seen:  # every point the attack evaluated

@@ -154,6 +154,7 @@ class APGD(Attack):
                 if not len(open_rows):
                     break
             sub = batch if len(open_rows) == len(everyone) else batch.subset(open_rows)
+            sub = sub.fork(f"restart {restart}")
             random = self.random_start or restart > 0
             points, loss = self._search(sub, random)
             if batch.early_stop:
@@ -187,7 +188,7 @@ class APGD(Attack):
         x = {name: batch.nominal[name].clone() for name in batch.box.unit}
         if random:
             for name, v in x.items():
-                noise = torch.rand(v.shape, generator=batch.generator, device=v.device)
+                noise = batch.random.uniform_like(v)
                 v.add_(noise.mul_(2).sub_(1).mul_(self.epsilon).mul_(batch.box.unit[name]))
             batch.box.project_(x)
         return x

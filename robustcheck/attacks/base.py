@@ -11,6 +11,7 @@ import torch
 from robustcheck.attacks import STEPS
 from robustcheck.decision import Decision
 from robustcheck.envelope import Box, Inputs
+from robustcheck.event_random import EventRandom
 from robustcheck.spec import AttackSpec
 from robustcheck.taggers.base import Tagger
 
@@ -24,16 +25,16 @@ class AttackBatch:
     target: torch.Tensor
     box: Box
     decision: Decision
-    generator: torch.Generator
+    random: EventRandom  # the events' random streams (robustcheck.event_random)
     early_stop: bool = True
     features: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # per-event figures the attack records for this batch (see ``record``)
     outputs: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        # the box rounds discrete entries with the batch's seeded generator (see Box.project_)
-        if self.box.generator is None:
-            self.box = replace(self.box, generator=self.generator)
+        # the box rounds discrete entries with the events' streams (see Box.project_)
+        if self.box.random is None:
+            self.box = replace(self.box, random=self.random)
 
     def start(self) -> Inputs:
         """Copies of the perturbed inputs, as leaves that record gradients."""
@@ -85,8 +86,15 @@ class AttackBatch:
             nominal={name: x[rows] for name, x in self.nominal.items()},
             target=self.target[rows],
             box=self.box.subset(rows),
+            random=self.random.subset(rows),
             outputs={},
         )
+
+    def fork(self, label: str) -> AttackBatch:
+        """The same batch drawing from the events' own streams for ``label`` (a part of the
+        attack whose runs depend on the batch: a restart, an ensemble member, a probe)."""
+        random = self.random.fork(label)
+        return replace(self, random=random, box=replace(self.box, random=random))
 
     def record(self, name: str, values: torch.Tensor) -> None:
         """Keep a per-event figure (one float per event of this batch, e.g. min_epsilon's
@@ -122,11 +130,19 @@ class Attack:
     """Base class: configured from an [attacks.NAME] table."""
 
     needs_gradients = True
+    # whether a step of one event depends on the other events of its batch (a penalty on
+    # the batch's distributions): then the engine runs fixed blocks of the sample
+    couples_events = False
 
     def __init__(self, spec: AttackSpec, seed: int) -> None:
         self.spec = spec
         self.epsilon = spec.epsilon
         self.seed = seed
+
+    @property
+    def stream_label(self) -> str:
+        """What names the attack's random streams with its seed: its method."""
+        return self.spec.method
 
     @property
     def uses_seed(self) -> bool:

@@ -109,7 +109,7 @@ class Ensemble(Attack):
             if not len(open_rows):
                 break
             started = time.perf_counter()
-            sub = batch if i == 0 else batch.subset(open_rows)
+            sub = (batch if i == 0 else batch.subset(open_rows)).fork(f"member {i}")
             adv = member.perturb(sub)
             fooled = sub.fooled(adv)
             n_fooled = int(fooled.sum())  # one host sync per member and batch
@@ -129,7 +129,7 @@ class Ensemble(Attack):
         already = torch.zeros_like(batch.target, dtype=torch.bool)
         for i, member in enumerate(members):
             started = time.perf_counter()
-            adv = member.perturb(batch)
+            adv = member.perturb(batch.fork(f"member {i}"))
             with torch.no_grad():
                 log_probs = batch.tagger.log_probs({**batch.nominal, **adv})
                 loss = batch.decision.event_loss(log_probs, batch.target)

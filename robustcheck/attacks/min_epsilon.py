@@ -188,6 +188,11 @@ class MinEpsilon(Attack):
         return self.inner.uses_seed
 
     @property
+    def stream_label(self) -> str:
+        """The probe attack's: the first probe at max_epsilon is that attack, number for number."""
+        return self.inner.stream_label
+
+    @property
     def resolution(self) -> float:
         """The widest bracket left after the bisections (sigma)."""
         return self.max_epsilon / 2**self.bisections
@@ -201,9 +206,14 @@ class MinEpsilon(Attack):
             f"{self.resolution:.3g} sigma){start}, {self.seed_note()}"
         )
 
-    def probe(self, batch: AttackBatch, epsilon: torch.Tensor) -> tuple[Inputs, torch.Tensor]:
+    def probe(
+        self, batch: AttackBatch, epsilon: torch.Tensor, number: int = 0
+    ) -> tuple[Inputs, torch.Tensor]:
         """The probe attack with each event at its own ``epsilon``: the points and which of
-        them fool."""
+        them fool. The first probe (``number`` 0) draws the probe attack's own streams, so at
+        ``max_epsilon`` it is that attack run alone; each bisection round its own."""
+        if number:
+            batch = batch.fork(f"probe {number}")
         scaled = replace(batch, box=ScaledBox.around(batch.box, epsilon), outputs={})
         adv = self.inner.perturb(scaled)
         # the last point is checked too, as the fooling rate of a run at one epsilon checks it
@@ -213,17 +223,17 @@ class MinEpsilon(Attack):
         n = len(batch.target)
         top = torch.full((n,), self.max_epsilon, dtype=torch.float64, device=batch.target.device)
         if not batch.early_stop:  # a full-budget run: PGD at max_epsilon, no radii
-            return self.probe(batch, top)[0]
+            return self.probe(batch, top, 0)[0]
         bottom = torch.zeros_like(top)
-        out, fooled = self.probe(batch, top)
+        out, fooled = self.probe(batch, top, 0)
         top = torch.where(fooled, sigma_norm(batch.box, out).double().clamp_max(top), top)
-        for _ in range(self.bisections):
+        for number in range(1, self.bisections + 1):
             active = torch.nonzero(fooled & (top - bottom > self.resolution)).flatten()
             if len(active) == 0:  # one host sync per round, none per step
                 break
             sub = batch.subset(active)
             middle = (top[active] + bottom[active]) / 2
-            adv, hit = self.probe(sub, middle)
+            adv, hit = self.probe(sub, middle, number)
             norm = sigma_norm(sub.box, adv).double().clamp_max(middle)
             closer = hit & (norm < top[active])
             rows = active[closer]

@@ -48,7 +48,7 @@ class PGD(Attack):
         if self.random_start:
             with torch.no_grad():
                 for name, x in adv.items():
-                    noise = torch.rand(x.shape, generator=batch.generator, device=x.device)
+                    noise = batch.random.uniform_like(x)
                     x.add_(noise.mul_(2).sub_(1).mul_(self.epsilon).mul_(batch.box.unit[name]))
                 batch.box.project_(adv)
         penalty = self.penalty(batch)

@@ -11,11 +11,14 @@ candidate points per event and the per-event attack loss.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from robustcheck.attacks.base import Attack, AttackBatch
 from robustcheck.decision import Decision
 from robustcheck.envelope import Box, Inputs
+from robustcheck.event_random import EventRandom
 from robustcheck.spec import AttackSpec
 from robustcheck.taggers.base import Tagger
 
@@ -53,19 +56,21 @@ def subset(inputs: Inputs, rows: torch.Tensor) -> Inputs:
 
 
 def random_points(
-    box: Box, nominal: Inputs, copies: int, generator: torch.Generator, corners: bool = False
+    box: Box, nominal: Inputs, random: EventRandom, corners: bool = False
 ) -> Inputs:
-    """``copies`` random points of the attack's set per event, shaped (copies, events, ...).
+    """Random points of the attack's set per event, shaped (copies, events, ...): one per
+    copy number of ``random`` (:meth:`EventRandom.with_copies`), else one.
 
     Uniform in the box (or its corners), then projected into the set (onto the Mahalanobis
     ball of correlated groups). Entries that may not move keep their values bit for bit.
     """
+    copies = 1 if random.copies is None else len(random.copies)
     out = {}
     for name in box.unit:
         lower, upper, x = box.lower[name], box.upper[name], nominal[name]
-        u = torch.rand((copies, *x.shape), generator=generator, device=x.device, dtype=x.dtype)
+        u = random.uniform((copies, *x.shape), x.dtype, copies=True)
         out[name] = torch.where(u < 0.5, lower, upper) if corners else lower + u * (upper - lower)
-    return project(box, nominal, out)
+    return project(replace(box, random=random), nominal, out)
 
 
 def project(box: Box, nominal: Inputs, points: Inputs) -> Inputs:
@@ -107,15 +112,16 @@ class RandomSearch(Attack):
         if not batch.early_stop:
             nominal = forward(batch.tagger, batch.nominal, {k: x[None] for k, x in adv.items()})
             best = event_loss(batch.decision, nominal[0], batch.target)
+        samples = batch.random.fork("samples")
         drawn = 0
         while drawn < self.samples and not bool(done.all()):
             rows = torch.nonzero(~done).flatten()
             copies = min(self.samples - drawn, max(1, FORWARD_ROWS // len(rows)))
             drawn += copies
             nominal = subset(batch.nominal, rows)
-            points = random_points(
-                batch.box.subset(rows), nominal, copies, batch.generator, self.corners
-            )
+            numbers = torch.arange(drawn - copies, drawn, device=rows.device)
+            random = samples.subset(rows).with_copies(numbers)
+            points = random_points(batch.box.subset(rows), nominal, random, self.corners)
             log_probs = forward(batch.tagger, nominal, points).flatten(0, 1)
             target = batch.target[rows].repeat(copies)
             if best is None:  # early stop: the first point that fools

@@ -83,7 +83,7 @@ class Shift(Attack):
         early_stop = batch.early_stop
         s = self._constant(batch, names, 0.0)
         if self.random_start:
-            noise = torch.rand(s.shape, generator=batch.generator, device=s.device)
+            noise = batch.random.uniform(s.shape)
             s = noise.mul_(2).sub_(1).mul_(epsilon)
         for _ in range(self.steps):
             s.requires_grad_(True)

@@ -37,9 +37,9 @@ class SPSA(Attack):
 
     @torch.no_grad()
     def perturb(self, batch: AttackBatch) -> Inputs:
-        box, generator = batch.box, batch.generator
+        box = batch.box
         if self.random_start:
-            start = random_points(box, batch.nominal, 1, generator)
+            start = random_points(box, batch.nominal, batch.random.fork("start"))
             adv = {name: x[0] for name, x in start.items()}
         else:
             adv = {name: batch.nominal[name].clone() for name in box.unit}
@@ -70,9 +70,7 @@ class SPSA(Attack):
         for _ in range(self.samples):
             directions, probes = {}, {}
             for name, value in x.items():
-                signs = torch.randint(
-                    0, 2, value.shape, generator=batch.generator, device=value.device
-                )
+                signs = box.random.uniform_like(value) < 0.5
                 directions[name] = signs.to(value.dtype).mul_(2).sub_(1)
                 offset = self.delta * box.unit[name] * directions[name]
                 probes[name] = torch.stack((value + offset, value - offset))

@@ -13,6 +13,7 @@ import torch
 
 from robustcheck.attacks.base import Attack, AttackBatch
 from robustcheck.engine import take
+from robustcheck.event_random import EventRandom
 
 if TYPE_CHECKING:
     from robustcheck.core import SpecRun
@@ -46,7 +47,7 @@ def zero_gradient_events(
         target=decision.target(labels[rows].to(tagger.device)),
         box=envelope.box(nominal, attack.epsilon),
         decision=decision,
-        generator=torch.Generator(device=tagger.device),
+        random=EventRandom.of(attack.seed, attack.stream_label, rows.to(tagger.device)),
     )
     with tagger.frozen():
         leaves = batch.start()

@@ -122,6 +122,8 @@ def build(
         if spec["nominal"] is not None:
             entry["nominal"] = spec["nominal"]
         out_specs.append(entry)
+    from robustcheck.event_random import SCHEME as RANDOM_SCHEME
+
     return clean(
         {
             "format": REPORT_FORMAT,
@@ -129,6 +131,7 @@ def build(
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "command": command,
             "versions": versions(),
+            "random_streams": RANDOM_SCHEME,
             "python": sys.version.split()[0],
             "platform": platform.platform(),
             "summary": counts(records),
