@@ -111,6 +111,7 @@ def group_weights(target: torch.Tensor, with_classes: bool) -> torch.Tensor:
 
 class ConstrainedPGD(PGD):
     couples_events = True  # the penalty compares the batch's distributions
+
     def __init__(self, spec: AttackSpec, seed: int) -> None:
         super().__init__(spec, seed)
         self.lambda_chi2 = float(spec.options["lambda_chi2"])

@@ -55,9 +55,7 @@ def subset(inputs: Inputs, rows: torch.Tensor) -> Inputs:
     return {name: x[rows] for name, x in inputs.items()}
 
 
-def random_points(
-    box: Box, nominal: Inputs, random: EventRandom, corners: bool = False
-) -> Inputs:
+def random_points(box: Box, nominal: Inputs, random: EventRandom, corners: bool = False) -> Inputs:
     """Random points of the attack's set per event, shaped (copies, events, ...): one per
     copy number of ``random`` (:meth:`EventRandom.with_copies`), else one.
 
