@@ -97,6 +97,21 @@ def test_a_bar_shows_events_on_a_terminal_and_nothing_on_a_captured_stream(
     assert progress._open_bars == 0
 
 
+def test_progress_into_a_log_writes_lines_at_the_start_and_end(
+    monkeypatch: pytest.MonkeyPatch, shown: None
+) -> None:
+    monkeypatch.delenv("PYTEST_CURRENT_TEST", raising=False)  # robustcheck run --progress
+    log = io.StringIO()
+    with ProgressBar("tagger: pgd 1 sigma", 3000, log) as bar:
+        assert bar.advance is not None
+        for _ in range(3):
+            bar.advance(1000)  # within LOG_INTERVAL of the start: no line of its own
+    lines = log.getvalue().splitlines()
+    assert len(lines) == 2 and "\r" not in log.getvalue()
+    assert lines[0].startswith("tagger: pgd 1 sigma:   0%")
+    assert lines[1].startswith("tagger: pgd 1 sigma: 100%") and "3.00k/3.00k" in lines[1]
+
+
 def test_when_bars_show(monkeypatch: pytest.MonkeyPatch) -> None:
     terminal = FakeTerminal()
     for name in ("PYTEST_XDIST_WORKER", "CI", "PYTEST_CURRENT_TEST"):

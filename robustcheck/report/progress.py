@@ -3,8 +3,9 @@ a bar per attack and per evaluation of a sample (events done, rate, time left; t
 
 Quiet when stderr is not a terminal, when the ``CI`` environment variable is set, in a
 pytest-xdist worker, and inside pytest: there pytest's own output names the running check and
-captures stderr. :func:`configure` overrides this: ``robustcheck run --progress`` shows the
-bars even on a stream that is not a terminal, ``--no-progress`` and ``--quiet`` hide
+captures stderr. :func:`configure` overrides this: ``robustcheck run --progress`` writes the
+bars to a stream that is not a terminal too, as lines (start, every ``LOG_INTERVAL`` seconds,
+end), ``--no-progress`` and ``--quiet`` hide
 everything; ``pytest --robustcheck-progress`` shows the bars when stderr is a terminal, which
 under pytest means with ``-s`` (``--capture=no``).
 """
@@ -75,6 +76,22 @@ def spec_label(path: Path) -> str:
     return path.resolve().parent.name if stem == "robustness" else stem
 
 
+class _LogLines:
+    """A stream for tqdm that is no terminal (a log file): each state of the bar on a line of
+    its own instead of after a carriage return."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        for line in text.replace("\r", "\n").split("\n"):
+            if line.strip():
+                self.stream.write(line.rstrip() + "\n")
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
 class ProgressBar:
     """A bar of ``total`` events (None: unknown) named ``label`` on stderr, when bars are on.
 
@@ -103,9 +120,10 @@ class ProgressBar:
             desc=label,
             unit="event",
             unit_scale=True,
-            file=stream,
-            leave=not terminal,  # in a log file the last state stays as the record of the run
-            delay=BAR_DELAY,
+            file=stream if terminal else _LogLines(stream),
+            # in a log: the start, every LOG_INTERVAL and the end, on lines of their own
+            leave=not terminal,
+            delay=BAR_DELAY if terminal else 0.0,
             mininterval=TERMINAL_INTERVAL if terminal else LOG_INTERVAL,
             dynamic_ncols=terminal,
         )
