@@ -5,9 +5,9 @@ Quiet when stderr is not a terminal, when the ``CI`` environment variable is set
 pytest-xdist worker, and inside pytest: there pytest's own output names the running check and
 captures stderr. :func:`configure` overrides this: ``robustcheck run --progress`` writes the
 bars to a stream that is not a terminal too, as lines (start, every ``LOG_INTERVAL`` seconds,
-end), ``--no-progress`` and ``--quiet`` hide
-everything; ``pytest --robustcheck-progress`` shows the bars when stderr is a terminal, which
-under pytest means with ``-s`` (``--capture=no``).
+end); ``--no-progress`` and ``--quiet`` hide everything; ``pytest --robustcheck-progress``
+shows the bars when stderr is a terminal, which under pytest means with ``-s``
+(``--capture=no``).
 """
 
 from __future__ import annotations
