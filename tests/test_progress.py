@@ -13,6 +13,8 @@ from robustcheck.report import progress
 from robustcheck.report.progress import ProgressBar, bars_enabled, spec_label
 from tests.conftest import base_spec, write_spec
 
+pytest_plugins = ["pytester"]
+
 
 class FakeTerminal(io.StringIO):
     def isatty(self) -> bool:
@@ -190,3 +192,14 @@ def test_cli_quiet_prints_the_table_but_no_progress_or_check_lines(
     check_line = f"PASSED {spec}::fooling rate"  # the table has two spaces after PASSED
     assert check_line in loud and check_line not in quiet
     assert f"PASSED  {spec}::fooling rate" in quiet
+
+
+def test_the_pytest_flag_turns_the_bars_on_for_its_session(pytester: pytest.Pytester) -> None:
+    """(The ini key robustcheck_progress is read through the same get_option: test_ini.py.)"""
+    assert progress._choice is None  # not asked: the default, quiet inside pytest
+    config = pytester.parseconfigure("--robustcheck-progress")
+    try:
+        assert progress._choice is True
+    finally:
+        config._ensure_unconfigure()
+    assert progress._choice is None
