@@ -52,12 +52,35 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="record every check's figures into this baseline file",
     )
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a bar per attack with events done and time left on stderr (default: only when "
+        "stderr is a terminal and CI is not set; --progress also into a log file)",
+    )
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="print only errors and the summary table: no progress, no line per check",
+    )
 
 
 def run_command(args: argparse.Namespace) -> int:
     """Run every check of every spec; exit 0 when all pass, 1 when one fails, 2 on errors,
     130 when interrupted (Ctrl-C): then the checks that finished are reported as a partial
     run and the baseline file is left as it was."""
+    from robustcheck.report.progress import configure as configure_progress
+
+    configure_progress(False if args.quiet else args.progress)
+    try:
+        return _run_all(args)
+    finally:
+        configure_progress(None)  # main() may be called again in this process (tests)
+
+
+def _run_all(args: argparse.Namespace) -> int:
     from robustcheck.baseline import Baseline
     from robustcheck.report.json import partial
     from robustcheck.report.terminal import render
@@ -190,8 +213,9 @@ def _run_spec(
             else:
                 seconds = time.perf_counter() - started
                 record = check_record(spec_path, check, seconds, result=result)
-                print(f"{'PASSED' if result.passed else 'FAILED'} {path}::{result.name}")
-                print("  " + result.message().replace("\n", "\n  "))
+                if not args.quiet:
+                    print(f"{'PASSED' if result.passed else 'FAILED'} {path}::{result.name}")
+                    print("  " + result.message().replace("\n", "\n  "))
         started = time.perf_counter()
         errors += record["verdict"] == "error"
         if data is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
@@ -43,6 +43,7 @@ from robustcheck.errors import (
     exception_text,
 )
 from robustcheck.padding import TRIM_TOLERANCE, VERIFY_BATCH, VERIFY_EVENTS, PaddingTrim
+from robustcheck.report.progress import ProgressBar, spec_label
 from robustcheck.result import CheckResult
 from robustcheck.sanity import (
     SCORE_EVENTS,
@@ -220,10 +221,11 @@ class SpecRun:
         else:
             reservoir = Reservoir(data.keep_events)
             labels, weights, log_probs = [], [], []
-            for start, dataset in read_chunks(data, self.spec.path, data.chunk_size):
+            bar = ProgressBar(f"{spec_label(self.spec.path)}: evaluating {name}", data.max_events)
+            for start, dataset in bar.over(read_chunks(data, self.spec.path, data.chunk_size)):
                 chunk = self._chunk(start, dataset, check=True)
                 merge_bounds(bounds, self._bounds(chunk, name))
-                log_probs.append(self._evaluate(chunk, name))
+                log_probs.append(self._evaluate(chunk, name, bar.advance))
                 labels.append(chunk.labels)
                 weights.append(dataset.weights)
                 reservoir.offer(chunk)
@@ -300,11 +302,13 @@ class SpecRun:
             yield chunk
             del chunk  # so that read_chunks frees it before it reads the next
 
-    def _evaluate(self, chunk: Chunk, name: str) -> torch.Tensor:
+    def _evaluate(
+        self, chunk: Chunk, name: str, progress: Callable[[int], None] | None = None
+    ) -> torch.Tensor:
         """Class log-probabilities of a chunk, with the model's and labels' errors made clear."""
         trim = self._padding_trim(chunk.inputs, name)
         with self._model_errors(chunk.inputs):
-            log_probs = evaluate(self.tagger, chunk.inputs, self._eval_batch, trim)
+            log_probs = evaluate(self.tagger, chunk.inputs, self._eval_batch, trim, progress)
         classes = log_probs.shape[1]
         if self.spec.model.signal_class >= classes:
             raise ModelError(
@@ -352,7 +356,11 @@ class SpecRun:
         """Class log-probabilities of every event of a sample."""
         data = self._sample(sample)
         if data.log_probs is None:
-            data.log_probs = self._evaluate(Chunk(0, data.inputs, data.labels), sample)
+            label = f"{spec_label(self.spec.path)}: evaluating {sample}"
+            with ProgressBar(label, len(data.labels)) as bar:
+                data.log_probs = self._evaluate(
+                    Chunk(0, data.inputs, data.labels), sample, bar.advance
+                )
         return data.log_probs
 
     def weights(self, sample: str = "nominal") -> np.ndarray | None:
@@ -494,7 +502,10 @@ class SpecRun:
         kept_parts: list[Inputs] = []
         seconds = 0.0
         per_event: dict[str, torch.Tensor] = {}
-        for chunk in self._chunks("nominal"):
+        bar = ProgressBar(
+            f"{spec_label(self.spec.path)}: {label} {attack.epsilon:g} sigma", int(select.sum())
+        )
+        for chunk in bar.over(self._chunks("nominal")):
             rows = chunk.rows
             trim = self._padding_trim(chunk.inputs, "nominal")
             with self._model_errors(chunk.inputs):
@@ -510,6 +521,7 @@ class SpecRun:
                     early_stop=not full,
                     first_event=chunk.start,
                     trim=trim,
+                    progress=bar.advance,
                 )
                 adv_inputs = {**chunk.inputs, **outcome.adversarial}
                 adv_log_probs[rows] = evaluate(self.tagger, adv_inputs, self._eval_batch, trim)

@@ -47,24 +47,35 @@ def take(inputs: Inputs, index: slice | torch.Tensor, device: torch.device) -> I
 
 
 def evaluate(
-    tagger: Tagger, inputs: Inputs, batch_size: int, trim: PaddingTrim | None = None
+    tagger: Tagger,
+    inputs: Inputs,
+    batch_size: int,
+    trim: PaddingTrim | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
     """Class log-probabilities of every event, on the CPU.
 
     With ``trim``, events go through in order of multiplicity, each batch cut to its longest.
+    ``progress`` is called with the number of events of each batch once it is evaluated.
     """
     n = len(next(iter(inputs.values())))
+
+    def done(part: slice, log_probs: torch.Tensor) -> torch.Tensor:
+        if progress is not None:
+            progress(part.stop - part.start)
+        return log_probs
+
     if trim is None:
         with tagger.frozen():
             parts = [
-                tagger.evaluate(take(inputs, part, tagger.device)).cpu()
+                done(part, tagger.evaluate(take(inputs, part, tagger.device)).cpu())
                 for part in batches(n, batch_size)
             ]
         return torch.cat(parts) if parts else torch.empty(0, 2)
     order = trim.order(inputs, torch.arange(n))
     with tagger.frozen():
         parts = [
-            tagger.evaluate(trim.cut(take(inputs, order[part], tagger.device))).cpu()
+            done(part, tagger.evaluate(trim.cut(take(inputs, order[part], tagger.device))).cpu())
             for part in batches(n, batch_size)
         ]
     if not parts:
@@ -97,6 +108,7 @@ def run_attack(
     early_stop: bool = True,
     first_event: int = 0,
     trim: PaddingTrim | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> AttackOutcome:
     """Attack the events in ``select``; the others keep their nominal values.
 
@@ -110,6 +122,7 @@ def run_attack(
     so its outcome depends on the batch size but on nothing else. With ``trim``, batches take
     the events in order of multiplicity (within a block) and lose the slots that are padding in
     all their events (the adversarial padding stays nominal).
+    ``progress`` is called with the number of events of each batch once its results are in.
     """
     device = tagger.device
     env = envelope.to(device)
@@ -158,6 +171,8 @@ def run_attack(
                 attack_block(attack_rows, rows, batch_size)
             else:
                 split_on_oom(attack_rows, rows)
+            if progress is not None:
+                progress(len(rows))
     return AttackOutcome(adversarial, time.perf_counter() - started, len(parts), per_event)
 
 

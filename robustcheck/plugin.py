@@ -73,6 +73,12 @@ OPTIONS = (
         "FILE",
         "path",
     ),
+    Option(
+        "robustcheck_progress",
+        "a bar per attack on stderr with events done and time left; pytest captures stderr, "
+        "so the bars show with -s on a terminal (never in pytest-xdist workers)",
+        kind="bool",
+    ),
     # No ini key: saving a baseline is an action, not a setting. From a config file it would
     # rewrite the reference on every run, so a regression would become the new baseline
     # without anyone asking for it; it is asked for on the command line, once.
@@ -177,6 +183,10 @@ def pytest_configure(config: pytest.Config) -> None:
         get_option(config, option.name)
     config.addinivalue_line("markers", MARKER)
     config.pluginmanager.register(RunSummary(config), SUMMARY_PLUGIN)
+    if get_option(config, "robustcheck_progress"):
+        from robustcheck.report.progress import configure
+
+        configure(True)
 
 
 HOOK_NAMES = (
@@ -199,6 +209,10 @@ def pytest_plugin_registered(plugin: object, plugin_name: str) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    if get_option(config, "robustcheck_progress"):
+        from robustcheck.report.progress import configure
+
+        configure(None)
     if _CONFTEST_PLUGINS:
         from robustcheck import registry
 

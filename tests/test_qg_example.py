@@ -342,3 +342,29 @@ def test_generation_with_pythia(tmp_path: Path) -> None:
             pid = np.abs(data["parts"][..., 3][real])
             assert not np.isin(pid, [12, 14, 16]).any()  # neutrinos are invisible
             assert {22, 211} <= set(pid.astype(int).tolist())
+
+
+def test_generation_reports_its_progress_per_chunk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without a terminal (a batch job's log) a line per finished chunk: jets, rate, time left.
+    PYTHIA is replaced by a stand-in that returns empty jets of the chunk's class."""
+    generate = example_module("generate")
+
+    def fake_chunk(chunk: object) -> tuple[object, dict[str, np.ndarray], float, int]:
+        n = chunk.n_jets  # type: ignore[attr-defined]
+        arrays = {
+            "parts": np.zeros((n, chunk.pad, 4), np.float32),  # type: ignore[attr-defined]
+            "n_const": np.zeros(n, np.int64),
+            "label": np.full(n, chunk.label, np.int64),  # type: ignore[attr-defined]
+        }
+        return chunk, arrays, 0.01, 10 * n
+
+    monkeypatch.setattr(generate, "run_chunk", fake_chunk)
+    generate.generate({"nominal": 30, "alternative": 10}, tmp_path, workers=1, chunk_size=10)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("generated")]
+    assert [line.split(" jets")[0] for line in lines] == [
+        f"generated {done}/40"
+        for done in (10, 15, 25, 30, 35, 40)  # chunks of 10 + 5 per class
+    ]
+    assert lines[-1].endswith("jets/s, about 0.0 min left") and "(100%)" in lines[-1]

@@ -25,9 +25,12 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -196,6 +199,39 @@ def plan(samples: dict[str, int], seed: int, chunk_size: int, pad: int) -> list[
     return chunks
 
 
+class Progress:
+    """Jets done out of ``total``, advanced per finished chunk: a tqdm bar on a terminal, else
+    (a batch job's log) a line per chunk with the rate and the time left."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done = total, 0
+        self.started = time.perf_counter()
+        self.bar: Any = None  # a tqdm bar on a terminal
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="jet", desc="generating", file=sys.stderr)
+
+    def add(self, jets: int) -> None:
+        self.done += jets
+        if self.bar is not None:
+            self.bar.update(jets)
+        else:
+            print(self.line(time.perf_counter() - self.started), file=sys.stderr, flush=True)
+
+    def line(self, seconds: float) -> str:
+        rate = self.done / seconds if seconds > 0 else 0.0
+        left = (self.total - self.done) / rate if rate > 0 else float("nan")
+        return (
+            f"generated {self.done}/{self.total} jets ({100 * self.done / self.total:.0f}%) in "
+            f"{seconds:.0f} s, {rate:.1f} jets/s, about {left / 60:.1f} min left"
+        )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 def generate(
     samples: dict[str, int],
     out: Path,
@@ -210,11 +246,19 @@ def generate(
     chunks = plan(samples, seed, chunk_size, pad)
     results: dict[int, dict[str, np.ndarray]] = {}
     started, cpu_seconds, events = time.perf_counter(), 0.0, 0
-    if workers > 1 and len(chunks) > 1:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
-            outcomes = list(pool.imap_unordered(run_chunk, chunks))
-    else:
-        outcomes = [run_chunk(chunk) for chunk in chunks]
+    progress = Progress(sum(samples.values())) if verbose else None
+    outcomes = []
+    parallel = workers > 1 and len(chunks) > 1
+    with multiprocessing.get_context("fork").Pool(workers) if parallel else nullcontext() as pool:
+        finished = (
+            map(run_chunk, chunks) if pool is None else pool.imap_unordered(run_chunk, chunks)
+        )
+        for outcome in finished:
+            outcomes.append(outcome)
+            if progress is not None:
+                progress.add(outcome[0].n_jets)
+    if progress is not None:
+        progress.close()
     for chunk, arrays, seconds, n_events in outcomes:
         results[chunk.number] = arrays
         cpu_seconds += seconds
