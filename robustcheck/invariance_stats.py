@@ -10,6 +10,34 @@ with the attributes of :class:`AttackedSample` (robustcheck.core.Adversaries has
 :func:`compare` compares any two sets of entries (:func:`entries` picks the real entries of
 chosen events), which is how the invariance check compares an attacked half of the nominal
 sample with the other, untouched half, inclusively and per control region.
+
+Several entries per event (particle inputs: the constituents of a jet). The tests below count
+entries, but the entries of one event are correlated (they share the jet), so counted as
+independent they have too small p-values. Given the event of each entry (:func:`event_ids`),
+:func:`compare` corrects every per-entry test by a design effect (Kish, *Survey Sampling*,
+1965: the variance of an estimate under the event-level cluster sampling over its variance
+under independent sampling of as many entries), estimated from the data with events as
+clusters (the with-replacement, ratio-estimator variance of a proportion of entries from
+per-event totals; Cochran, *Sampling Techniques*, 3rd ed., 1977, sec. 6.2 and 11.8):
+
+- binned chi-squared: the first-order Rao-Scott correction (Rao and Scott, Ann. Statist. 15
+  (1987) 385): the Pearson statistic divided by ``delta = sum_k (1 - p_k) d_k / (K - 1)``
+  with ``d_k`` the design effect of bin k's proportion (the two samples' combined as the
+  variance of their difference is) and ``p_k`` the pooled proportion, which makes the
+  corrected statistic's mean under no change that of chi2(K - 1). The ``d_k`` are measured on
+  the test's quantile bins before sparse bins are merged (merging happens only in small
+  samples, where it changes the bins' mean design effect little).
+- KS: effective sizes ``n / deff`` per sample, with ``deff`` the mean design effect of the
+  empirical CDF at the same quantiles (the KS distance is the largest CDF difference, so its
+  spread scales as the CDF's).
+- correlation z tests: the variance of ``sqrt(n) r`` from the event totals of its influence
+  function ``u v - r (u^2 + v^2) / 2`` (cluster-robust sandwich) instead of from the entries.
+
+A design effect is held at no less than 1 (entries anti-correlated within an event, e.g.
+fractions that sum to one, keep the per-entry test, which is then conservative), and inputs
+with at most one entry per event are not corrected at all: their figures are exactly those
+of the per-entry tests (scipy's). The estimates need many events with several entries each;
+with few events (tens) they are noisy, and the corrected tests are approximate.
 """
 
 from __future__ import annotations
@@ -49,13 +77,32 @@ class FeatureFigures:
     chi2_dof: int = 0
     n_reference: int = 0  # entries of the reference (nominal) sample
     n_attacked: int = 0  # entries of the attacked sample
+    # design effects of several entries per event (module doc), 1 with one entry per event:
+    # KS effective sizes are n / ks_deff; chi2_statistic is the Pearson one / chi2_deff
+    ks_deff_reference: float = 1.0
+    ks_deff_attacked: float = 1.0
+    chi2_deff: float = 1.0
+    entries_per_event: float = 1.0  # of the two samples together
+
+    @property
+    def ks_deff(self) -> float:
+        """The KS test's design effect: the factor its effective combined size
+        ``n_a n_b / (n_a + n_b)`` is below the entries' one."""
+        na, nb = self.n_reference, self.n_attacked
+        if not (na > 0 and nb > 0):
+            return 1.0
+        entries = na * nb / (na + nb)
+        ea, eb = na / self.ks_deff_reference, nb / self.ks_deff_attacked
+        return float(entries / (ea * eb / (ea + eb)))
 
 
 @dataclass
 class PairFigures:
     """The Pearson correlation of two features in each sample, and a test of their equality:
     ``z = (r_attacked - r_reference) / sqrt(V_ref / n_ref + V_att / n_att)`` with ``V`` the
-    distribution-free asymptotic variance of ``sqrt(n) r`` (:func:`correlation_variance`)."""
+    distribution-free asymptotic variance of ``sqrt(n) r`` (:func:`correlation_variance`); with
+    several entries per event ``V`` is the cluster-robust one (events as clusters, module doc)
+    and ``deff_*`` its ratio to the per-entry one."""
 
     features: tuple[str, str]
     r_reference: float
@@ -64,6 +111,8 @@ class PairFigures:
     variance_attacked: float
     n_reference: int
     n_attacked: int
+    deff_reference: float = 1.0
+    deff_attacked: float = 1.0
 
     @property
     def change(self) -> float:
@@ -140,6 +189,24 @@ def entries(
     return out
 
 
+def event_ids(
+    real: Mapping[str, Any],
+    features: Mapping[str, tuple[str, ...]],
+    events: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """Per input, the event of each entry :func:`entries` returns for the same arguments (its
+    position among the chosen events), as int64: the clusters of the design effects."""
+    out = {}
+    for name in features:
+        mask = real[name]
+        if events is not None:
+            mask = mask[torch_index(events)]
+        flat = np.asarray(mask.reshape(len(mask), -1).numpy(), dtype=bool)
+        rows = np.broadcast_to(np.arange(flat.shape[0])[:, None], flat.shape)
+        out[name] = rows[flat].astype(np.int64)
+    return out
+
+
 def torch_index(events: np.ndarray) -> Any:
     """Event positions as a torch index (imported here: this module stays torch-free to load)."""
     import torch
@@ -151,13 +218,16 @@ def measure(
     adv: AttackedSample, movable: Mapping[str, np.ndarray], bins: int = 20
 ) -> InvarianceFigures:
     """Invariance statistics of every perturbed input of an attacked sample, against the same
-    events before the attack."""
+    events before the attack (corrected for several entries per event, module doc)."""
+    ids = event_ids(adv.real, adv.features)
     return compare(
         entries(adv.nominal, adv.real, adv.features),
         entries(adv.adversarial, adv.real, adv.features),
         adv.features,
         movable,
         bins,
+        reference_events=ids,
+        attacked_events=ids,
     )
 
 
@@ -167,32 +237,56 @@ def compare(
     features: Mapping[str, tuple[str, ...]],
     movable: Mapping[str, np.ndarray],
     bins: int = 20,
+    *,
+    reference_events: Mapping[str, np.ndarray] | None = None,
+    attacked_events: Mapping[str, np.ndarray] | None = None,
 ) -> InvarianceFigures:
     """Invariance statistics of the attacked entries against the reference entries, per input
-    ((entries, features) arrays; the two may hold different events and sizes)."""
+    ((entries, features) arrays; the two may hold different events and sizes).
+
+    With the event of each entry (``*_events``, :func:`event_ids`), the tests of an input with
+    several entries in some event are corrected for their correlation (module doc); without,
+    or with at most one entry per event, they are the per-entry tests."""
     out: list[FeatureFigures] = []
     pairs: list[PairFigures] = []
     corr_change, corr_pair, frobenius, n_entries = 0.0, ("", ""), 0.0, 0
     for name, names in features.items():
         nominal, perturbed = reference[name], attacked[name]
         n_entries = max(n_entries, len(nominal))
+        clusters = _clusters(name, nominal, perturbed, reference_events, attacked_events)
+        per_event = 1.0 if clusters is None else clusters.entries_per_event
         cols = np.flatnonzero(movable[name])
         if len(cols) and len(nominal) and len(perturbed):
             ks = ks_2samp(nominal[:, cols], perturbed[:, cols])
             chi2 = chi2_homogeneity(nominal[:, cols], perturbed[:, cols], bins=bins)
             jsd = js_distance(nominal[:, cols], perturbed[:, cols], bins=bins)
+            ks_p, chi2_stat, chi2_p = ks.pvalue, chi2.statistic, chi2.pvalue
+            ones = np.ones(len(cols))
+            deff_ref, deff_att, delta = ones, ones, ones
+            if clusters is not None:
+                deff_ref, deff_att, delta = design_effects(
+                    nominal[:, cols], perturbed[:, cols], clusters, bins
+                )
+                ks_p = ks_pvalue_effective(
+                    ks.statistic, len(nominal) / deff_ref, len(perturbed) / deff_att
+                )
+                chi2_stat, chi2_p = rao_scott(chi2.statistic, chi2.dof, delta)
             for i, col in enumerate(cols):
                 out.append(
                     FeatureFigures(
                         names[col],
                         float(ks.statistic[i]),
-                        float(ks.pvalue[i]),
-                        float(chi2.pvalue[i]),
+                        float(ks_p[i]),
+                        float(chi2_p[i]),
                         float(jsd[i]),
-                        float(chi2.statistic[i]),
+                        float(chi2_stat[i]),
                         int(chi2.dof[i]),
                         len(nominal),
                         len(perturbed),
+                        float(deff_ref[i]),
+                        float(deff_att[i]),
+                        float(delta[i]),
+                        per_event,
                     )
                 )
         if len(names) > 1 and len(nominal) > 1 and len(perturbed) > 1:
@@ -201,15 +295,161 @@ def compare(
                 corr_change = change.max_abs
                 corr_pair = (names[change.argmax[0]], names[change.argmax[1]])
             frobenius = max(frobenius, change.relative_frobenius)
-            pairs += _pairs(nominal, perturbed, names, movable[name])
+            pairs += _pairs(nominal, perturbed, names, movable[name], clusters)
     return InvarianceFigures(out, corr_change, corr_pair, frobenius, n_entries, pairs)
 
 
+@dataclass
+class Clusters:
+    """The event (cluster) of each entry of both samples of one input, numbered 0.. per sample
+    over the events that hold entries."""
+
+    reference: np.ndarray
+    attacked: np.ndarray
+    n_reference: int  # events with entries
+    n_attacked: int
+
+    @property
+    def entries_per_event(self) -> float:
+        events = self.n_reference + self.n_attacked
+        return (len(self.reference) + len(self.attacked)) / max(events, 1)
+
+
+def _clusters(
+    name: str,
+    reference: np.ndarray,
+    attacked: np.ndarray,
+    reference_events: Mapping[str, np.ndarray] | None,
+    attacked_events: Mapping[str, np.ndarray] | None,
+) -> Clusters | None:
+    """The entries' events when some event of either sample holds several entries, else None
+    (no correction)."""
+    if reference_events is None or attacked_events is None:
+        return None
+    ref, att = reference_events.get(name), attacked_events.get(name)
+    if ref is None or att is None:
+        return None
+    if len(ref) != len(reference) or len(att) != len(attacked):
+        raise ValueError(
+            f"input {name}: {len(ref)} and {len(att)} event ids for {len(reference)} and "
+            f"{len(attacked)} entries"
+        )
+    ref_u, ref_c = np.unique(ref, return_inverse=True)
+    att_u, att_c = np.unique(att, return_inverse=True)
+    if len(ref_u) == len(ref) and len(att_u) == len(att):
+        return None
+    return Clusters(
+        ref_c.reshape(-1).astype(np.int64),
+        att_c.reshape(-1).astype(np.int64),
+        len(ref_u),
+        len(att_u),
+    )
+
+
+def proportion_deff(counts: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Design effects of proportions of entries from per-event counts: ``counts`` (events, K)
+    entries of each event in each of K classes, ``sizes`` (events,) entries of each event.
+
+    Returns the proportions ``p_k`` and ``d_k = v_k / (p_k (1 - p_k) / n)``, with ``v_k =
+    m / (m - 1) sum_i (y_ik - p_k m_i)^2 / n^2`` the ratio estimator's variance over m events
+    (NaN where ``p_k`` is 0 or 1)."""
+    n = float(sizes.sum())
+    m = len(sizes)
+    p = counts.sum(axis=0) / n
+    resid = counts - sizes[:, None] * p[None, :]
+    v = m / max(m - 1, 1) * np.einsum("ik,ik->k", resid, resid) / (n * n)
+    binomial = p * (1.0 - p) / n
+    with np.errstate(divide="ignore", invalid="ignore"):
+        d = np.where(binomial > 0, v / binomial, np.nan)
+    return p, d
+
+
+def design_effects(
+    reference: np.ndarray, attacked: np.ndarray, clusters: Clusters, bins: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per column of the two (entries, features) samples: the KS design effect of each sample
+    (mean over the reference's ``bins``-quantiles of the design effect of the empirical CDF
+    there) and the first-order Rao-Scott ``delta`` of the binned chi-squared on those bins
+    (module doc); each at least 1."""
+    n_cols = reference.shape[1]
+    ks_ref, ks_att, delta = np.ones(n_cols), np.ones(n_cols), np.ones(n_cols)
+    q = np.linspace(0.0, 1.0, bins + 1)
+    samples = (
+        (reference, clusters.reference, clusters.n_reference),
+        (attacked, clusters.attacked, clusters.n_attacked),
+    )
+    sizes = [np.bincount(ids, minlength=m).astype(np.float64) for _, ids, m in samples]
+    for j in range(n_cols):
+        edges = np.unique(np.quantile(reference[:, j], q))[1:-1]
+        k = len(edges) + 1
+        if k < 2:
+            continue
+        figures = []
+        for (x, ids, m), size in zip(samples, sizes, strict=True):
+            where = np.searchsorted(edges, x[:, j], side="right")
+            counts = np.bincount(ids * k + where, minlength=m * k).reshape(m, k)
+            counts = counts.astype(np.float64)
+            _, d_cdf = proportion_deff(np.cumsum(counts, axis=1)[:, :-1], size)
+            p_bin, d_bin = proportion_deff(counts, size)
+            figures.append((d_cdf, p_bin, d_bin, float(size.sum())))
+        (cdf_a, p_a, d_a, n_a), (cdf_b, p_b, d_b, n_b) = figures
+        ks_ref[j] = _at_least_one(np.nanmean(cdf_a) if np.isfinite(cdf_a).any() else 1.0)
+        ks_att[j] = _at_least_one(np.nanmean(cdf_b) if np.isfinite(cdf_b).any() else 1.0)
+        pooled = (p_a * n_a + p_b * n_b) / (n_a + n_b)
+        d_k = (np.nan_to_num(d_a, nan=1.0) / n_a + np.nan_to_num(d_b, nan=1.0) / n_b) / (
+            1.0 / n_a + 1.0 / n_b
+        )
+        used = pooled > 0
+        if used.sum() > 1:
+            delta[j] = _at_least_one(
+                float(np.sum((1.0 - pooled[used]) * d_k[used]) / (used.sum() - 1))
+            )
+    return ks_ref, ks_att, delta
+
+
+def _at_least_one(x: float) -> float:
+    return float(x) if x > 1.0 else 1.0
+
+
+def ks_pvalue_effective(
+    statistic: np.ndarray, n_a: np.ndarray | float, n_b: np.ndarray | float
+) -> np.ndarray:
+    """The asymptotic two-sample KS p-value of distances ``statistic`` at (effective, possibly
+    fractional) sizes ``n_a`` and ``n_b``: ``K(D sqrt(n_a n_b / (n_a + n_b)))``, the survival
+    function of the Kolmogorov distribution (scipy.special.kolmogorov)."""
+    from scipy.special import kolmogorov
+
+    d = np.asarray(statistic, dtype=np.float64)
+    a = np.broadcast_to(np.asarray(n_a, dtype=np.float64), d.shape)
+    b = np.broadcast_to(np.asarray(n_b, dtype=np.float64), d.shape)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = kolmogorov(d * np.sqrt(a * b / (a + b)))
+    return np.where(np.isnan(d), np.nan, np.clip(p, 0.0, 1.0))
+
+
+def rao_scott(
+    statistic: np.ndarray, dof: np.ndarray, delta: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """First-order Rao-Scott corrected chi-squared statistics ``statistic / delta`` and their
+    p-values on ``dof`` degrees of freedom (1 where dof is 0, NaN kept)."""
+    from scipy.stats import chi2
+
+    corrected = np.asarray(statistic, dtype=np.float64) / delta
+    dof = np.asarray(dof)
+    p = np.where(dof > 0, chi2.sf(corrected, np.maximum(dof, 1)), 1.0)
+    return corrected, np.where(np.isnan(corrected), np.nan, p)
+
+
 def _pairs(
-    reference: np.ndarray, attacked: np.ndarray, names: tuple[str, ...], movable: np.ndarray
+    reference: np.ndarray,
+    attacked: np.ndarray,
+    names: tuple[str, ...],
+    movable: np.ndarray,
+    clusters: Clusters | None = None,
 ) -> list[PairFigures]:
     """Correlation tests of every pair of features of which at least one can move (a pair of
-    frozen features cannot change) and neither is constant in the reference."""
+    frozen features cannot change) and neither is constant in the reference; with clusters,
+    on cluster-robust variances."""
     r_ref, v_ref = correlation_variance(reference)
     r_att, v_att = correlation_variance(attacked)
     constant = np.ptp(reference, axis=0) == 0
@@ -218,18 +458,48 @@ def _pairs(
         for j in range(i + 1, len(names)):
             if constant[i] or constant[j] or not (movable[i] or movable[j]):
                 continue
+            var_ref, var_att = float(v_ref[i, j]), float(v_att[i, j])
+            deff_ref = deff_att = 1.0
+            if clusters is not None:
+                deff_ref = _correlation_deff(
+                    reference, i, j, r_ref[i, j], var_ref, clusters.reference, clusters.n_reference
+                )
+                deff_att = _correlation_deff(
+                    attacked, i, j, r_att[i, j], var_att, clusters.attacked, clusters.n_attacked
+                )
             out.append(
                 PairFigures(
                     (names[i], names[j]),
                     float(r_ref[i, j]),
                     float(r_att[i, j]),
-                    float(v_ref[i, j]),
-                    float(v_att[i, j]),
+                    var_ref * deff_ref,
+                    var_att * deff_att,
                     len(reference),
                     len(attacked),
+                    deff_ref,
+                    deff_att,
                 )
             )
     return out
+
+
+def _correlation_deff(
+    x: np.ndarray, i: int, j: int, r: float, variance: float, ids: np.ndarray, events: int
+) -> float:
+    """Design effect of the correlation of columns i and j: the cluster-robust variance of
+    ``sqrt(n) r`` (event totals of the influence function ``u v - r (u^2 + v^2) / 2`` of the
+    standardised columns) over the per-entry one, at least 1."""
+    if not variance > 0 or events < 2:
+        return 1.0
+    u, v = x[:, i], x[:, j]
+    su, sv = u.std(), v.std()
+    if not (su > 0 and sv > 0):
+        return 1.0
+    u = (u - u.mean()) / su
+    v = (v - v.mean()) / sv
+    totals = np.bincount(ids, weights=u * v - r * (u * u + v * v) / 2.0, minlength=events)
+    clustered = events / (events - 1) * float(totals @ totals) / len(x)
+    return _at_least_one(clustered / variance)
 
 
 def correlation_variance(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
