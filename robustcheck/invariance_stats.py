@@ -78,11 +78,13 @@ class FeatureFigures:
     n_reference: int = 0  # entries of the reference (nominal) sample
     n_attacked: int = 0  # entries of the attacked sample
     # design effects of several entries per event (module doc), 1 with one entry per event:
-    # KS effective sizes are n / ks_deff; chi2_statistic is the Pearson one / chi2_deff
+    # KS effective sizes are n / ks_deff; chi2_statistic is the Pearson one / chi2_deff, and
+    # its p-value that of chi2_statistic / chi2_spread on chi2_dof / chi2_spread dof
     ks_deff_reference: float = 1.0
     ks_deff_attacked: float = 1.0
     chi2_deff: float = 1.0
     entries_per_event: float = 1.0  # of the two samples together
+    chi2_spread: float = 1.0
 
     @property
     def ks_deff(self) -> float:
@@ -262,15 +264,15 @@ def compare(
             jsd = js_distance(nominal[:, cols], perturbed[:, cols], bins=bins)
             ks_p, chi2_stat, chi2_p = ks.pvalue, chi2.statistic, chi2.pvalue
             ones = np.ones(len(cols))
-            deff_ref, deff_att, delta = ones, ones, ones
+            deff_ref, deff_att, delta, spread = ones, ones, ones, ones
             if clusters is not None:
-                deff_ref, deff_att, delta = design_effects(
+                deff_ref, deff_att, delta, spread = design_effects(
                     nominal[:, cols], perturbed[:, cols], clusters, bins
                 )
                 ks_p = ks_pvalue_effective(
                     ks.statistic, len(nominal) / deff_ref, len(perturbed) / deff_att
                 )
-                chi2_stat, chi2_p = rao_scott(chi2.statistic, chi2.dof, delta)
+                chi2_stat, chi2_p = rao_scott(chi2.statistic, chi2.dof, delta, spread)
             for i, col in enumerate(cols):
                 out.append(
                     FeatureFigures(
@@ -287,6 +289,7 @@ def compare(
                         float(deff_att[i]),
                         float(delta[i]),
                         per_event,
+                        float(spread[i]),
                     )
                 )
         if len(names) > 1 and len(nominal) > 1 and len(perturbed) > 1:
@@ -366,13 +369,15 @@ def proportion_deff(counts: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, 
 
 def design_effects(
     reference: np.ndarray, attacked: np.ndarray, clusters: Clusters, bins: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per column of the two (entries, features) samples: the KS design effect of each sample
     (mean over the reference's ``bins``-quantiles of the design effect of the empirical CDF
-    there) and the first-order Rao-Scott ``delta`` of the binned chi-squared on those bins
-    (module doc); each at least 1."""
+    there), and the Rao-Scott ``delta`` (mean generalised design effect, at least 1) and
+    ``spread`` (``1 + a^2``, a the coefficient of variation of the generalised design effects)
+    of the binned chi-squared on those bins (module doc)."""
     n_cols = reference.shape[1]
-    ks_ref, ks_att, delta = np.ones(n_cols), np.ones(n_cols), np.ones(n_cols)
+    ks_ref, ks_att = np.ones(n_cols), np.ones(n_cols)
+    delta, spread = np.ones(n_cols), np.ones(n_cols)
     q = np.linspace(0.0, 1.0, bins + 1)
     samples = (
         (reference, clusters.reference, clusters.n_reference),
@@ -384,27 +389,50 @@ def design_effects(
         k = len(edges) + 1
         if k < 2:
             continue
-        figures = []
+        cdf_deff, proportions, covariances, totals = [], [], [], []
         for (x, ids, m), size in zip(samples, sizes, strict=True):
             where = np.searchsorted(edges, x[:, j], side="right")
             counts = np.bincount(ids * k + where, minlength=m * k).reshape(m, k)
             counts = counts.astype(np.float64)
             _, d_cdf = proportion_deff(np.cumsum(counts, axis=1)[:, :-1], size)
-            p_bin, d_bin = proportion_deff(counts, size)
-            figures.append((d_cdf, p_bin, d_bin, float(size.sum())))
-        (cdf_a, p_a, d_a, n_a), (cdf_b, p_b, d_b, n_b) = figures
-        ks_ref[j] = _at_least_one(np.nanmean(cdf_a) if np.isfinite(cdf_a).any() else 1.0)
-        ks_att[j] = _at_least_one(np.nanmean(cdf_b) if np.isfinite(cdf_b).any() else 1.0)
-        pooled = (p_a * n_a + p_b * n_b) / (n_a + n_b)
-        d_k = (np.nan_to_num(d_a, nan=1.0) / n_a + np.nan_to_num(d_b, nan=1.0) / n_b) / (
-            1.0 / n_a + 1.0 / n_b
-        )
-        used = pooled > 0
-        if used.sum() > 1:
-            delta[j] = _at_least_one(
-                float(np.sum((1.0 - pooled[used]) * d_k[used]) / (used.sum() - 1))
-            )
-    return ks_ref, ks_att, delta
+            cdf_deff.append(_at_least_one(np.nanmean(d_cdf)) if np.isfinite(d_cdf).any() else 1.0)
+            n = float(size.sum())
+            p = counts.sum(axis=0) / n
+            resid = counts - size[:, None] * p[None, :]
+            covariances.append(m / max(m - 1, 1) * (resid.T @ resid) / (n * n))
+            proportions.append(p)
+            totals.append(n)
+        ks_ref[j], ks_att[j] = cdf_deff
+        delta[j], spread[j] = _rao_scott_factors(proportions, covariances, totals)
+    return ks_ref, ks_att, delta, spread
+
+
+def _rao_scott_factors(
+    proportions: list[np.ndarray], covariances: list[np.ndarray], totals: list[float]
+) -> tuple[float, float]:
+    """``delta`` and ``1 + a^2`` of the two samples' bin proportions: the eigenvalues of
+    ``Omega^-1 V`` over the non-empty bins less one, V the design (cluster) covariance of the
+    difference of the proportions and Omega its multinomial covariance under homogeneity
+    (Rao and Scott 1984): ``delta`` their mean (at least 1) and ``1 + a^2`` their mean square
+    over the square of their mean (at least 1); (1, 1) when not estimable."""
+    (p_a, p_b), (v_a, v_b), (n_a, n_b) = proportions, covariances, totals
+    pooled = (p_a * n_a + p_b * n_b) / (n_a + n_b)
+    used = np.flatnonzero(pooled > 0)[:-1]  # one bin less: the proportions sum to one
+    if len(used) < 1:
+        return 1.0, 1.0
+    p = pooled[used]
+    omega = (np.diag(p) - np.outer(p, p)) * (1.0 / n_a + 1.0 / n_b)
+    design = (v_a + v_b)[np.ix_(used, used)]
+    try:
+        ratio = np.linalg.solve(omega, design)
+    except np.linalg.LinAlgError:
+        return 1.0, 1.0
+    dims = len(used)
+    mean = float(np.trace(ratio)) / dims
+    if not (np.isfinite(mean) and mean > 1.0):
+        return 1.0, 1.0
+    square = float(np.trace(ratio @ ratio)) / dims
+    return mean, max(square / (mean * mean), 1.0)
 
 
 def _at_least_one(x: float) -> float:
@@ -428,15 +456,17 @@ def ks_pvalue_effective(
 
 
 def rao_scott(
-    statistic: np.ndarray, dof: np.ndarray, delta: np.ndarray
+    statistic: np.ndarray, dof: np.ndarray, delta: np.ndarray, spread: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """First-order Rao-Scott corrected chi-squared statistics ``statistic / delta`` and their
-    p-values on ``dof`` degrees of freedom (1 where dof is 0, NaN kept)."""
+    """Rao-Scott corrected chi-squared statistics ``statistic / delta`` (first order) and the
+    p-values of the second-order (Satterthwaite) correction: ``statistic / (delta spread)`` on
+    ``dof / spread`` degrees of freedom (1 where dof is 0, NaN kept)."""
     from scipy.stats import chi2
 
     corrected = np.asarray(statistic, dtype=np.float64) / delta
     dof = np.asarray(dof)
-    p = np.where(dof > 0, chi2.sf(corrected, np.maximum(dof, 1)), 1.0)
+    df = np.maximum(dof, 1) / spread
+    p = np.where(dof > 0, chi2.sf(corrected / spread, df), 1.0)
     return corrected, np.where(np.isnan(corrected), np.nan, p)
 
 
@@ -555,15 +585,16 @@ def ks_events_to_detect(distance: float, level: float) -> float:
     return float(2.0 * (kolmogi(level) / distance) ** 2)
 
 
-def chi2_events_to_detect(statistic: float, dof: int, n_a: int, n_b: int, level: float) -> float:
+def chi2_events_to_detect(statistic: float, dof: float, n_a: int, n_b: int, level: float) -> float:
     """Events per sample at which the binned chi-squared test (same bins) at ``level`` has its
     median at the critical value, for a paired statistic ``statistic`` measured on ``n_a`` and
     ``n_b`` entries: that statistic is the non-centrality at those sizes, and the
-    non-centrality grows as the harmonic size ``n_a n_b / (n_a + n_b)`` (N / 2 for N and N)."""
+    non-centrality grows as the harmonic size ``n_a n_b / (n_a + n_b)`` (N / 2 for N and N).
+    ``dof`` may be fractional (the Rao-Scott corrected test of several entries per event)."""
     from scipy.optimize import brentq
     from scipy.stats import chi2, ncx2
 
-    if dof < 1 or not statistic > 0 or not (n_a > 0 and n_b > 0):
+    if not dof > 0 or not statistic > 0 or not (n_a > 0 and n_b > 0):
         return float("inf")
     critical = chi2.isf(level, dof)
     needed = brentq(lambda lam: ncx2.median(dof, lam) - critical, 1e-9, 4.0 * critical + 10.0 * dof)

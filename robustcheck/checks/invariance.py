@@ -675,8 +675,12 @@ class Invariance(Check):
                 elif kind == "ks":  # effective entries n / deff
                     n = ks_events_to_detect(f.ks_statistic, level) * f.ks_deff
                 elif kind == "chi2":
-                    n = chi2_events_to_detect(
-                        f.chi2_statistic, f.chi2_dof, f.n_reference, f.n_attacked, level
+                    n = chi2_events_to_detect(  # Rao-Scott corrected (1 for one entry)
+                        f.chi2_statistic / f.chi2_spread,
+                        f.chi2_dof / f.chi2_spread,
+                        f.n_reference,
+                        f.n_attacked,
+                        level,
                     )
                 else:
                     assert isinstance(f, PairFigures)
