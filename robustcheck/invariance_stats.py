@@ -209,7 +209,8 @@ def event_ids(
         mask = real[name]
         if events is not None:
             mask = mask[torch_index(events)]
-        flat = np.asarray(mask.reshape(len(mask), -1).numpy(), dtype=bool)
+        array = np.asarray(mask.numpy(), dtype=bool)
+        flat = array.reshape(array.shape[0], int(np.prod(array.shape[1:])))
         rows = np.broadcast_to(np.arange(flat.shape[0])[:, None], flat.shape)
         out[name] = rows[flat].astype(np.int64)
     return out

@@ -39,16 +39,13 @@ def make_jets(rng: np.random.Generator, n_jets: int, shift: float = 0.0) -> dict
 
 
 class Masked:
-    """A numpy stand-in for the torch tensors :func:`event_ids` reads (reshape, indexing)."""
+    """A numpy stand-in for the torch masks :func:`event_ids` reads (indexing, ``numpy()``)."""
 
     def __init__(self, array: np.ndarray) -> None:
         self.array = array
 
-    def __len__(self) -> int:
-        return len(self.array)
-
-    def reshape(self, *shape: int) -> Masked:
-        return Masked(self.array.reshape(*shape))
+    def __getitem__(self, index: object) -> Masked:
+        return Masked(self.array[np.asarray(index)])
 
     def numpy(self) -> np.ndarray:
         return self.array
@@ -86,6 +83,10 @@ def test_event_ids_number_the_entries_by_event() -> None:
     mask = np.array([[True, True, False], [False, False, False], [True, False, True]])
     ids = event_ids({"parts": Masked(mask)}, FEATURES)["parts"]
     np.testing.assert_array_equal(ids, [0, 0, 2, 2])
+    chosen = event_ids({"parts": Masked(mask)}, FEATURES, np.array([2]))["parts"]
+    np.testing.assert_array_equal(chosen, [0, 0])
+    empty = event_ids({"parts": Masked(mask[:0])}, FEATURES)["parts"]
+    assert empty.dtype == np.int64 and len(empty) == 0
 
 
 def test_null_false_alarm_rate_is_at_most_nominal_with_the_correction() -> None:
