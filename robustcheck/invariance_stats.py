@@ -91,6 +91,7 @@ class FeatureFigures:
     chi2_deff: float = 1.0
     entries_per_event: float = 1.0  # of the two samples together
     chi2_spread: float = 1.0
+    input: str = ""  # the input the feature belongs to
 
     @property
     def ks_deff(self) -> float:
@@ -121,6 +122,7 @@ class PairFigures:
     n_attacked: int
     deff_reference: float = 1.0
     deff_attacked: float = 1.0
+    input: str = ""  # the input the features belong to
 
     @property
     def change(self) -> float:
@@ -297,6 +299,7 @@ def compare(
                         float(delta[i]),
                         per_event,
                         float(spread[i]),
+                        name,
                     )
                 )
         if len(names) > 1 and len(nominal) > 1 and len(perturbed) > 1:
@@ -305,7 +308,7 @@ def compare(
                 corr_change = change.max_abs
                 corr_pair = (names[change.argmax[0]], names[change.argmax[1]])
             frobenius = max(frobenius, change.relative_frobenius)
-            pairs += _pairs(nominal, perturbed, names, movable[name], clusters)
+            pairs += _pairs(nominal, perturbed, names, movable[name], clusters, name)
     return InvarianceFigures(out, corr_change, corr_pair, frobenius, n_entries, pairs)
 
 
@@ -483,6 +486,7 @@ def _pairs(
     names: tuple[str, ...],
     movable: np.ndarray,
     clusters: Clusters | None = None,
+    input_name: str = "",
 ) -> list[PairFigures]:
     """Correlation tests of every pair of features of which at least one can move (a pair of
     frozen features cannot change) and neither is constant in the reference; with clusters,
@@ -515,6 +519,7 @@ def _pairs(
                     len(attacked),
                     deff_ref,
                     deff_att,
+                    input_name,
                 )
             )
     return out

@@ -312,6 +312,9 @@ def test_particle_inputs_tests_are_corrected_for_the_correlated_entries(
         assert note.startswith("tests on input parts corrected for the correlation of its ")
         assert "entries per event (design effect D: KS " in note
         assert "input jet" not in note
+        assert result.figures["design_effect/parts"] >= 1.0
+        assert result.figures["entries_per_event/parts"] > 1.0
+        assert "design_effect/jet" not in result.figures
     adv = run.adversaries("pgd")
     figures = measure(adv, {name: np.ones(len(f), bool) for name, f in adv.features.items()})
     by_name = {f.feature: f for f in figures.features}

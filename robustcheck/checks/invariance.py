@@ -188,7 +188,6 @@ class Measured:
     figures: list[InvarianceFigures]
     tests: dict[str, list[Test]] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
-    inputs: dict[str, str] = field(default_factory=dict)  # feature -> its input
 
 
 def torch_ones(n: int) -> Any:
@@ -221,6 +220,7 @@ class Invariance(Check):
             "n_fooled_attacked": int(fooled[all_events.attacked].sum()),
             "n_regions": len(regions),
             **self._correlation_figures(measured),
+            **self._design_effect_figures(measured),
             **adv.attack_figures(),
             "epsilon": adv.epsilon,
         }
@@ -300,7 +300,6 @@ class Invariance(Check):
         o = self.options
         measured = Measured(regions, [])
         nominal, adversarial, real, features, movable = self.tested(adv, movable)
-        measured.inputs = {f: name for name, names in features.items() for f in names}
         for region in regions:
             reference = entries(nominal, real, features, region.reference)
             attacked = entries(adversarial, real, features, region.attacked)
@@ -631,25 +630,43 @@ class Invariance(Check):
     def _cluster_note(measured: Measured) -> list[str]:
         """Which inputs' tests were corrected for several entries per event (inclusive
         region): entries per event and design effects (robustcheck.invariance_stats)."""
-        inclusive = measured.figures[0]
-        by_input: dict[str, list[FeatureFigures]] = {}
-        for f in inclusive.features:
-            if f.entries_per_event > 1.0:
-                by_input.setdefault(measured.inputs.get(f.feature, f.feature), []).append(f)
         out = []
-        for name, figs in by_input.items():
+        for name, (figs, pairs) in Invariance._corrected_inputs(measured).items():
             ks = [f.ks_deff for f in figs]
             chi2 = [f.chi2_deff for f in figs]
-            pairs = [
-                max(p.deff_reference, p.deff_attacked)
-                for p in inclusive.pairs
-                if measured.inputs.get(p.features[0]) == name
-            ]
             corr = f", correlation {_span(pairs)}" if pairs else ""
             out.append(
                 f"tests on input {name} corrected for the correlation of its "
                 f"{figs[0].entries_per_event:.3g} entries per event (design effect D: KS "
                 f"{_span(ks)}, chi2 {_span(chi2)}{corr}; robustcheck.invariance_stats)"
+            )
+        return out
+
+    @staticmethod
+    def _corrected_inputs(
+        measured: Measured,
+    ) -> dict[str, tuple[list[FeatureFigures], list[float]]]:
+        """Per input with several entries per event (inclusive region): its features' figures
+        and its correlation pairs' design effects (the larger of the two samples')."""
+        inclusive = measured.figures[0]
+        out: dict[str, tuple[list[FeatureFigures], list[float]]] = {}
+        for f in inclusive.features:
+            if f.entries_per_event > 1.0:
+                out.setdefault(f.input, ([], []))[0].append(f)
+        for p in inclusive.pairs:
+            if p.input in out:
+                out[p.input][1].append(max(p.deff_reference, p.deff_attacked))
+        return out
+
+    @staticmethod
+    def _design_effect_figures(measured: Measured) -> dict[str, float | int | str]:
+        """Per corrected input: ``entries_per_event/INPUT`` and ``design_effect/INPUT``, the
+        largest design effect of its tests (inclusive region)."""
+        out: dict[str, float | int | str] = {}
+        for name, (figs, pairs) in Invariance._corrected_inputs(measured).items():
+            out[f"entries_per_event/{name}"] = figs[0].entries_per_event
+            out[f"design_effect/{name}"] = max(
+                [f.ks_deff for f in figs] + [f.chi2_deff for f in figs] + pairs
             )
         return out
 
