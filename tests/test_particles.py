@@ -12,6 +12,7 @@ import torch
 
 from robustcheck.core import Adversaries, SpecRun
 from robustcheck.errors import SpecError
+from robustcheck.invariance_stats import measure
 from robustcheck.spec import parse_spec
 from tests import particle_fixtures
 from tests.particle_fixtures import (
@@ -285,11 +286,12 @@ def test_feature_names_shared_by_two_inputs_are_qualified(particle_dir: Path) ->
     assert sorted(names) == ["eta", "jet.pt", "mass", "parts.pt", "phi"]
 
 
-def test_independent_halves_of_particle_inputs_carry_the_correlated_entries_warning(
+def test_particle_inputs_tests_are_corrected_for_the_correlated_entries(
     particle_dir: Path,
 ) -> None:
-    """Constituents of one jet are not independent entries: between two independent halves
-    their p-values are too small, and the verdict says so (jet-level inputs do not)."""
+    """Constituents of one jet are not independent entries: the tests of the particle input
+    are corrected for it (robustcheck.invariance_stats) and the verdict says so with the
+    design effects, in both comparisons; jet-level inputs (one entry per event) are not."""
     checks = [
         {"name": "halves", "type": "invariance", "attack": "pgd", "ks_min_pvalue": 1e-12},
         {
@@ -304,6 +306,19 @@ def test_independent_halves_of_particle_inputs_carry_the_correlated_entries_warn
     doc["checks"] = checks
     run = SpecRun(parse_spec(doc, particle_dir / "robustness.toml"), device="cpu")
     halves, same = (run.run_check(check) for check in run.spec.checks)
-    warning = next(d for d in halves.details if "several entries per event" in d)
-    assert warning.startswith("WARNING: ") and "pt" in warning and "jet_pt" not in warning
-    assert not any("several entries per event" in d for d in same.details)
+    for result in (halves, same):
+        assert not any(d.startswith("WARNING") for d in result.details)
+        (note,) = [d for d in result.details if "corrected for the correlation" in d]
+        assert note.startswith("tests on input parts corrected for the correlation of its ")
+        assert "entries per event (design effect D: KS " in note
+        assert "input jet" not in note
+        assert result.figures["design_effect/parts"] >= 1.0
+        assert result.figures["entries_per_event/parts"] > 1.0
+        assert "design_effect/jet" not in result.figures
+    adv = run.adversaries("pgd")
+    figures = measure(adv, {name: np.ones(len(f), bool) for name, f in adv.features.items()})
+    by_name = {f.feature: f for f in figures.features}
+    for name in adv.features["jet"]:
+        assert by_name[name].entries_per_event == 1.0
+        assert by_name[name].ks_deff == by_name[name].chi2_deff == 1.0
+    assert all(by_name[name].entries_per_event > 1 for name in adv.features["parts"])

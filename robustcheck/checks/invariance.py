@@ -35,6 +35,16 @@ about half of such samples (KS: at least half). The shift is the attack's displa
 measured on the region's events before and after the attack, so an attack that moves nothing
 has none (robustcheck.invariance_stats). With ``control_region_events = N`` the check fails
 when the smallest is at most N.
+
+Particle inputs (several entries per event, padding masked out): the entries of one event are
+correlated, so every test of such an input is corrected with design effects D estimated from
+the data, events as clusters (robustcheck.invariance_stats: Rao-Scott for chi-squared,
+effective sizes n / D for KS, cluster-robust variances for the correlations), and the verdict
+notes D per input; one entry per event is not corrected. ``events_to_detect`` counts events
+through the same effective sizes: N events carry N * (entries per event) / D effective
+entries, so the entries a test needs are multiplied by D (KS: its D; chi-squared: through the
+corrected statistic; correlations: through the cluster-robust variance) and divided by the
+entries per event.
 """
 
 from __future__ import annotations
@@ -59,6 +69,7 @@ from robustcheck.invariance_stats import (
     compare,
     correlation_events_to_detect,
     entries,
+    event_ids,
     ks_events_to_detect,
 )
 from robustcheck.invariance_stats import measure as measure  # re-exported
@@ -209,6 +220,7 @@ class Invariance(Check):
             "n_fooled_attacked": int(fooled[all_events.attacked].sum()),
             "n_regions": len(regions),
             **self._correlation_figures(measured),
+            **self._design_effect_figures(measured),
             **adv.attack_figures(),
             "epsilon": adv.epsilon,
         }
@@ -291,17 +303,28 @@ class Invariance(Check):
         for region in regions:
             reference = entries(nominal, real, features, region.reference)
             attacked = entries(adversarial, real, features, region.attacked)
-            figures = compare(reference, attacked, features, movable, int(o["bins"]))
+            figures = compare(
+                reference,
+                attacked,
+                features,
+                movable,
+                int(o["bins"]),
+                reference_events=event_ids(real, features, region.reference),
+                attacked_events=event_ids(real, features, region.attacked),
+            )
             measured.figures.append(figures)
             paired = figures
             if independent:  # the attack's own displacement, for events_to_detect
                 both = np.sort(np.concatenate([region.attacked, region.reference]))
+                ids = event_ids(real, features, both)
                 paired = compare(
                     entries(nominal, real, features, both),
                     entries(adversarial, real, features, both),
                     features,
                     movable,
                     int(o["bins"]),
+                    reference_events=ids,
+                    attacked_events=ids,
                 )
             # the paired sample's entries per event, of the input each test reads
             events = max(len(np.union1d(region.attacked, region.reference)), 1)
@@ -595,25 +618,57 @@ class Invariance(Check):
                 "sample against the nominal values of the other half (the distances JSD and "
                 f"correlation change include both halves' sampling noise){where}"
             ]
-            many = sorted(
-                {t.name for t in measured.tests.get("ks", []) if t.entries_per_event > 1.0}
-            )
-            if many:
-                note.append(
-                    "WARNING: "
-                    + ", ".join(many[:4])
-                    + (" ..." if len(many) > 4 else "")
-                    + " hold several entries per event (particles): the tests count entries as "
-                    "independent, but entries of one event are correlated, so between two "
-                    "independent halves their p-values are too small (false alarms are "
-                    'possible); compare_to = "same_events" has no such bias'
-                )
-            return note
+            return note + Invariance._cluster_note(measured)
         return [
             'compare_to = "same_events": the attacked sample against the same events before '
             "the attack; the events the attack leaves alone are identical in both, so the "
-            f"p-values are conservative{where}"
+            f"p-values are conservative{where}",
+            *Invariance._cluster_note(measured),
         ]
+
+    @staticmethod
+    def _cluster_note(measured: Measured) -> list[str]:
+        """Which inputs' tests were corrected for several entries per event (inclusive
+        region): entries per event and design effects (robustcheck.invariance_stats)."""
+        out = []
+        for name, (figs, pairs) in Invariance._corrected_inputs(measured).items():
+            ks = [f.ks_deff for f in figs]
+            chi2 = [f.chi2_deff for f in figs]
+            corr = f", correlation {_span(pairs)}" if pairs else ""
+            out.append(
+                f"tests on input {name} corrected for the correlation of its "
+                f"{figs[0].entries_per_event:.3g} entries per event (design effect D: KS "
+                f"{_span(ks)}, chi2 {_span(chi2)}{corr}; robustcheck.invariance_stats)"
+            )
+        return out
+
+    @staticmethod
+    def _corrected_inputs(
+        measured: Measured,
+    ) -> dict[str, tuple[list[FeatureFigures], list[float]]]:
+        """Per input with several entries per event (inclusive region): its features' figures
+        and its correlation pairs' design effects (the larger of the two samples')."""
+        inclusive = measured.figures[0]
+        out: dict[str, tuple[list[FeatureFigures], list[float]]] = {}
+        for f in inclusive.features:
+            if f.entries_per_event > 1.0:
+                out.setdefault(f.input, ([], []))[0].append(f)
+        for p in inclusive.pairs:
+            if p.input in out:
+                out[p.input][1].append(max(p.deff_reference, p.deff_attacked))
+        return out
+
+    @staticmethod
+    def _design_effect_figures(measured: Measured) -> dict[str, float | int | str]:
+        """Per corrected input: ``entries_per_event/INPUT`` and ``design_effect/INPUT``, the
+        largest design effect of its tests (inclusive region)."""
+        out: dict[str, float | int | str] = {}
+        for name, (figs, pairs) in Invariance._corrected_inputs(measured).items():
+            out[f"entries_per_event/{name}"] = figs[0].entries_per_event
+            out[f"design_effect/{name}"] = max(
+                [f.ks_deff for f in figs] + [f.chi2_deff for f in figs] + pairs
+            )
+        return out
 
     # -- detectability ---------------------------------------------------------------------------
 
@@ -634,11 +689,15 @@ class Invariance(Check):
                 f = t.paired
                 if f is None:
                     n = float("inf")
-                elif kind == "ks":
-                    n = ks_events_to_detect(f.ks_statistic, level)
+                elif kind == "ks":  # effective entries n / deff
+                    n = ks_events_to_detect(f.ks_statistic, level) * f.ks_deff
                 elif kind == "chi2":
-                    n = chi2_events_to_detect(
-                        f.chi2_statistic, f.chi2_dof, f.n_reference, f.n_attacked, level
+                    n = chi2_events_to_detect(  # Rao-Scott corrected (1 for one entry)
+                        f.chi2_statistic / f.chi2_spread,
+                        f.chi2_dof / f.chi2_spread,
+                        f.n_reference,
+                        f.n_attacked,
+                        level,
                     )
                 else:
                     assert isinstance(f, PairFigures)
@@ -697,3 +756,9 @@ class Invariance(Check):
                 line += f"{n:,.0f}" if np.isfinite(n) else "no shift"
             lines.append(line.rstrip())
         return lines
+
+
+def _span(values: list[float]) -> str:
+    """``a-b`` of the smallest and largest value, or the one value."""
+    low, high = min(values), max(values)
+    return f"{low:.3g}" if f"{low:.3g}" == f"{high:.3g}" else f"{low:.3g}-{high:.3g}"
