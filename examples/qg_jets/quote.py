@@ -12,7 +12,7 @@ markers. The runs are named in ``RUNS`` (the settings of each, in one place):
 
     python quote.py                      # rerun every run of RUNS, rewrite the READMEs' blocks
     python quote.py --check              # the same runs; exit 1 naming each stale block
-    python quote.py --run test-scale     # only that run (about 20 s; the others take minutes)
+    python quote.py --run test-scale     # only that run (20 s of CPU; small-sample 55 s)
     python quote.py --results out/results.md --run full-statistics   # quote a finished run
 
 ``tests/test_qg_example.py`` checks the ``test-scale`` blocks on every test run.
@@ -45,7 +45,7 @@ RUNS: dict[str, dict[str, Any]] = {
         "loss_events": 100,
         "check": ("dnn", "dnn_adv", "pfn"),
     },
-    # train.py's default epochs, all five specs: minutes, so not run by the test suite
+    # train.py's default epochs, all five specs: about a minute of CPU, so not in the tests
     "small-sample": {"check": True},
 }
 CHECKED_BY_TESTS = ("test-scale",)
