@@ -133,3 +133,11 @@ def test_train_refuses_an_unknown_tagger_to_check(capsys: pytest.CaptureFixture[
 def test_quote_script_refuses_an_external_run_without_results(quote: ModuleType) -> None:
     with pytest.raises(SystemExit):
         quote.main(["--run", "full-statistics"])
+
+
+def test_a_tagger_stopped_by_a_sanity_gate_gets_a_row_saying_so() -> None:
+    train = example_module("train")
+    results = {"sanity_failures": {"pfn": "model: accuracy: every jet class 0"}}
+    for table in (train.summary_table(results), train.overview_table(results)):
+        assert table[-1] == "| pfn | sanity gate failed: model: accuracy: every jet class 0 |"
+        assert len(table) == 3  # header, rule, the row

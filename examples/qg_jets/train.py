@@ -848,15 +848,25 @@ def check_specs(out: Path, say: Any, taggers: Sequence[str] = TAGGERS) -> dict[s
     ``loss_surfaces.npz``)."""
     from robustcheck.core import SpecRun
     from robustcheck.loss_surface import compare_loss_surfaces
+    from robustcheck.sanity import SanityError
 
     results: dict[str, Any] = {}
     runs = {}
     for name in taggers:
         started = time.perf_counter()
-        runs[name] = run = SpecRun.from_path(out / f"{name}.robust.toml", device="cpu")
-        results[name] = []
+        spec_file = out / f"{name}.robust.toml"
+        run = SpecRun.from_path(spec_file, device="cpu")
         say(f"\n== {name}.robust.toml")
-        for result in run.run():
+        try:
+            outcomes = run.run()
+        except SanityError as exc:  # e.g. too few epochs: one class for every jet
+            say(f"SANITY GATE FAILED  {exc}")
+            reason = str(exc).splitlines()[0].replace(f"{spec_file}: ", "")
+            results.setdefault("sanity_failures", {})[name] = reason
+            continue
+        runs[name] = run
+        results[name] = []
+        for result in outcomes:
             verdict = "PASSED" if result.passed else "FAILED"
             say(f"{verdict}  {result.name}: {result.summary}")
             results[name].append(
@@ -910,6 +920,14 @@ def checked_names(results: dict[str, Any]) -> list[str]:
     return [name for name in TAGGERS if name in results]
 
 
+def sanity_rows(results: dict[str, Any]) -> list[str]:
+    """A row per tagger whose spec stopped at a sanity gate, with the gate's reason."""
+    failures = results.get("sanity_failures", {})
+    return [
+        f"| {name} | sanity gate failed: {failures[name]} |" for name in TAGGERS if name in failures
+    ]
+
+
 def summary_table(results: dict[str, Any]) -> list[str]:
     """One markdown row per tagger with the figures the README quotes."""
 
@@ -943,7 +961,7 @@ def summary_table(results: dict[str, Any]) -> list[str]:
             f"{inv_pgd['min_chi2_pvalue']:.2g} / {inv_hidden['min_chi2_pvalue']:.2g} | "
             f"{loss['loss_increase']:.4f} | {passed}/{len(results[name])} |"
         )
-    return lines
+    return lines + sanity_rows(results)
 
 
 REGIONS = ("all", "class 0", "class 1", "quark_like")
@@ -1001,7 +1019,7 @@ def overview_table(results: dict[str, Any]) -> list[str]:
             f"| {name} | {res['auc_nominal']:.4f} / {res['auc_alternative']:.4f} | {rate(pgd)} "
             f"| {rate(hidden)} | {passed}/{len(results[name])} |"
         )
-    return lines
+    return lines + sanity_rows(results)
 
 
 def loss_surface_table(results: dict[str, Any]) -> list[str]:
