@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -198,6 +200,25 @@ def test_example_folder_runs(pytester: pytest.Pytester) -> None:
     )
     after = {name: (pytester.path / "quickstart" / name).read_bytes() for name in before}
     assert after == before
+    # the main README quotes this run's output: a figure it no longer prints fails here
+    quote = _quickstart_quote()
+    helpers = quote.markers()
+    readme = quote.README
+    quoted = [b for b in helpers.blocks(readme.read_text(), readme) if b.run == quote.RUN]
+    assert [b.name for b in quoted] == [quote.TABLE]
+    printed = {quote.TABLE: quote.excerpt(result.stdout.str())}
+    stale = helpers.stale_blocks(readme, quote.RUN, printed)
+    assert not stale, "refresh with `python examples/quickstart/quote.py`:\n" + "\n".join(stale)
+
+
+def _quickstart_quote() -> ModuleType:
+    """``examples/quickstart/quote.py``, which cuts the README's excerpt from pytest's output."""
+    path = Path(__file__).parents[1] / "examples" / "quickstart" / "quote.py"
+    spec = importlib.util.spec_from_file_location("quickstart_quote", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_an_unwritable_baseline_does_not_crash_a_passing_run(

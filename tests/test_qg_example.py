@@ -1,8 +1,10 @@
 """The quark/gluon example end to end on its committed sample, and PYTHIA generation if present.
 
-Training, exports and the specs run on the 500 + 500 committed jets with a few epochs. The
-generation test runs only where pythia8mc and fastjet are installed (the `examples` extra):
-60 jets take a few seconds of one core, so it stays in the suite when it can.
+Training, exports and the specs run on the 500 + 500 committed jets with a few epochs: the
+``test-scale`` run of ``examples/qg_jets/quote.py``, whose tables the READMEs quote; one test
+checks that every quoted table is the one this run prints. The generation test runs only where
+pythia8mc and fastjet are installed (the `examples` extra): 60 jets take a few seconds of one
+core, so it stays in the suite when it can.
 """
 
 from __future__ import annotations
@@ -47,21 +49,41 @@ def train() -> ModuleType:
 
 
 @pytest.fixture(scope="module")
-def built(train: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The example trained on the committed sample (few epochs), exported, specs written."""
+def quote() -> ModuleType:
+    return example_module("quote")
+
+
+@pytest.fixture(scope="module")
+def built(train: ModuleType, quote: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The example trained on the committed sample (few epochs), exported, specs written, the
+    specs of dnn, dnn_adv and pfn run and their tables written to results.md: the READMEs'
+    ``test-scale`` run (``quote.RUNS``)."""
     out = tmp_path_factory.mktemp("qg")
-    train.run(
-        EXAMPLE / "data",
-        out,
-        dnn_epochs=4,
-        pfn_epochs=16,  # fewer leave the PFN deciding one class for every jet (sanity gate)
-        transformer_epochs=2,  # exports and attacks only: their specs' gates are not run
-        edgeconv_epochs=2,
-        check=False,
-        loss_events=100,
-        verbose=False,
-    )
+    settings = quote.RUNS["test-scale"]
+    assert settings["check"] == ("dnn", "dnn_adv", "pfn") and settings["loss_events"] == 100
+    train.run(EXAMPLE / "data", out, verbose=False, **settings)
     return out
+
+
+def test_readmes_quote_what_the_code_prints(built: Path, quote: ModuleType) -> None:
+    """Every table the READMEs quote from the test-scale run is, row for row, the one train.py
+    printed for it, and every table it printed is quoted somewhere."""
+    tables = quote.tables_of(built / "results.md")
+    assert {"settings", "overview", "summary", "detectability", "loss_surfaces"} <= set(tables)
+    assert all(len(lines) >= 3 for lines in tables.values())
+    quoted: set[str] = set()
+    stale: list[str] = []
+    for readme in quote.READMES:
+        found = [b.name for b in quote.blocks(readme.read_text(), readme) if b.run == "test-scale"]
+        assert found, f"{readme} quotes no table from the test-scale run"
+        quoted.update(found)
+        stale += quote.stale_blocks(readme, "test-scale", tables)
+    assert quoted == set(tables), f"tables printed but quoted nowhere: {set(tables) - quoted}"
+    assert not stale, (
+        "the READMEs quote figures the code no longer prints; refresh them with "
+        "`cd examples/qg_jets && python quote.py` (or `--run test-scale`), and reread the text "
+        "around them:\n" + "\n".join(stale)
+    )
 
 
 def test_committed_sample_is_small_and_well_formed() -> None:

@@ -16,7 +16,9 @@ test samples (nominal and alternative generator) and its spec ``NAME.robust.toml
 The transformer and EdgeConv taggers are exported with torch's default ONNX exporter; their
 specs name the TorchScript file and trim the padding (``trim_padding = true``).
 Then every spec is run with robustcheck and a summary is printed (and written to
-``summary.json``), unless ``--no-check``.
+``summary.json``), unless ``--no-check``; ``--check-taggers`` runs only some taggers' specs.
+The tables the READMEs quote are written to ``results.md``, each between markers that
+``quote.py`` copies into the READMEs. One torch thread by default (``--threads``).
 
     python train.py                         # out/samples/*.npz -> out/
     python train.py --samples data --out /tmp/qg --dnn-epochs 5 --pfn-epochs 2 \
@@ -34,7 +36,7 @@ import math
 import sys
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -644,12 +646,17 @@ def run(
     transformer_epochs: int = 20,
     edgeconv_epochs: int = 20,
     seed: int = 1,
-    check: bool = True,
+    check: bool | Sequence[str] = True,
     loss_events: int | None = 1000,
     verbose: bool = True,
 ) -> dict[str, Any]:
-    """The whole example after generation; returns the summary it prints."""
+    """The whole example after generation; returns the summary it prints.
+
+    ``check``: run every tagger's spec (True), none (False) or those of the taggers named.
+    When any runs, the tables the READMEs quote are written to ``out/results.md``.
+    """
     say = print if verbose else (lambda *a, **k: None)
+    checked = checked_taggers(check)
     out.mkdir(parents=True, exist_ok=True)
     nominal, alternative = load(samples / "nominal.npz"), load(samples / "alternative.npz")
     train_idx, valid_idx, test_idx = split(len(nominal["label"]), seed, (0.6, 0.1))
@@ -802,26 +809,64 @@ def run(
             "onnx_exporter": exported["exporter"],
             "onnx_note": exported["note"],
         }
-    if check:
-        summary["checks"] = check_specs(out, say)
+    if checked:
+        summary["checks"] = check_specs(out, say, checked)
         (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+        settings = settings_block(
+            samples,
+            {
+                "seed": seed,
+                "dnn-epochs": dnn_epochs,
+                "pfn-epochs": pfn_epochs,
+                "transformer-epochs": transformer_epochs,
+                "edgeconv-epochs": edgeconv_epochs,
+                "loss-events": loss_events or 0,
+            },
+            checked,
+            f"{len(train_idx)} training, {len(valid_idx)} validation, {len(test_idx)} test "
+            f"jets; {len(alternative['label'])} alternative jets",
+        )
+        (out / "results.md").write_text(results_markdown(summary["checks"], settings))
     return summary
 
 
-def check_specs(out: Path, say: Any) -> dict[str, Any]:
-    """Run every spec of ``out`` with robustcheck; print each verdict, a summary table and the
-    loss surfaces of the two DNNs side by side (arrays in ``loss_surfaces.npz``)."""
+def checked_taggers(check: bool | Sequence[str]) -> tuple[str, ...]:
+    """The taggers whose specs ``run(check=...)`` runs, in the order of ``TAGGERS``."""
+    if isinstance(check, bool):
+        return TAGGERS if check else ()
+    unknown = sorted(set(check) - set(TAGGERS))
+    if unknown:
+        raise ValueError(
+            f"unknown tagger(s) {', '.join(unknown)}: choose from {', '.join(TAGGERS)}"
+        )
+    return tuple(name for name in TAGGERS if name in check)
+
+
+def check_specs(out: Path, say: Any, taggers: Sequence[str] = TAGGERS) -> dict[str, Any]:
+    """Run the specs of ``out`` (those of ``taggers``) with robustcheck; print each verdict, a
+    summary table and, when both DNNs ran, their loss surfaces side by side (arrays in
+    ``loss_surfaces.npz``)."""
     from robustcheck.core import SpecRun
     from robustcheck.loss_surface import compare_loss_surfaces
+    from robustcheck.sanity import SanityError
 
     results: dict[str, Any] = {}
     runs = {}
-    for name in TAGGERS:
+    for name in taggers:
         started = time.perf_counter()
-        runs[name] = run = SpecRun.from_path(out / f"{name}.robust.toml", device="cpu")
-        results[name] = []
+        spec_file = out / f"{name}.robust.toml"
+        run = SpecRun.from_path(spec_file, device="cpu")
         say(f"\n== {name}.robust.toml")
-        for result in run.run():
+        try:
+            outcomes = run.run()
+        except SanityError as exc:  # e.g. too few epochs: one class for every jet
+            say(f"SANITY GATE FAILED  {exc}")
+            reason = str(exc).splitlines()[0].replace(f"{spec_file}: ", "")
+            results.setdefault("sanity_failures", {})[name] = reason
+            continue
+        runs[name] = run
+        results[name] = []
+        for result in outcomes:
             verdict = "PASSED" if result.passed else "FAILED"
             say(f"{verdict}  {result.name}: {result.summary}")
             results[name].append(
@@ -836,6 +881,8 @@ def check_specs(out: Path, say: Any) -> dict[str, Any]:
         say(f"({seconds:.0f} s)")
     say("\n" + "\n".join(summary_table(results)))
     say("\n" + "\n".join(detectability_table(results)))
+    if not {"dnn", "dnn_adv"} <= set(runs):
+        return results
     nominal, robust = compare_loss_surfaces(
         runs["dnn"], runs["dnn_adv"], epsilon=EPSILON, points=9, grid=LOSS_GRID["dnn"]
     )
@@ -861,8 +908,24 @@ def check_specs(out: Path, say: Any) -> dict[str, Any]:
         "features": nominal.features,
         "dnn": nominal.increase().tolist(),
         "dnn_adv": robust.increase().tolist(),
+        "grid": list(LOSS_GRID["dnn"] or ()),
+        "grid_dnn": nominal.grid_increase(),
+        "grid_dnn_adv": robust.grid_increase(),
     }
     return results
+
+
+def checked_names(results: dict[str, Any]) -> list[str]:
+    """The taggers whose specs ran, in the order of ``TAGGERS``."""
+    return [name for name in TAGGERS if name in results]
+
+
+def sanity_rows(results: dict[str, Any]) -> list[str]:
+    """A row per tagger whose spec stopped at a sanity gate, with the gate's reason."""
+    failures = results.get("sanity_failures", {})
+    return [
+        f"| {name} | sanity gate failed: {failures[name]} |" for name in TAGGERS if name in failures
+    ]
 
 
 def summary_table(results: dict[str, Any]) -> list[str]:
@@ -880,7 +943,7 @@ def summary_table(results: dict[str, Any]) -> list[str]:
         "| loss rise | checks passed |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for name in TAGGERS:
+    for name in checked_names(results):
         res = figures(name, "resilience")
         pgd, hidden = (
             figures(name, "fooling_rate", "(pgd)"),
@@ -898,7 +961,7 @@ def summary_table(results: dict[str, Any]) -> list[str]:
             f"{inv_pgd['min_chi2_pvalue']:.2g} / {inv_hidden['min_chi2_pvalue']:.2g} | "
             f"{loss['loss_increase']:.4f} | {passed}/{len(results[name])} |"
         )
-    return lines
+    return lines + sanity_rows(results)
 
 
 REGIONS = ("all", "class 0", "class 1", "quark_like")
@@ -921,7 +984,7 @@ def detectability_table(results: dict[str, Any]) -> list[str]:
         "| tagger | attack | " + " | ".join(f"events_to_detect: {r}" for r in REGIONS) + " |",
         "|---|---|" + "---|" * len(REGIONS),
     ]
-    for name in TAGGERS:
+    for name in checked_names(results):
         for attack in ("pgd", "constrained pgd"):
             f = next(
                 r["figures"]
@@ -931,6 +994,97 @@ def detectability_table(results: dict[str, Any]) -> list[str]:
             cells = " | ".join(smallest(f, region) for region in REGIONS)
             lines.append(f"| {name} | {attack} | {cells} |")
     return lines
+
+
+def overview_table(results: dict[str, Any]) -> list[str]:
+    """The main README's short table: AUCs, both fooling rates with their 95% CL, verdicts."""
+
+    def figures(name: str, type_: str, word: str = "") -> dict[str, Any]:
+        return next(r["figures"] for r in results[name] if r["type"] == type_ and word in r["name"])
+
+    def rate(f: dict[str, Any]) -> str:
+        return f"{100 * f['fooling_rate']:.2f}% ({100 * f['ci_low']:.1f}-{100 * f['ci_high']:.1f})"
+
+    lines = [
+        "| tagger | AUC nominal / alternative | fooling rate within 1 sigma, pgd (95% CL) "
+        "| constrained pgd (95% CL) | checks passed |",
+        "|---|---|---|---|---|",
+    ]
+    for name in checked_names(results):
+        res = figures(name, "resilience")
+        pgd = figures(name, "fooling_rate", "(pgd)")
+        hidden = figures(name, "fooling_rate", "constr")
+        passed = sum(r["passed"] for r in results[name])
+        lines.append(
+            f"| {name} | {res['auc_nominal']:.4f} / {res['auc_alternative']:.4f} | {rate(pgd)} "
+            f"| {rate(hidden)} | {passed}/{len(results[name])} |"
+        )
+    return lines + sanity_rows(results)
+
+
+def loss_surface_table(results: dict[str, Any]) -> list[str]:
+    """The two DNNs' mean loss rise within 1 sigma (nats per jet), per move, side by side."""
+    surfaces = results.get("loss_surfaces")
+    if surfaces is None:
+        return []
+    lines = ["| move | dnn | dnn_adv |", "|---|---|---|"]
+    for feature, a, b in zip(
+        surfaces["features"], surfaces["dnn"], surfaces["dnn_adv"], strict=True
+    ):
+        lines.append(f"| {feature} | {a:.5f} | {b:.5f} |")
+    if surfaces["grid"]:
+        lines.append(
+            f"| {' and '.join(surfaces['grid'])} together | {surfaces['grid_dnn']:.5f} "
+            f"| {surfaces['grid_dnn_adv']:.5f} |"
+        )
+    return lines
+
+
+TABLE_MARKER = "robustcheck:table"  # quote.py copies each marked block into the READMEs
+
+
+def marked(name: str, lines: list[str]) -> str:
+    """One table of ``results.md`` between its start and end markers."""
+    body = "\n".join(lines)
+    return f"<!-- {TABLE_MARKER} {name} -->\n{body}\n<!-- /{TABLE_MARKER} {name} -->\n"
+
+
+def settings_block(
+    samples: Path, options: dict[str, Any], checked: Sequence[str], jets: str
+) -> list[str]:
+    """How to reproduce a run: the command line with every option spelled out, the torch
+    version and thread count, and the jets it used (no timing: the block must not change
+    between two runs with the same settings)."""
+    where = samples.resolve()
+    shown = where.relative_to(HERE.resolve()) if where.is_relative_to(HERE.resolve()) else samples
+    flags = " ".join(f"--{k} {v}" for k, v in options.items())
+    if tuple(checked) != TAGGERS:
+        flags += f" --check-taggers {','.join(checked)}"
+    threads = torch.get_num_threads()
+    return [
+        "```bash",
+        f"python train.py --samples {shown.as_posix()} --out OUT {flags}",
+        "```",
+        "",
+        f"torch {torch.__version__.split('+')[0]}, {threads} thread{'s' * (threads != 1)}; {jets}.",
+    ]
+
+
+def results_markdown(results: dict[str, Any], settings: list[str]) -> str:
+    """``results.md``: every table the READMEs quote, each between stable markers."""
+    tables = {
+        "settings": settings,
+        "overview": overview_table(results),
+        "summary": summary_table(results),
+        "detectability": detectability_table(results),
+        "loss_surfaces": loss_surface_table(results),
+    }
+    head = (
+        "# What train.py measured\n\n"
+        "Written by `train.py`. The READMEs quote these tables between the same markers, "
+        "followed by `from RUN`; `python quote.py` refreshes them (see the example's README).\n"
+    )
+    return head + "".join(f"\n{marked(name, lines)}" for name, lines in tables.items() if lines)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -948,12 +1102,31 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--edgeconv-epochs", type=int, default=20)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
-        "--threads", type=int, default=None, help="torch threads (default: torch's choice)"
+        "--loss-events",
+        type=int,
+        default=1000,
+        help="test jets of the particle taggers' loss-surface scans (0: all; default 1000)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (default 1, the fastest on a busy machine; 0: torch's own choice)",
     )
     parser.add_argument("--no-check", action="store_true", help="do not run the specs")
+    parser.add_argument(
+        "--check-taggers",
+        default=",".join(TAGGERS),
+        help="comma-separated taggers whose specs are run (default: all)",
+    )
     args = parser.parse_args(argv)
-    if args.threads:
+    if args.threads > 0:
         torch.set_num_threads(args.threads)
+    chosen = [name.strip() for name in args.check_taggers.split(",") if name.strip()]
+    try:
+        check = False if args.no_check else checked_taggers(chosen)
+    except ValueError as exc:
+        parser.error(f"--check-taggers: {exc}")
     run(
         args.samples,
         args.out,
@@ -962,7 +1135,8 @@ def main(argv: list[str] | None = None) -> None:
         transformer_epochs=args.transformer_epochs,
         edgeconv_epochs=args.edgeconv_epochs,
         seed=args.seed,
-        check=not args.no_check,
+        check=check,
+        loss_events=args.loss_events or None,
     )
 
 
