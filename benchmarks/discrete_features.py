@@ -34,6 +34,7 @@ from robustcheck import registry  # noqa: E402
 from robustcheck.attacks.base import AttackBatch  # noqa: E402
 from robustcheck.decision import Decision  # noqa: E402
 from robustcheck.envelope import Envelope, InputEnvelope  # noqa: E402
+from robustcheck.event_random import EventRandom  # noqa: E402
 from robustcheck.spec import AttackSpec  # noqa: E402
 from robustcheck.taggers.torch_module import wrap_module  # noqa: E402
 
@@ -67,7 +68,7 @@ def attack(method: str, epsilon: float, model, envelope: Envelope, inputs, label
             decision.target(target),
             envelope.box(nominal, epsilon),
             decision,
-            torch.Generator().manual_seed(1),
+            EventRandom.of(runner.seed, runner.stream_label, torch.arange(len(target))),
         )
         adv = runner.perturb(batch)
         with torch.no_grad():

@@ -27,6 +27,7 @@ import _common as C  # noqa: E402
 from robustcheck.attacks.pgd import PGD  # noqa: E402
 from robustcheck.decision import Decision  # noqa: E402
 from robustcheck.engine import run_attack  # noqa: E402
+from robustcheck.event_random import EventRandom  # noqa: E402
 from robustcheck.spec import AttackSpec  # noqa: E402
 from robustcheck.taggers.torch_module import wrap_module  # noqa: E402
 
@@ -85,7 +86,7 @@ def components(
         target=decision.target(labels),
         box=envelope.box(nominal, epsilon),
         decision=decision,
-        generator=gen,
+        random=EventRandom.of(0, "pgd", rows),
     )
     adv = batch.start()
     perturbed = next(iter(adv))
