@@ -336,7 +336,7 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float:
 
 def quark_probability(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> np.ndarray:
     with torch.no_grad():
-        return torch.softmax(model(**inputs), dim=1)[:, 1].numpy()
+        return torch.softmax(model(*inputs.values()), dim=1)[:, 1].numpy()
 
 
 # --------------------------------------------------------------------------- export
