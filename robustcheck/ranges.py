@@ -1,0 +1,227 @@
+"""The work on one range of events, as pure functions shared by the in-process run and Dask.
+
+A range is events ``[start, start + count)`` of a sample. :func:`sample_range` reads and
+evaluates a range of a streamed sample; :func:`attack_range` attacks one. Each returns a small
+result object: the per-event figures of the range, the kept events' inputs and the sums that
+the client merges in order (:func:`merge_sample`, the ``adversaries`` loop of
+:class:`robustcheck.core.SpecRun`). A worker runs them on a cached SpecRun of its own; the
+in-process run on its own SpecRun, so single-process and Dask runs share this code.
+
+Range boundaries are multiples of the sample's ``chunk_size`` (streamed samples) or of the
+attack's ``batch_size`` counted in attacked events (whole-file samples), so every batch of an
+attack holds the same events however the ranges are spread: an attack whose penalty couples
+the events of a batch (constrained_pgd) gives the same figures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from robustcheck.data import Dataset, Truncated
+from robustcheck.decision import Decision
+from robustcheck.engine import evaluate, run_attack
+from robustcheck.envelope import Inputs
+from robustcheck.sanity import merge_bounds
+from robustcheck.stream import Chunk, Reservoir, ShiftSums, pick_kept
+
+if TYPE_CHECKING:
+    from robustcheck.attacks.base import Attack
+    from robustcheck.core import SpecRun
+
+Bounds = dict[tuple[str, str], tuple[int, float]]
+
+# positions are offered to the reservoir this many at a time when only the count is known
+POSITION_STEP = 1 << 20
+
+
+@dataclass
+class SampleRange:
+    """A range of a streamed sample: per-event figures and the kept events' inputs."""
+
+    start: int
+    labels: torch.Tensor
+    weights: np.ndarray | None
+    log_probs: torch.Tensor
+    bounds: Bounds
+    kept_inputs: Inputs
+    kept_labels: torch.Tensor
+    truncated: Truncated | None = None
+
+
+@dataclass
+class AttackRange:
+    """An attack on a range: what the client merges into :class:`Adversaries`."""
+
+    start: int
+    count: int
+    log_probs: torch.Tensor  # the adversarial events' class log-probabilities
+    fooled: torch.Tensor
+    per_event: dict[str, torch.Tensor]
+    shift_sums: dict[str, torch.Tensor]
+    shift_counts: dict[str, float]
+    adversarial: Inputs  # the kept events' adversarial inputs (all events when all are kept)
+    seconds: float
+    batches: int
+    tally: dict[str, list[float]] = field(default_factory=dict)  # Attack.tally of a worker
+
+    @property
+    def rows(self) -> slice:
+        return slice(self.start, self.start + self.count)
+
+
+def kept_positions(capacity: int, n_events: int) -> np.ndarray:
+    """Positions of the events a streamed sample keeps (``keep_events``), from the event
+    count alone: which events the reservoir keeps depends on its seed and the count only, so
+    a client that knows the count tells each range which of its events to send back."""
+    reservoir = Reservoir(capacity)
+    for start in range(0, n_events, POSITION_STEP):
+        n = min(POSITION_STEP, n_events - start)
+        nothing = {"position": torch.empty((n, 0))}
+        reservoir.offer(Chunk(start, nothing, torch.zeros(n, dtype=torch.int64)))
+    return reservoir.sample()[0]
+
+
+def merge_kept(parts: list[Inputs]) -> Inputs:
+    """The kept events of consecutive ranges, in file order (each part in its range's order).
+
+    The one place where kept samples are merged: a mergeable reservoir (bottom-k by a
+    per-event key) would merge here instead of concatenating.
+    """
+    if len(parts) == 1:
+        return parts[0]
+    return {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
+
+
+def sample_range(
+    run: SpecRun, name: str, start: int, dataset: Dataset, kept: np.ndarray
+) -> SampleRange:
+    """Validate and evaluate a range of a streamed sample read from its file; keep the events
+    at the global positions ``kept`` (sorted; those outside the range are ignored)."""
+    chunk = run._chunk(start, dataset, check=True)
+    bounds = run._bounds(chunk, name)
+    log_probs = run._evaluate(chunk, name)
+    picked = pick_kept(chunk, kept, {**chunk.inputs, "_labels": chunk.labels})
+    labels = picked.pop("_labels")
+    return SampleRange(start, chunk.labels, dataset.weights, log_probs, bounds, picked, labels)
+
+
+@dataclass
+class MergedSample:
+    labels: torch.Tensor
+    weights: np.ndarray | None
+    log_probs: torch.Tensor
+    bounds: Bounds
+    inputs: Inputs
+    kept_labels: torch.Tensor
+    truncated: Truncated | None
+
+
+def merge_sample(parts: list[SampleRange]) -> MergedSample:
+    """The ranges of a streamed sample, merged in file order."""
+    parts = sorted(parts, key=lambda part: part.start)
+    bounds: Bounds = {}
+    truncated: Truncated | None = None
+    for part in parts:
+        merge_bounds(bounds, part.bounds)
+        if part.truncated is not None:
+            truncated = part.truncated if truncated is None else truncated.add(part.truncated)
+    weights = None if parts[0].weights is None else np.concatenate([p.weights for p in parts])
+    return MergedSample(
+        torch.cat([p.labels for p in parts]),
+        weights,
+        torch.cat([p.log_probs for p in parts]),
+        bounds,
+        merge_kept([p.kept_inputs for p in parts]),
+        torch.cat([p.kept_labels for p in parts]),
+        truncated,
+    )
+
+
+def attack_range(
+    run: SpecRun,
+    attack: Attack,
+    chunk: Chunk,
+    decision: Decision,
+    select: torch.Tensor,
+    correct: torch.Tensor,
+    batch_size: int,
+    *,
+    full: bool,
+    first_batch: int,
+    kept: np.ndarray | None,
+) -> AttackRange:
+    """Attack the ``select``-ed events of a range (``correct``: their nominal decision is
+    right), evaluate the adversarial events and sum what the client needs.
+
+    ``first_batch`` is the number of attack batches before this range (its random streams
+    start there); ``kept`` the global positions of the events kept in memory (None: all).
+    """
+    trim = run._padding_trim(chunk.inputs, "nominal")
+    with run._model_errors(chunk.inputs):
+        outcome = run_attack(
+            attack,
+            run.tagger,
+            run.envelope,
+            chunk.inputs,
+            chunk.labels,
+            decision,
+            select,
+            batch_size,
+            early_stop=not full,
+            first_batch=first_batch,
+            trim=trim,
+        )
+        adv_inputs = {**chunk.inputs, **outcome.adversarial}
+        log_probs = evaluate(run.tagger, adv_inputs, run._eval_batch, trim)
+    fooled = correct & (decision.decide(log_probs) != decision.target(chunk.labels))
+    shifts = ShiftSums(run.envelope)
+    shifts.add(chunk.inputs, outcome.adversarial, fooled)
+    return AttackRange(
+        start=chunk.start,
+        count=len(chunk),
+        log_probs=log_probs,
+        fooled=fooled,
+        per_event=outcome.per_event,
+        shift_sums=shifts.sums,
+        shift_counts=shifts.counts,
+        adversarial=adv_inputs if kept is None else pick_kept(chunk, kept, adv_inputs),
+        seconds=outcome.seconds,
+        batches=outcome.batches,
+    )
+
+
+def add_shifts(total: ShiftSums, part: AttackRange) -> None:
+    """Add a range's sums of |shift| over fooled events (in range order, as one process)."""
+    for name, sums in part.shift_sums.items():
+        total.sums[name] += sums
+        total.counts[name] += part.shift_counts[name]
+
+
+def batch_ranges(
+    select: torch.Tensor, batch_size: int, batches_per_range: int
+) -> list[tuple[int, int, int]]:
+    """``(start, stop, first batch)`` of ranges of a whole sample that hold whole attack
+    batches: each range starts at the event that opens a batch (``batch_size`` selected
+    events each), so its batches are the whole-sample run's batches."""
+    index = torch.nonzero(select).flatten().numpy()
+    n = len(select)
+    step = batch_size * batches_per_range
+    starts = [0] + [int(index[i]) for i in range(step, len(index), step)]
+    stops = [*starts[1:], n]
+    return [
+        (start, stop, k * batches_per_range)
+        for k, (start, stop) in enumerate(zip(starts, stops, strict=True))
+        if stop > start
+    ]
+
+
+def chunk_first_batches(select: torch.Tensor, chunk_size: int, batch_size: int) -> list[int]:
+    """The number of attack batches before each chunk of a streamed sample (a chunk's
+    selected events are batched from its own start)."""
+    counts = [int(select[s : s + chunk_size].sum()) for s in range(0, len(select), chunk_size)]
+    batches = [-(-count // batch_size) for count in counts]
+    return [int(x) for x in np.concatenate([[0], np.cumsum(batches)[:-1]])] if batches else []
