@@ -223,8 +223,6 @@ class SpecRun:
             sample = Sample(chunk.labels, dataset.weights, None, chunk.inputs, chunk.labels, None)
         elif self.cluster is not None:
             merged, kept = self.cluster.read_sample(self, name)
-            if not len(merged.labels):
-                raise self._no_events(name)
             bounds = merged.bounds
             sample = Sample(
                 merged.labels,
