@@ -83,6 +83,12 @@ OPTIONS = (
         "path",
         ini=False,
     ),
+    Option(
+        "robustcheck_dask",
+        "spread the specs' event ranges over a Dask cluster: a scheduler address, a scheduler "
+        "file (*.json) or local:N for N worker processes here (needs pytest-robustcheck[dask])",
+        "ADDRESS",
+    ),
 )
 _BY_NAME = {option.name: option for option in OPTIONS}
 
@@ -177,6 +183,13 @@ def pytest_configure(config: pytest.Config) -> None:
         get_option(config, option.name)
     config.addinivalue_line("markers", MARKER)
     config.pluginmanager.register(RunSummary(config), SUMMARY_PLUGIN)
+    if enabled(config) and get_option(config, "robustcheck_dask"):
+        from robustcheck.distributed import DaskError, require_dask
+
+        try:
+            require_dask("--robustcheck-dask")
+        except DaskError as exc:
+            raise pytest.UsageError(str(exc)) from None
 
 
 HOOK_NAMES = (
@@ -198,7 +211,27 @@ def pytest_plugin_registered(plugin: object, plugin_name: str) -> None:
         _CONFTEST_PLUGINS.append(plugin)
 
 
+CLUSTER_KEY = pytest.StashKey[Any]()
+
+
+def dask_cluster(config: pytest.Config) -> Any:
+    """The session's Dask client (robustcheck.distributed.DaskRanges), connected or started
+    when the first spec runs; None without ``--robustcheck-dask``."""
+    address = get_option(config, "robustcheck_dask")
+    if not address:
+        return None
+    if CLUSTER_KEY not in config.stash:
+        from robustcheck.distributed import DaskRanges
+
+        config.stash[CLUSTER_KEY] = DaskRanges.connect(address, "--robustcheck-dask")
+    return config.stash[CLUSTER_KEY]
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
+    cluster = config.stash.get(CLUSTER_KEY, None)
+    if cluster is not None:
+        cluster.close()
+        del config.stash[CLUSTER_KEY]
     if _CONFTEST_PLUGINS:
         from robustcheck import registry
 
@@ -276,6 +309,7 @@ class SpecFile(pytest.File):
                 seed=get_option(self.config, "robustcheck_seed"),
                 baseline=option_path(self.config, "robustcheck_baseline"),
                 record_to=recorder,
+                cluster=dask_cluster(self.config),
             )
         return self._run
 
