@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,7 +41,7 @@ from robustcheck.errors import (
     exception_text,
 )
 from robustcheck.padding import TRIM_TOLERANCE, VERIFY_BATCH, VERIFY_EVENTS, PaddingTrim
-from robustcheck.ranges import AttackRange, add_shifts, attack_range, merge_kept
+from robustcheck.ranges import AttackRange, Ranges, add_shifts, attack_range, merge_kept
 from robustcheck.result import CheckResult
 from robustcheck.sanity import (
     SCORE_EVENTS,
@@ -62,9 +62,6 @@ from robustcheck.stream import (
 )
 from robustcheck.taggers import load_tagger
 from robustcheck.taggers.base import Tagger
-
-if TYPE_CHECKING:
-    from robustcheck.distributed import DaskRanges
 
 EVAL_BATCH = 8192
 
@@ -163,7 +160,7 @@ class SpecRun:
         seed: int | None = None,
         baseline: Path | None = None,
         record_to: Baseline | None = None,
-        cluster: DaskRanges | None = None,
+        cluster: Ranges | None = None,
     ):
         """``baseline`` overrides the spec's own; ``record_to`` collects raw results;
         ``cluster`` spreads the event ranges of samples and attacks over Dask workers."""

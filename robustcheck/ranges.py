@@ -15,8 +15,9 @@ the events of a batch (constrained_pgd) gives the same figures.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -29,13 +30,52 @@ from robustcheck.sanity import merge_bounds
 from robustcheck.stream import Chunk, Reservoir, ShiftSums, pick_kept
 
 if TYPE_CHECKING:
+    import contextlib
+
     from robustcheck.attacks.base import Attack
-    from robustcheck.core import SpecRun
+    from robustcheck.envelope import Envelope
+    from robustcheck.padding import PaddingTrim
+    from robustcheck.taggers.base import Tagger
 
 Bounds = dict[tuple[str, str], tuple[int, float]]
 
 # positions are offered to the reservoir this many at a time when only the count is known
 POSITION_STEP = 1 << 20
+
+
+class SpecRun(Protocol):
+    """What the range functions use of a spec's run (robustcheck.core.SpecRun)."""
+
+    @property
+    def tagger(self) -> Tagger: ...
+    @property
+    def envelope(self) -> Envelope: ...
+    @property
+    def _eval_batch(self) -> int: ...
+    def _chunk(self, start: int, dataset: Dataset, check: bool = False) -> Chunk: ...
+    def _bounds(self, chunk: Chunk, name: str) -> Bounds: ...
+    def _evaluate(self, chunk: Chunk, name: str) -> torch.Tensor: ...
+    def _padding_trim(self, inputs: Inputs, sample: str) -> PaddingTrim | None: ...
+    def _model_errors(self, inputs: Inputs) -> contextlib.AbstractContextManager[None]: ...
+
+
+class Ranges(Protocol):
+    """Where a spec's ranges run when not in its own process (robustcheck.distributed's
+    DaskRanges): a streamed sample read range by range, and an attack's ranges in order."""
+
+    def read_sample(self, run: Any, name: str) -> tuple[MergedSample, np.ndarray]: ...
+
+    def attack(
+        self,
+        run: Any,
+        job: tuple[str, float | None, str | None],
+        decision: Decision,
+        select: torch.Tensor,
+        correct: torch.Tensor,
+        batch_size: int,
+        full: bool,
+        kept: np.ndarray | None,
+    ) -> Iterator[AttackRange]: ...
 
 
 @dataclass
