@@ -31,6 +31,8 @@ ATTACKS = {
     # random starts: per-batch streams now, per-event streams later; the same either way
     "pgd_random": {"method": "pgd", "epsilon": 1.0, "steps": 6, "seed": 3},
     "ens": {"method": "ensemble", "epsilon": 1.0, "attacks": ["fgsm", "pgd_random"]},
+    # its penalty couples the events of a batch: ranges hold whole batches
+    "constrained": {"method": "constrained_pgd", "epsilon": 1.0, "steps": 4},
 }
 STREAMED = ["fgsm", "pgd_random"]
 
@@ -106,8 +108,9 @@ def timeless(found: Any) -> Any:
 def test_a_sample_in_memory_gives_the_figures_of_one_process(
     folder: Path, cluster: DaskRanges
 ) -> None:
-    """Ranges of whole attack batches; every attack, an ensemble (its tallies) included."""
-    assert_same_runs(spec_file(folder, "data.h5", "memory", ["pgd", "ens"]), cluster)
+    """Ranges of whole attack batches: an ensemble (its tallies) and constrained_pgd too."""
+    path = spec_file(folder, "data.h5", "memory", ["pgd", "ens", "constrained"])
+    assert_same_runs(path, cluster)
 
 
 @pytest.mark.parametrize(
