@@ -374,13 +374,25 @@ def _pareto_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("specs", nargs="+", help="specs over the same nominal/alternative data")
     parser.add_argument("--device", default=None, help="override [model] device")
     parser.add_argument("--json", default=None, metavar="FILE", help="also write the table here")
+    parser.add_argument(
+        "--dask",
+        default=None,
+        metavar="ADDRESS",
+        help="evaluate the specs at once on a Dask cluster (as for run --dask)",
+    )
 
 
 def pareto_command(args: argparse.Namespace) -> int:
     """AUC and resilience of each spec's tagger, and the AUC/resilience Pareto frontier."""
     from robustcheck.pareto import pareto_json, pareto_of_specs, pareto_table
 
-    rows = pareto_of_specs(args.specs, device=args.device)
+    if args.dask:
+        from robustcheck.distributed import DaskRanges
+
+        with DaskRanges.connect(args.dask) as cluster:
+            rows = pareto_of_specs(args.specs, device=args.device, cluster=cluster)
+    else:
+        rows = pareto_of_specs(args.specs, device=args.device)
     print("\n".join(pareto_table(rows)))
     if args.json:
         Path(args.json).write_text(json.dumps(pareto_json(rows), indent=2))

@@ -19,6 +19,7 @@ when a run asks for a cluster.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -229,6 +230,7 @@ class DaskRanges:
                 threads_per_worker=1,
                 processes=True,
                 dashboard_address=None,
+                silence_logs=logging.ERROR,  # not the nanny's notes on stopping workers
             )
             return cls(Client(cluster), cluster, address)
         try:
