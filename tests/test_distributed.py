@@ -192,3 +192,18 @@ def test_a_bad_address_is_refused_with_the_form_to_use() -> None:
     with pytest.raises(DaskError, match="local:N") as info:
         DaskRanges.connect("local:many", "--robustcheck-dask")
     assert info.value.field == "--robustcheck-dask"
+
+
+def test_pareto_evaluates_the_specs_at_once_on_the_cluster(
+    folder: Path, cluster: DaskRanges
+) -> None:
+    from robustcheck.pareto import pareto_of_specs
+
+    specs = []
+    for i in range(2):
+        path = spec_file(folder, "data.h5", f"pareto{i}", chunk_size=600 + 400 * i)
+        text = path.read_text()
+        alternative = '[data.alternative]\npath = "alt.npz"\nlabels = "y"\ninputs = { x = "x" }\n'
+        path.write_text(text.replace("[inputs.x]", alternative + "\n[inputs.x]", 1))
+        specs.append(str(path))
+    assert pareto_of_specs(specs, "cpu", cluster) == pareto_of_specs(specs, "cpu")
