@@ -201,7 +201,7 @@ def test_pareto_evaluates_the_specs_at_once_on_the_cluster(
 
     specs = []
     for i in range(2):
-        path = spec_file(folder, "data.h5", f"pareto{i}", chunk_size=600 + 400 * i)
+        path = spec_file(folder, "data.h5", f"pareto{i}", chunk_size=700)
         text = path.read_text()
         alternative = '[data.alternative]\npath = "alt.npz"\nlabels = "y"\ninputs = { x = "x" }\n'
         path.write_text(text.replace("[inputs.x]", alternative + "\n[inputs.x]", 1))
