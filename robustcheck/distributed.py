@@ -288,6 +288,7 @@ class DaskRanges:
         n = self._result(self.client.submit(count_task, key, name, pure=False))
         if n == 0:
             raise run._no_events(name)
+        self._verify_trim(run, name, n)
         kept = kept_positions(data.keep_events, n)
         size = data.chunk_size
         assert size is not None
@@ -301,6 +302,21 @@ class DaskRanges:
         if merged.truncated is not None and merged.truncated.events:
             _warn_truncated(data, replace(merged.truncated, of=n))
         return merged, kept
+
+    @staticmethod
+    def _verify_trim(run: SpecRun, name: str, n: int) -> None:
+        """``trim_padding`` verified here, on the first events of the file, as one process
+        does on its first chunk: so that every verdict says it was used (workers verify it
+        again on their own ranges)."""
+        from robustcheck.data import read_range
+        from robustcheck.padding import VERIFY_EVENTS
+
+        if run._trim is not None or not any(s.trim_padding for s in run.spec.inputs.values()):
+            return
+        data = run.spec.data[name]
+        head = min(n, VERIFY_EVENTS, data.chunk_size or n)  # within the first chunk
+        dataset, _ = read_range(data, run.spec.path, 0, head)
+        run._padding_trim(run._chunk(0, dataset).inputs, name)
 
     def attack(
         self,

@@ -18,12 +18,16 @@ import torch
 from robustcheck.cli import main
 from robustcheck.core import SpecRun
 from robustcheck.errors import DataError
+from tests import particle_fixtures
 from tests.conftest import FEATURES, base_spec, copy_models, write_spec
+from tests.particle_fixtures import particle_spec
 from tests.test_data_formats import write_h5, write_root
 
 pytest.importorskip("distributed")
 
 from robustcheck.distributed import EXTRA, DaskError, DaskRanges  # noqa: E402
+
+particle_dir = particle_fixtures.particle_dir
 
 ATTACKS = {
     "fgsm": {"method": "fgsm", "epsilon": 1.0},
@@ -207,3 +211,16 @@ def test_pareto_evaluates_the_specs_at_once_on_the_cluster(
         path.write_text(text.replace("[inputs.x]", alternative + "\n[inputs.x]", 1))
         specs.append(str(path))
     assert pareto_of_specs(specs, "cpu", cluster) == pareto_of_specs(specs, "cpu")
+
+
+def test_trimmed_padding_is_verified_and_named_as_in_one_process(
+    particle_dir: Path, tmp_path: Path, cluster: DaskRanges
+) -> None:
+    """A streamed particle sample with trim_padding: the same figures and the same note."""
+    doc = particle_spec("pfn:build", attacks={"pgd": ATTACKS["pgd_random"]})
+    doc["inputs"]["parts"]["trim_padding"] = True
+    doc["data"]["nominal"].update(chunk_size=300, keep_events=200)
+    path = write_spec(copy_models(particle_dir, tmp_path), doc)
+    assert_same_runs(path, cluster)
+    for result in SpecRun.from_path(path, device="cpu", cluster=cluster).run():
+        assert any("trim_padding" in line for line in result.details)
