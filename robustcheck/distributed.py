@@ -52,6 +52,11 @@ if TYPE_CHECKING:
 EXTRA = "pytest-robustcheck[dask]"
 # ranges of a sample held in memory hold this many attack batches per worker and pass
 RANGES_PER_WORKER = 4
+# Dask starts worker processes with MALLOC_TRIM_THRESHOLD_=65536, so that glibc hands freed
+# memory back at once; torch's autograd allocates and frees the same blocks at every step, and
+# each comes back as fresh pages: a DeepSets PGD loop ran 2.4 to 3.3 times slower (measured
+# in a worker and in a plain process with the variable set). local:N workers start without it.
+WORKER_ENVIRONMENT = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
 # events per read when counting a streamed sample's events (labels only)
 COUNT_STEP = 1 << 20
 
@@ -215,6 +220,7 @@ class DaskRanges:
     def connect(cls, address: str, flag: str = "--dask") -> DaskRanges:
         """Connect to ``address`` (see the module's doc), or start ``local:N``."""
         require_dask(flag)
+        import dask
         from distributed import Client, LocalCluster
 
         if address.startswith("local:"):
@@ -225,13 +231,14 @@ class DaskRanges:
                     field=flag,
                     fix="write local:2 for two worker processes on this machine",
                 )
-            cluster = LocalCluster(
-                n_workers=int(text),
-                threads_per_worker=1,
-                processes=True,
-                dashboard_address=None,
-                silence_logs=logging.ERROR,  # not the nanny's notes on stopping workers
-            )
+            with dask.config.set(WORKER_ENVIRONMENT):
+                cluster = LocalCluster(
+                    n_workers=int(text),
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=None,
+                    silence_logs=logging.ERROR,  # not the nanny's notes on stopping workers
+                )
             return cls(Client(cluster), cluster, address)
         try:
             if address.endswith(".json"):
