@@ -10,7 +10,9 @@ in-process run on its own SpecRun, so single-process and Dask runs share this co
 Range boundaries are multiples of the sample's ``chunk_size`` (streamed samples) or of the
 attack's ``batch_size`` counted in attacked events (whole-file samples), so every batch of an
 attack holds the same events however the ranges are spread: an attack whose penalty couples
-the events of a batch (constrained_pgd) gives the same figures.
+the events of a batch (constrained_pgd) gives the same figures. The one input that shapes a
+range's random numbers is where it starts: ``first_batch``, the number of attack batches
+before it (with random streams per event, the range's first event).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ Bounds = dict[tuple[str, str], tuple[int, float]]
 POSITION_STEP = 1 << 20
 
 
-class SpecRun(Protocol):
+class RangeRun(Protocol):
     """What the range functions use of a spec's run (robustcheck.core.SpecRun)."""
 
     @property
@@ -137,7 +139,7 @@ def merge_kept(parts: list[Inputs]) -> Inputs:
 
 
 def sample_range(
-    run: SpecRun, name: str, start: int, dataset: Dataset, kept: np.ndarray
+    run: RangeRun, name: str, start: int, dataset: Dataset, kept: np.ndarray
 ) -> SampleRange:
     """Validate and evaluate a range of a streamed sample read from its file; keep the events
     at the global positions ``kept`` (sorted; those outside the range are ignored)."""
@@ -182,7 +184,7 @@ def merge_sample(parts: list[SampleRange]) -> MergedSample:
 
 
 def attack_range(
-    run: SpecRun,
+    run: RangeRun,
     attack: Attack,
     chunk: Chunk,
     decision: Decision,
