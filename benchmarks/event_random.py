@@ -51,7 +51,11 @@ def main() -> None:
         index = None if columns is None else torch.tensor(columns, device=device)
         size = list(shape) if columns is None else [*shape[:-1], len(columns)]
 
-        def ours(streams: EventRandom = streams, index: torch.Tensor | None = index) -> None:
+        def ours(
+            streams: EventRandom = streams,
+            index: torch.Tensor | None = index,
+            shape: tuple[int, ...] = shape,
+        ) -> None:
             streams.uniform(shape, columns=index)
 
         def theirs(size: list[int] = size) -> None:
