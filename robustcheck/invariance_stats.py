@@ -116,10 +116,35 @@ def real_entries(adv: AttackedSample, name: str) -> tuple[np.ndarray, np.ndarray
     """(entries, features) float64 arrays of an input, nominal and attacked, padding left out
     (before the float64 copy)."""
     features = len(adv.features[name])
-    real = adv.real[name].reshape(-1)
-    nominal = adv.nominal[name].reshape(-1, features)[real].double().numpy()
-    perturbed = adv.adversarial[name].reshape(-1, features)[real].double().numpy()
+    real = adv.real[name]
+    nominal = real_rows_float64(adv.nominal[name], real, features)
+    perturbed = real_rows_float64(adv.adversarial[name], real, features)
     return nominal, perturbed
+
+
+# events copied at a time into the float64 array of real entries
+_ENTRY_BLOCK = 65536
+
+
+def real_rows_float64(
+    x: Any, real: Any, features: int, events: np.ndarray | None = None
+) -> np.ndarray:
+    """The (entries, features) float64 array of the real entries of ``x`` (events by entries
+    by features, or events by features) at the chosen events (positions; None: all), filled
+    block by block of events so that no other copy of the whole input is made on the way."""
+    values = np.asarray(x)
+    per_event = int(np.prod(values.shape[1:], dtype=np.int64)) // features
+    rows = values.reshape(len(values), per_event, features)
+    mask = np.asarray(real, dtype=bool).reshape(len(values), per_event)
+    chosen = np.arange(len(rows)) if events is None else np.asarray(events, dtype=np.int64)
+    blocks = [chosen[i : i + _ENTRY_BLOCK] for i in range(0, len(chosen), _ENTRY_BLOCK)]
+    out = np.empty((sum(int(mask[block].sum()) for block in blocks), features), np.float64)
+    filled = 0
+    for block in blocks:
+        picked = rows[block][mask[block]]
+        out[filled : filled + len(picked)] = picked
+        filled += len(picked)
+    return out
 
 
 def entries(
@@ -132,19 +157,8 @@ def entries(
     events (positions along the first axis; None: all), padding left out."""
     out = {}
     for name, names in features.items():
-        x, mask = tensors[name], real[name]
-        if events is not None:
-            index = torch_index(events)
-            x, mask = x[index], mask[index]
-        out[name] = x.reshape(-1, len(names))[mask.reshape(-1)].double().numpy()
+        out[name] = real_rows_float64(tensors[name], real[name], len(names), events)
     return out
-
-
-def torch_index(events: np.ndarray) -> Any:
-    """Event positions as a torch index (imported here: this module stays torch-free to load)."""
-    import torch
-
-    return torch.from_numpy(np.ascontiguousarray(events, dtype=np.int64))
 
 
 def measure(
@@ -245,7 +259,9 @@ def correlation_variance(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     n = len(z)
     z2 = z * z
     m22 = z2.T @ z2 / n
-    m31 = (z2 * z).T @ z / n
+    z2 *= z  # now z**3, in place: one full-size copy fewer
+    m31 = z2.T @ z / n
+    del z, z2
     m40 = np.diag(m22)
     variance = r * r / 4.0 * (m40[:, None] + m40[None, :] + 2.0 * m22) - r * (m31 + m31.T) + m22
     return r, np.maximum(variance, 0.0)
