@@ -770,6 +770,8 @@ class SpecRun:
         result.details.extend(nominal.details())
         if self._trim_note:
             result.details.append(self._trim_note)
+        if getattr(self.tagger, "compiled", False):
+            result.details.append("model run compiled (torch.compile: [model] compile = true)")
         result.nominal = nominal.to_dict()
         if self.record_to is not None:
             self.record_to.add(self.spec, check, copy.deepcopy(result), self.model_digest)

@@ -75,6 +75,7 @@ class SpecReportData:
             run = self.run
             info = {**self._files, "device": str(run.device)}
             info["model"] = {**info["model"], "backend": getattr(run.tagger, "backend", None)}
+            info["model"]["compiled"] = bool(getattr(run.tagger, "compiled", False))
             info["data"] = {
                 name: {**entry, "n_events": run.n_events(name)}
                 for name, entry in info["data"].items()
