@@ -293,6 +293,7 @@ class Invariance(Check):
             attacked = entries(adversarial, real, features, region.attacked)
             figures = compare(reference, attacked, features, movable, int(o["bins"]))
             measured.figures.append(figures)
+            del reference, attacked  # before the paired copies below
             paired = figures
             if independent:  # the attack's own displacement, for events_to_detect
                 both = np.sort(np.concatenate([region.attacked, region.reference]))
