@@ -251,8 +251,8 @@ def correlation_variance(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ``rho^2 / 4 (m40 + m04 + 2 m22) - rho (m31 + m13) + m22`` with ``mij = E[u^i v^j]`` of the
     standardised columns u, v; for a bivariate normal it is ``(1 - rho^2)^2`` (Fisher's)."""
     r = pearson_matrix(x)
-    x = np.asarray(x, dtype=np.float64)  # the moments in float64, whatever the entries' dtype
-    z = x - x.mean(axis=0)
+    z = np.array(x, dtype=np.float64)  # the moments in float64, on a copy centred in place
+    z -= z.mean(axis=0)
     std = z.std(axis=0)
     std[std == 0] = 1.0
     z /= std
