@@ -60,3 +60,28 @@ def test_real_entries_keep_the_dtype_and_the_values(attacked) -> None:  # type: 
     nominal, perturbed = real_entries(adv, "parts")  # the report's: float64
     assert perturbed.dtype == np.float64 and np.array_equal(perturbed, expected)
     assert len(nominal) == len(perturbed)
+
+
+def test_out_of_bounds_counts_block_by_block(attacked, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """The sample is looked at a block of events at a time; the figures are those of the
+    whole, whatever the block size."""
+    from robustcheck import sanity
+
+    run, adv = attacked
+    env = run.envelope.inputs["parts"]
+    column = int(torch.nonzero(torch.isfinite(env.lower) | torch.isfinite(env.upper))[0])
+    parts = adv.nominal["parts"].clone()
+    real = adv.nominal["mask"] != 0
+    slots = torch.nonzero(real)[:: max(1, int(real.sum()) // 9)]
+    below = bool(torch.isfinite(env.lower[column]))
+    bound = float(env.lower[column] if below else env.upper[column])
+    for k, (event, slot) in enumerate(slots.tolist()):
+        parts[event, slot, column] = bound - 1 - k if below else bound + 1 + k
+    inputs = {**adv.nominal, "parts": parts}
+    monkeypatch.setattr(sanity, "BOUNDS_BLOCK", 10**9)
+    whole = sanity.out_of_bounds(run.envelope, inputs)
+    monkeypatch.setattr(sanity, "BOUNDS_BLOCK", 7)
+    assert sanity.out_of_bounds(run.envelope, inputs) == whole
+    count, extreme = whole[("parts", env.features[column])]
+    assert count >= len(slots)
+    assert extreme <= bound - len(slots) if below else extreme >= bound + len(slots)
