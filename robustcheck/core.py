@@ -86,7 +86,7 @@ class Adversaries:
     log_probs: torch.Tensor
     correct: torch.Tensor
     fooled: torch.Tensor
-    sigma: Inputs
+    sigma: Mapping[str, torch.Tensor]  # a SigmaOf in a run: computed when read (sigma_rows)
     real: Inputs
     features: dict[str, tuple[str, ...]]
     seconds: float
@@ -132,6 +132,40 @@ class Adversaries:
             f"on a random sample of {len(self.kept):,} of the {self.n_events:,} events "
             f"(keep_events, seed {KEEP_SEED}; the sample is streamed in chunks)"
         )
+
+
+class SigmaOf(Mapping[str, torch.Tensor]):
+    """Sigma of every entry of the nominal inputs held in memory, per input, computed when it
+    is read rather than stored: stored, it would be one more copy of the inputs' size.
+
+    ``rows(name, index)`` gives the sigma of some events only (the same values: the envelope's
+    sigma is computed entry by entry)."""
+
+    def __init__(self, envelope: Envelope, inputs: Inputs) -> None:
+        self.envelope = envelope
+        self.inputs = inputs
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self.envelope.inputs[name].sigma(self.inputs[name])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.envelope.inputs)
+
+    def __len__(self) -> int:
+        return len(self.envelope.inputs)
+
+    def rows(self, name: str, index: torch.Tensor | slice) -> torch.Tensor:
+        return self.envelope.inputs[name].sigma(self.inputs[name][index])
+
+
+def sigma_rows(
+    sigma: Mapping[str, torch.Tensor], name: str, index: torch.Tensor | slice
+) -> torch.Tensor:
+    """Sigma of the entries of some events of an input (``Adversaries.sigma[name][index]``),
+    without computing it for every event where it is computed when read."""
+    if isinstance(sigma, SigmaOf):
+        return sigma.rows(name, index)
+    return sigma[name][index]
 
 
 @dataclass
@@ -705,10 +739,11 @@ class SpecRun:
         )
 
     @cached_property
-    def _sigma_and_real(self) -> tuple[Inputs, Inputs]:
-        """Sigma of each nominal entry held in memory, and which are real (not padding)."""
+    def _sigma_and_real(self) -> tuple[SigmaOf, Inputs]:
+        """Sigma of each nominal entry held in memory (computed when read, not stored), and
+        which are real (not padding)."""
         inputs, _ = self.inputs("nominal")
-        sigma = {name: env.sigma(inputs[name]) for name, env in self.envelope.inputs.items()}
+        sigma = SigmaOf(self.envelope, inputs)
         real = {
             name: inputs[env.mask] != 0
             if env.mask is not None
@@ -803,6 +838,8 @@ class SpecRun:
         result.details.extend(nominal.details())
         if self._trim_note:
             result.details.append(self._trim_note)
+        if getattr(self.tagger, "compiled", False):
+            result.details.append("model run compiled (torch.compile: [model] compile = true)")
         result.nominal = nominal.to_dict()
         if self.record_to is not None:
             self.record_to.add(self.spec, check, copy.deepcopy(result), self.model_digest)
