@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     header = (
         f"{'events':>9} {'file MB':>8} {'mode':>9} {'peak MB':>8} {'before MB':>9} "
-        f"{'added MB':>8} {'seconds':>8} {'fooling rate':>12}"
+        f"{'added MB':>8} {'kB/event':>8} {'x inputs':>8} {'seconds':>8} {'fooling rate':>12}"
     )
     print(header)
     folder = Path(tempfile.mkdtemp(prefix="rc-stream-"))
@@ -89,12 +89,15 @@ def main(argv: list[str] | None = None) -> int:
                     print(out.stdout + out.stderr)
                     return out.returncode
                 r = json.loads(out.stdout.strip().splitlines()[-1])
+                added = r["peak_mb"] - r["before_mb"]
                 print(
                     f"{n:>9,} {size:>8.0f} {mode:>9} {r['peak_mb']:>8.0f} {r['before_mb']:>9.0f} "
-                    f"{r['peak_mb'] - r['before_mb']:>8.0f} {r['seconds']:>8.1f} "
-                    f"{r['fooling_rate']:>12.4f}",
+                    f"{added:>8.0f} {added * 2**20 / n / 1e3:>8.2f} {added / size:>8.2f} "
+                    f"{r['seconds']:>8.1f} {r['fooling_rate']:>12.4f}",
                     flush=True,
                 )
+                stages = ", ".join(f"{k} {v:.0f}" for k, v in r["stages"].items())
+                print(f"#   peak MB added by the end of each stage: {stages}", flush=True)
             data.unlink()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -102,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def child(spec: Path, threads: int) -> int:
-    """Run one spec; print peak and starting resident memory (MB), seconds, the fooling rate."""
+    """Run one spec stage by stage; print its peak and starting resident memory (MB), the
+    peak each stage added over the start, seconds and the fooling rate."""
     import torch
 
     torch.set_num_threads(threads)
@@ -110,16 +114,72 @@ def child(spec: Path, threads: int) -> int:
 
     run = SpecRun.from_path(spec)
     run.tagger  # noqa: B018 - load the model before measuring the start
+    import scipy.special
+    import scipy.stats  # noqa: F401 - the checks' libraries are a fixed cost, not the run's
+
     before = resident_mb()
+    probe = PeakProbe()
+    stages: dict[str, float] = {}
     started = time.perf_counter()
-    results = run.run()
+    with probe:
+        run.log_probs("nominal")  # read (and, streamed, evaluate) the sample
+        stages["read+evaluate"] = probe.take() - before
+        run.nominal  # noqa: B018 - the sanity gates
+        stages["sanity"] = probe.take() - before
+        results = []
+        for check in run.spec.checks:
+            results.append(run.run_check(check))
+            stages[check.type] = probe.take() - before
     seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
     rate = next(r.figures["fooling_rate"] for r in results if "fooling_rate" in r.figures)
     print(
-        json.dumps({"peak_mb": peak, "before_mb": before, "seconds": seconds, "fooling_rate": rate})
+        json.dumps(
+            {
+                "peak_mb": peak,
+                "before_mb": before,
+                "seconds": seconds,
+                "fooling_rate": rate,
+                "stages": stages,
+            }
+        )
     )
     return 0
+
+
+class PeakProbe:
+    """Samples the resident memory every few milliseconds in a thread; ``take()`` returns the
+    peak (MB) since the last ``take()``."""
+
+    def __init__(self, interval: float = 0.002) -> None:
+        import threading
+
+        self.interval = interval
+        self.peak = 0.0
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self.stop.is_set():
+            now = resident_mb()
+            with self.lock:
+                self.peak = max(self.peak, now)
+            self.stop.wait(self.interval)
+
+    def take(self) -> float:
+        with self.lock:
+            peak, self.peak = max(self.peak, resident_mb()), resident_mb()
+        return peak
+
+    def __enter__(self) -> PeakProbe:
+        self.peak = resident_mb()
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
 
 
 def resident_mb() -> float:

@@ -20,6 +20,7 @@ from robustcheck.errors import RobustcheckError
 
 if TYPE_CHECKING:
     from robustcheck.baseline import Baseline
+    from robustcheck.distributed import DaskRanges
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,14 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="print only errors and the summary table: no progress, no line per check",
     )
+    parser.add_argument(
+        "--dask",
+        default=None,
+        metavar="ADDRESS",
+        help="spread event ranges (and several specs) over a Dask cluster: a scheduler "
+        "address, a scheduler file (*.json) or local:N for N worker processes here (needs "
+        "pytest-robustcheck[dask])",
+    )
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -92,12 +101,27 @@ def _run_all(args: argparse.Namespace) -> int:
     errors = 0
     interrupted: str | None = None
     recorder = Baseline(Path(args.save_baseline)) if args.save_baseline else None
+    cluster = None
+    if getattr(args, "dask", None):
+        from robustcheck.distributed import DaskRanges
+
+        try:
+            cluster = DaskRanges.connect(args.dask)
+        except RobustcheckError as exc:
+            _print_error(exc)
+            return 2
     try:
-        for path in args.specs:
-            errors += _run_spec(path, args, records, expected, not_loaded, recorder)
+        if cluster is not None and len(args.specs) > 1:
+            errors += _run_specs_at_once(args, records, expected, not_loaded, recorder, cluster)
+        else:
+            for path in args.specs:
+                errors += _run_spec(path, args, records, expected, not_loaded, recorder, cluster)
     except KeyboardInterrupt:
         interrupted = "KeyboardInterrupt"
         print("\nrobustcheck: interrupted", file=sys.stderr)
+    finally:
+        if cluster is not None:
+            cluster.close()
     run_partial = partial(expected, records, interrupted, not_loaded=not_loaded)
     if recorder is not None:
         errors += _save_baseline(recorder, interrupted)
@@ -151,6 +175,40 @@ def _notice(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
+def _run_specs_at_once(
+    args: argparse.Namespace,
+    records: list[dict[str, Any]],
+    expected: dict[str, list[str]],
+    not_loaded: list[str],
+    recorder: Baseline | None,
+    cluster: DaskRanges,
+) -> int:
+    """Several specs at once on a Dask cluster (the taggers of a Pareto study): each spec's
+    checks run in a client thread of their own, whose ranges share the workers; each spec's
+    verdicts are printed together, in the order the specs were given; the error count."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(
+        path: str,
+    ) -> tuple[int, list[str], list[dict[str, Any]], dict[str, list[str]], list[str]]:
+        own: tuple[list[dict[str, Any]], dict[str, list[str]], list[str]] = ([], {}, [])
+        lines: list[str] = []
+        errors = _run_spec(path, args, *own, recorder, cluster, lines.append)
+        return errors, lines, *own
+
+    errors = 0
+    with ThreadPoolExecutor(len(args.specs), thread_name_prefix="robustcheck-spec") as pool:
+        for spec_errors, lines, spec_records, spec_expected, spec_not_loaded in pool.map(
+            one, args.specs
+        ):
+            print("\n".join(lines), flush=True)
+            errors += spec_errors
+            records.extend(spec_records)
+            expected.update(spec_expected)
+            not_loaded.extend(spec_not_loaded)
+    return errors
+
+
 def _run_spec(
     path: str,
     args: argparse.Namespace,
@@ -158,13 +216,21 @@ def _run_spec(
     expected: dict[str, list[str]],
     not_loaded: list[str],
     recorder: Baseline | None = None,
+    cluster: DaskRanges | None = None,
+    echo: Callable[[str], None] | None = None,
 ) -> int:
     """Run one spec's checks, printing each verdict and appending its records as they come
-    (an interruption keeps those that finished); return the error count."""
+    (an interruption keeps those that finished); return the error count. With ``echo`` the
+    verdicts go there, and no progress line is shown (specs running at once)."""
+    from contextlib import nullcontext
+
     from robustcheck.core import SpecRun
     from robustcheck.report.data import SpecReportData, add_report_data
-    from robustcheck.report.progress import progress
+    from robustcheck.report.progress import progress as show_progress
     from robustcheck.report.records import check_record
+
+    say = echo or print
+    progress = show_progress if echo is None else (lambda label: nullcontext())
 
     try:
         run = SpecRun.from_path(
@@ -173,6 +239,7 @@ def _run_spec(
             seed=args.seed,
             baseline=Path(args.baseline) if args.baseline else None,
             record_to=recorder,
+            cluster=cluster,
         )
     except RobustcheckError as exc:
         _print_error(exc)
@@ -214,8 +281,8 @@ def _run_spec(
                 seconds = time.perf_counter() - started
                 record = check_record(spec_path, check, seconds, result=result)
                 if not args.quiet:
-                    print(f"{'PASSED' if result.passed else 'FAILED'} {path}::{result.name}")
-                    print("  " + result.message().replace("\n", "\n  "))
+                    say(f"{'PASSED' if result.passed else 'FAILED'} {path}::{result.name}")
+                    say("  " + result.message().replace("\n", "\n  "))
         started = time.perf_counter()
         errors += record["verdict"] == "error"
         if data is not None:
@@ -331,13 +398,25 @@ def _pareto_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("specs", nargs="+", help="specs over the same nominal/alternative data")
     parser.add_argument("--device", default=None, help="override [model] device")
     parser.add_argument("--json", default=None, metavar="FILE", help="also write the table here")
+    parser.add_argument(
+        "--dask",
+        default=None,
+        metavar="ADDRESS",
+        help="evaluate the specs at once on a Dask cluster (as for run --dask)",
+    )
 
 
 def pareto_command(args: argparse.Namespace) -> int:
     """AUC and resilience of each spec's tagger, and the AUC/resilience Pareto frontier."""
     from robustcheck.pareto import pareto_json, pareto_of_specs, pareto_table
 
-    rows = pareto_of_specs(args.specs, device=args.device)
+    if args.dask:
+        from robustcheck.distributed import DaskRanges
+
+        with DaskRanges.connect(args.dask) as cluster:
+            rows = pareto_of_specs(args.specs, device=args.device, cluster=cluster)
+    else:
+        rows = pareto_of_specs(args.specs, device=args.device)
     print("\n".join(pareto_table(rows)))
     if args.json:
         Path(args.json).write_text(json.dumps(pareto_json(rows), indent=2))

@@ -30,7 +30,6 @@ from robustcheck.engine import (
     default_particle_batch_size,
     evaluate,
     resolve_device,
-    run_attack,
     take,
     to_tensors,
 )
@@ -43,6 +42,7 @@ from robustcheck.errors import (
     exception_text,
 )
 from robustcheck.padding import TRIM_TOLERANCE, VERIFY_BATCH, VERIFY_EVENTS, PaddingTrim
+from robustcheck.ranges import AttackRange, Ranges, add_shifts, attack_range, merge_kept
 from robustcheck.report.progress import ProgressBar, spec_label
 from robustcheck.result import CheckResult
 from robustcheck.sanity import (
@@ -61,7 +61,6 @@ from robustcheck.stream import (
     Chunk,
     Reservoir,
     ShiftSums,
-    pick_kept,
 )
 from robustcheck.taggers import load_tagger
 from robustcheck.taggers.base import Tagger
@@ -87,7 +86,7 @@ class Adversaries:
     log_probs: torch.Tensor
     correct: torch.Tensor
     fooled: torch.Tensor
-    sigma: Inputs
+    sigma: Mapping[str, torch.Tensor]  # a SigmaOf in a run: computed when read (sigma_rows)
     real: Inputs
     features: dict[str, tuple[str, ...]]
     seconds: float
@@ -135,6 +134,40 @@ class Adversaries:
         )
 
 
+class SigmaOf(Mapping[str, torch.Tensor]):
+    """Sigma of every entry of the nominal inputs held in memory, per input, computed when it
+    is read rather than stored: stored, it would be one more copy of the inputs' size.
+
+    ``rows(name, index)`` gives the sigma of some events only (the same values: the envelope's
+    sigma is computed entry by entry)."""
+
+    def __init__(self, envelope: Envelope, inputs: Inputs) -> None:
+        self.envelope = envelope
+        self.inputs = inputs
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self.envelope.inputs[name].sigma(self.inputs[name])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.envelope.inputs)
+
+    def __len__(self) -> int:
+        return len(self.envelope.inputs)
+
+    def rows(self, name: str, index: torch.Tensor | slice) -> torch.Tensor:
+        return self.envelope.inputs[name].sigma(self.inputs[name][index])
+
+
+def sigma_rows(
+    sigma: Mapping[str, torch.Tensor], name: str, index: torch.Tensor | slice
+) -> torch.Tensor:
+    """Sigma of the entries of some events of an input (``Adversaries.sigma[name][index]``),
+    without computing it for every event where it is computed when read."""
+    if isinstance(sigma, SigmaOf):
+        return sigma.rows(name, index)
+    return sigma[name][index]
+
+
 @dataclass
 class Sample:
     """What a run keeps of one sample: per-event figures of every event, and the inputs of
@@ -163,13 +196,16 @@ class SpecRun:
         seed: int | None = None,
         baseline: Path | None = None,
         record_to: Baseline | None = None,
+        cluster: Ranges | None = None,
     ):
-        """``baseline`` overrides the spec's own; ``record_to`` collects raw results."""
+        """``baseline`` overrides the spec's own; ``record_to`` collects raw results;
+        ``cluster`` spreads the event ranges of samples and attacks over Dask workers."""
         self.spec = spec
         self.device_name = device or spec.model.device
         self.seed_override = seed
         self.baseline_path = baseline or spec.baseline
         self.record_to = record_to
+        self.cluster = cluster
         self._adversaries: dict[tuple[object, ...], Adversaries] = {}
         self._samples: dict[str, Sample] = {}
         self._trim: tuple[PaddingTrim | None, str] | None = None  # set on first use
@@ -218,6 +254,17 @@ class SpecRun:
             chunk = self._chunk(0, dataset, check=True)
             merge_bounds(bounds, self._bounds(chunk, name))
             sample = Sample(chunk.labels, dataset.weights, None, chunk.inputs, chunk.labels, None)
+        elif self.cluster is not None:
+            merged, kept = self.cluster.read_sample(self, name)
+            bounds = merged.bounds
+            sample = Sample(
+                merged.labels,
+                merged.weights,
+                merged.log_probs,
+                merged.inputs,
+                merged.kept_labels,
+                kept,
+            )
         else:
             reservoir = Reservoir(data.keep_events)
             labels, weights, log_probs = [], [], []
@@ -505,40 +552,33 @@ class SpecRun:
         bar = ProgressBar(
             f"{spec_label(self.spec.path)}: {label} {attack.epsilon:g} sigma", int(select.sum())
         )
-        for chunk in bar.over(self._chunks("nominal")):
-            rows = chunk.rows
-            trim = self._padding_trim(chunk.inputs, "nominal")
-            with self._model_errors(chunk.inputs):
-                outcome = run_attack(
-                    attack,
-                    self.tagger,
-                    self.envelope,
-                    chunk.inputs,
-                    chunk.labels,
-                    decision,
-                    select[rows],
-                    batch_size,
-                    early_stop=not full,
-                    first_event=chunk.start,
-                    trim=trim,
-                    progress=bar.advance,
-                )
-                adv_inputs = {**chunk.inputs, **outcome.adversarial}
-                adv_log_probs[rows] = evaluate(self.tagger, adv_inputs, self._eval_batch, trim)
-            seconds += outcome.seconds
-            for figure, values in outcome.per_event.items():
+        if self.cluster is not None:
+            job = (attack_name, epsilon, "spsa" if notes else method)  # made again on workers
+            parts = self.cluster.attack(
+                self, job, decision, select, correct, batch_size, full, kept
+            )
+        else:
+            parts = self._attack_here(
+                attack, decision, select, correct, batch_size, full, kept, bar.advance
+            )
+        for part in bar.over(parts):
+            rows = part.rows
+            if self.cluster is not None and bar.advance is not None:
+                bar.advance(int(select[rows].sum()))
+            adv_log_probs[rows] = part.log_probs
+            seconds += part.seconds
+            for figure, values in part.per_event.items():
                 if figure not in per_event:
                     shape = (len(correct), *values.shape[1:])
                     per_event[figure] = torch.full(shape, float("nan"), dtype=values.dtype)
                 per_event[figure][rows] = values
-            fooled[rows] = correct[rows] & (decision.decide(adv_log_probs[rows]) != target[rows])
-            shifts.add(chunk.inputs, outcome.adversarial, fooled[rows])
-            kept_parts.append(adv_inputs if kept is None else pick_kept(chunk, kept, adv_inputs))
-            del chunk, outcome, adv_inputs  # see _chunks
-        if len(kept_parts) == 1:
-            adversarial = kept_parts[0]
-        else:
-            adversarial = {name: torch.cat([p[name] for p in kept_parts]) for name in inputs}
+            fooled[rows] = part.fooled
+            add_shifts(shifts, part)
+            kept_parts.append(part.adversarial)
+            if part.tally:
+                attack.add_tally(part.tally)
+            del part  # see _chunks
+        adversarial = merge_kept(kept_parts)
         sigma, real = self._sigma_and_real
         report_lines, report_figures = attack.report()
         result = Adversaries(
@@ -593,6 +633,35 @@ class SpecRun:
         if self._has_particles:
             return default_particle_batch_size(self.tagger.device)
         return default_batch_size(self.tagger.device)
+
+    def _attack_here(
+        self,
+        attack: Attack,
+        decision: Decision,
+        select: torch.Tensor,
+        correct: torch.Tensor,
+        batch_size: int,
+        full: bool,
+        kept: np.ndarray | None,
+        progress: Callable[[int], None] | None = None,
+    ) -> Iterator[AttackRange]:
+        """The attack on the nominal sample chunk by chunk, in this process."""
+        for chunk in self._chunks("nominal"):
+            rows = chunk.rows
+            part = attack_range(
+                self,
+                attack,
+                chunk,
+                decision,
+                select[rows],
+                correct[rows],
+                batch_size,
+                full=full,
+                kept=kept,
+                progress=progress,
+            )
+            del chunk  # see _chunks
+            yield part
 
     @cached_property
     def _has_particles(self) -> bool:
@@ -670,10 +739,11 @@ class SpecRun:
         )
 
     @cached_property
-    def _sigma_and_real(self) -> tuple[Inputs, Inputs]:
-        """Sigma of each nominal entry held in memory, and which are real (not padding)."""
+    def _sigma_and_real(self) -> tuple[SigmaOf, Inputs]:
+        """Sigma of each nominal entry held in memory (computed when read, not stored), and
+        which are real (not padding)."""
         inputs, _ = self.inputs("nominal")
-        sigma = {name: env.sigma(inputs[name]) for name, env in self.envelope.inputs.items()}
+        sigma = SigmaOf(self.envelope, inputs)
         real = {
             name: inputs[env.mask] != 0
             if env.mask is not None
@@ -768,6 +838,8 @@ class SpecRun:
         result.details.extend(nominal.details())
         if self._trim_note:
             result.details.append(self._trim_note)
+        if getattr(self.tagger, "compiled", False):
+            result.details.append("model run compiled (torch.compile: [model] compile = true)")
         result.nominal = nominal.to_dict()
         if self.record_to is not None:
             self.record_to.add(self.spec, check, copy.deepcopy(result), self.model_digest)

@@ -175,10 +175,34 @@ def real_entries(adv: AttackedSample, name: str) -> tuple[np.ndarray, np.ndarray
     """(entries, features) float64 arrays of an input, nominal and attacked, padding left out
     (before the float64 copy)."""
     features = len(adv.features[name])
-    real = adv.real[name].reshape(-1)
-    nominal = adv.nominal[name].reshape(-1, features)[real].double().numpy()
-    perturbed = adv.adversarial[name].reshape(-1, features)[real].double().numpy()
+    real = adv.real[name]
+    nominal = real_rows(adv.nominal[name], real, features).astype(np.float64, copy=False)
+    perturbed = real_rows(adv.adversarial[name], real, features).astype(np.float64, copy=False)
     return nominal, perturbed
+
+
+# events copied at a time into the array of real entries
+_ENTRY_BLOCK = 65536
+
+
+def real_rows(x: Any, real: Any, features: int, events: np.ndarray | None = None) -> np.ndarray:
+    """The (entries, features) array of the real entries of ``x`` (events by entries by
+    features, or events by features) at the chosen events (positions; None: all), in the
+    inputs' own dtype (float32: the statistics are exact on it, see robustcheck.stats),
+    filled block by block of events so that no other copy of the whole input is made."""
+    values = np.asarray(x)
+    per_event = int(np.prod(values.shape[1:], dtype=np.int64)) // features
+    rows = values.reshape(len(values), per_event, features)
+    mask = np.asarray(real, dtype=bool).reshape(len(values), per_event)
+    chosen = np.arange(len(rows)) if events is None else np.asarray(events, dtype=np.int64)
+    blocks = [chosen[i : i + _ENTRY_BLOCK] for i in range(0, len(chosen), _ENTRY_BLOCK)]
+    out = np.empty((sum(int(mask[block].sum()) for block in blocks), features), rows.dtype)
+    filled = 0
+    for block in blocks:
+        picked = rows[block][mask[block]]
+        out[filled : filled + len(picked)] = picked
+        filled += len(picked)
+    return out
 
 
 def entries(
@@ -187,15 +211,11 @@ def entries(
     features: Mapping[str, tuple[str, ...]],
     events: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """Per input, the (entries, features) float64 array of the real entries of the chosen
-    events (positions along the first axis; None: all), padding left out."""
+    """Per input, the (entries, features) array (see real_rows) of the real entries of the
+    chosen events (positions along the first axis; None: all), padding left out."""
     out = {}
     for name, names in features.items():
-        x, mask = tensors[name], real[name]
-        if events is not None:
-            index = torch_index(events)
-            x, mask = x[index], mask[index]
-        out[name] = x.reshape(-1, len(names))[mask.reshape(-1)].double().numpy()
+        out[name] = real_rows(tensors[name], real[name], len(names), events)
     return out
 
 
@@ -550,14 +570,17 @@ def correlation_variance(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ``rho^2 / 4 (m40 + m04 + 2 m22) - rho (m31 + m13) + m22`` with ``mij = E[u^i v^j]`` of the
     standardised columns u, v; for a bivariate normal it is ``(1 - rho^2)^2`` (Fisher's)."""
     r = pearson_matrix(x)
-    z = x - x.mean(axis=0)
+    z = np.array(x, dtype=np.float64)  # the moments in float64, on a copy centred in place
+    z -= z.mean(axis=0)
     std = z.std(axis=0)
     std[std == 0] = 1.0
     z /= std
     n = len(z)
     z2 = z * z
     m22 = z2.T @ z2 / n
-    m31 = (z2 * z).T @ z / n
+    z2 *= z  # now z**3, in place: one full-size copy fewer
+    m31 = z2.T @ z / n
+    del z, z2
     m40 = np.diag(m22)
     variance = r * r / 4.0 * (m40[:, None] + m40[None, :] + 2.0 * m22) - r * (m31 + m31.T) + m22
     return r, np.maximum(variance, 0.0)

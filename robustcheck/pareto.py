@@ -11,6 +11,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -66,13 +67,14 @@ class TaggerFigures:
     resilience_error: float
 
 
-def tagger_figures(path: str, device: str | None = None) -> TaggerFigures:
-    """Evaluate one spec's tagger on its nominal and alternative samples."""
+def tagger_figures(path: str, device: str | None = None, cluster: Any = None) -> TaggerFigures:
+    """Evaluate one spec's tagger on its nominal and alternative samples (``cluster``: a
+    robustcheck.distributed.DaskRanges that reads streamed samples range by range)."""
     from robustcheck.checks.resilience import sample_auc
     from robustcheck.core import SpecRun
     from robustcheck.errors import SpecError
 
-    run = SpecRun.from_path(path, device=device)
+    run = SpecRun.from_path(path, device=device, cluster=cluster)
     if "alternative" not in run.spec.data:
         raise SpecError(
             "the Pareto frontier needs [data.alternative] in every spec",
@@ -124,9 +126,10 @@ def same_data(paths: Sequence[str]) -> None:
 
 
 def pareto_of_specs(
-    paths: Sequence[str], device: str | None = None
+    paths: Sequence[str], device: str | None = None, cluster: Any = None
 ) -> list[tuple[TaggerFigures, ParetoPoint]]:
-    """AUC and resilience of each spec's tagger, and which lie on the Pareto frontier."""
+    """AUC and resilience of each spec's tagger, and which lie on the Pareto frontier; with a
+    Dask ``cluster`` every spec at once, their ranges sharing its workers."""
     from robustcheck.errors import SpecError
 
     resolved = [str(Path(p).resolve()) for p in paths]
@@ -134,7 +137,13 @@ def pareto_of_specs(
         if resolved.count(str(Path(path).resolve())) > 1:
             raise SpecError("the spec is given twice", file=path, fix="name each spec once")
     same_data(paths)
-    figures = [tagger_figures(path, device) for path in paths]
+    if cluster is None:
+        figures = [tagger_figures(path, device) for path in paths]
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(len(paths), thread_name_prefix="robustcheck-spec") as pool:
+            figures = list(pool.map(lambda path: tagger_figures(path, device, cluster), paths))
     names = [f.name for f in figures]
     labels = [f"{f.name} ({f.spec})" if names.count(f.name) > 1 else f.name for f in figures]
     front = pareto_front(

@@ -89,6 +89,12 @@ OPTIONS = (
         "path",
         ini=False,
     ),
+    Option(
+        "robustcheck_dask",
+        "spread the specs' event ranges over a Dask cluster: a scheduler address, a scheduler "
+        "file (*.json) or local:N for N worker processes here (needs pytest-robustcheck[dask])",
+        "ADDRESS",
+    ),
 )
 _BY_NAME = {option.name: option for option in OPTIONS}
 
@@ -187,6 +193,13 @@ def pytest_configure(config: pytest.Config) -> None:
         from robustcheck.report.progress import configure
 
         configure(True)
+    if enabled(config) and get_option(config, "robustcheck_dask"):
+        from robustcheck.distributed import DaskError, require_dask
+
+        try:
+            require_dask("--robustcheck-dask")
+        except DaskError as exc:
+            raise pytest.UsageError(str(exc)) from None
 
 
 HOOK_NAMES = (
@@ -208,11 +221,31 @@ def pytest_plugin_registered(plugin: object, plugin_name: str) -> None:
         _CONFTEST_PLUGINS.append(plugin)
 
 
+CLUSTER_KEY = pytest.StashKey[Any]()
+
+
+def dask_cluster(config: pytest.Config) -> Any:
+    """The session's Dask client (robustcheck.distributed.DaskRanges), connected or started
+    when the first spec runs; None without ``--robustcheck-dask``."""
+    address = get_option(config, "robustcheck_dask")
+    if not address:
+        return None
+    if CLUSTER_KEY not in config.stash:
+        from robustcheck.distributed import DaskRanges
+
+        config.stash[CLUSTER_KEY] = DaskRanges.connect(address, "--robustcheck-dask")
+    return config.stash[CLUSTER_KEY]
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     if get_option(config, "robustcheck_progress"):
         from robustcheck.report.progress import configure
 
         configure(None)
+    cluster = config.stash.get(CLUSTER_KEY, None)
+    if cluster is not None:
+        cluster.close()
+        del config.stash[CLUSTER_KEY]
     if _CONFTEST_PLUGINS:
         from robustcheck import registry
 
@@ -290,6 +323,7 @@ class SpecFile(pytest.File):
                 seed=get_option(self.config, "robustcheck_seed"),
                 baseline=option_path(self.config, "robustcheck_baseline"),
                 record_to=recorder,
+                cluster=dask_cluster(self.config),
             )
         return self._run
 

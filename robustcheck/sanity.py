@@ -378,25 +378,43 @@ def _accuracy_gate(
     return []
 
 
+# events looked at a time for out-of-bounds entries: the boolean and integer temporaries of a
+# block, not of the whole sample
+BOUNDS_BLOCK = 65_536
+
+
 def out_of_bounds(envelope: Envelope, inputs: Inputs) -> dict[tuple[str, str], tuple[int, float]]:
     """(input, feature) -> (count, most extreme value) of real entries outside the envelope's
-    min/max; padding and ``default`` placeholders are left out."""
+    min/max; padding and ``default`` placeholders are left out. The most extreme value is the
+    smallest when some entry lies below min, else the largest."""
     out: dict[tuple[str, str], tuple[int, float]] = {}
     for name, env in envelope.inputs.items():
         bounded = torch.isfinite(env.lower) | torch.isfinite(env.upper)
         if not bool(bounded.any()):
             continue
         x = inputs[name]
-        real = x != env.default
-        if env.mask is not None:
-            real = real & (inputs[env.mask] != 0).unsqueeze(-1)
-        outside = ((x < env.lower) | (x > env.upper)) & real
-        counts = outside.reshape(-1, x.shape[-1]).sum(dim=0)
+        n_features = x.shape[-1]
+        counts = torch.zeros(n_features, dtype=torch.int64)
+        smallest = torch.full((n_features,), math.inf, dtype=torch.float64)
+        largest = torch.full((n_features,), -math.inf, dtype=torch.float64)
+        below_min = torch.zeros(n_features, dtype=torch.bool)
+        for start in range(0, len(x), BOUNDS_BLOCK):
+            block = x[start : start + BOUNDS_BLOCK]
+            real = block != env.default
+            if env.mask is not None:
+                mask = inputs[env.mask][start : start + BOUNDS_BLOCK]
+                real = real & (mask != 0).unsqueeze(-1)
+            outside = (((block < env.lower) | (block > env.upper)) & real).reshape(-1, n_features)
+            counts += outside.sum(dim=0)
+            flat = block.reshape(-1, n_features)
+            for column in torch.nonzero(outside.any(dim=0)).flatten().tolist():
+                values = flat[:, column][outside[:, column]]
+                below_min[column] |= bool((values < env.lower[column]).any())
+                smallest[column] = min(float(smallest[column]), float(values.min()))
+                largest[column] = max(float(largest[column]), float(values.max()))
         for column in torch.nonzero(counts).flatten().tolist():
-            values = x[..., column][outside[..., column]]
-            below = values < env.lower[column]
-            extreme = float(values.min()) if bool(below.any()) else float(values.max())
-            out[(name, env.features[column])] = (int(counts[column]), extreme)
+            extreme = smallest[column] if bool(below_min[column]) else largest[column]
+            out[(name, env.features[column])] = (int(counts[column]), float(extreme))
     return out
 
 

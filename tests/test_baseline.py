@@ -92,6 +92,23 @@ def test_baseline_on_other_data_is_refused(gating: Path) -> None:
     )
 
 
+def test_a_baseline_from_per_batch_random_numbers_is_refused(gating: Path) -> None:
+    """A baseline recorded before the per-event random streams has no "random streams"
+    fingerprint: its seeded figures differ, so it is refused with the fix."""
+    import json
+
+    path = save_baseline(gating)
+    doc = json.loads(path.read_text())
+    for checks in doc["specs"].values():
+        for entry in checks.values():
+            assert entry["fingerprints"].pop("random streams") == "event-hash-1"
+    path.write_text(json.dumps(doc))
+    result = run_for(gating, "released.pt", baseline=path).run()[0]
+    assert not result.passed
+    assert "random numbers were drawn per batch" in result.summary
+    assert "record the baseline again" in result.summary
+
+
 def test_missing_check_and_missing_baseline(gating: Path) -> None:
     path = save_baseline(gating)
     run = run_for(gating, "released.pt", baseline=path)

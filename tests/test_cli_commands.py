@@ -268,6 +268,7 @@ def test_progress_line_only_on_a_terminal_outside_ci(monkeypatch: pytest.MonkeyP
     from robustcheck.report import progress as progress_module
 
     monkeypatch.delenv("CI", raising=False)
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)  # quiet in xdist workers
     monkeypatch.setattr(progress_module, "INTERVAL", 0.01)
     stream = FakeTerminal()
     with progress("attack pgd", stream):

@@ -28,6 +28,7 @@ def test_every_flag_has_an_ini_key_of_the_same_stem_but_save_baseline(
         "--robustcheck-baseline",
         "--robustcheck-save-baseline",
         "--robustcheck-progress",
+        "--robustcheck-dask",
     }
     for option in plugin.OPTIONS:
         assert config.getoption(option.name) is None  # registered, and not given

@@ -189,7 +189,7 @@ def test_specs_run_and_agree_with_independent_figures(built: Path) -> None:
     import onnxruntime
 
     for name in ("dnn", "dnn_adv", "pfn"):
-        for suffix in (".pt", ".onnx", ".robust.toml"):
+        for suffix in (".pt2", ".onnx", ".robust.toml"):
             assert (built / f"{name}{suffix}").is_file()
         doc = tomllib.loads((built / f"{name}.robust.toml").read_text())
         run = SpecRun.from_path(built / f"{name}.robust.toml", device="cpu")
@@ -314,18 +314,18 @@ def test_specs_run_and_agree_with_independent_figures(built: Path) -> None:
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
 def test_constituent_taggers_export_trim_and_attack(built: Path) -> None:
     """The transformer and EdgeConv taggers: ONNX (torch's default exporter, or the legacy one
-    where it gives NaN) agrees with TorchScript in onnxruntime; robustcheck verifies that their
+    where it gives NaN) agrees with the .pt2 program in onnxruntime; robustcheck verifies that their
     scores do not depend on the padding length and trims it; the events PGD fools are the
-    ones the TorchScript model, run outside robustcheck, calls wrongly after the attack."""
+    ones the .pt2 program, run outside robustcheck, calls wrongly after the attack."""
     import onnxruntime
     import torch
 
     for name in ("transformer", "edgeconv"):
         doc = tomllib.loads((built / f"{name}.robust.toml").read_text())
-        assert doc["model"]["path"] == f"{name}.pt" and doc["inputs"]["parts"]["trim_padding"]
+        assert doc["model"]["path"] == f"{name}.pt2" and doc["inputs"]["parts"]["trim_padding"]
         with np.load(built / doc["data"]["nominal"]["path"]) as arrays:
             parts, mask, labels = arrays["parts"], arrays["mask"], arrays["label"]
-        model = torch.jit.load(str(built / f"{name}.pt"))
+        model = torch.export.load(str(built / f"{name}.pt2")).module()
         with torch.no_grad():
             logits = model(torch.from_numpy(parts), torch.from_numpy(mask)).numpy()
         session = onnxruntime.InferenceSession(

@@ -150,6 +150,7 @@ def test_pytest_report_json_html_and_summary(project: pytest.Pytester, model_dir
 
     assert doc["versions"]["torch"] == torch.__version__.split("+")[0]
     assert doc["versions"]["numpy"] == np.__version__
+    assert doc["random_streams"] == "event-hash-1"  # robustcheck.event_random.SCHEME
     for entry, name in (
         (spec["model"], "tagger.pt"),
         (spec["data"]["nominal"], "data.npz"),

@@ -11,10 +11,11 @@ Three taggers, all with quark = signal (class 1):
   (EdgeConv on k nearest neighbours) taggers of ``architectures.py`` on the PFN's
   per-constituent inputs.
 
-Each is exported to TorchScript (``NAME.pt``) and ONNX (``NAME.onnx``, dynamic batch), with its
-test samples (nominal and alternative generator) and its spec ``NAME.robust.toml`` beside it.
-The transformer and EdgeConv taggers are exported with torch's default ONNX exporter; their
-specs name the TorchScript file and trim the padding (``trim_padding = true``).
+Each is exported with ``torch.export`` (``NAME.pt2``) and to ONNX (``NAME.onnx``, dynamic
+batch), with its test samples (nominal and alternative generator) and its spec
+``NAME.robust.toml`` beside it. The transformer and EdgeConv taggers are exported with torch's
+default ONNX exporter; their specs name the ``.pt2`` program and trim the padding
+(``trim_padding = true``).
 Then every spec is run with robustcheck and a summary is printed (and written to
 ``summary.json``), unless ``--no-check``; ``--check-taggers`` runs only some taggers' specs.
 The tables the READMEs quote are written to ``results.md``, each between markers that
@@ -335,7 +336,7 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float:
 
 def quark_probability(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> np.ndarray:
     with torch.no_grad():
-        return torch.softmax(model(**inputs), dim=1)[:, 1].numpy()
+        return torch.softmax(model(*inputs.values()), dim=1)[:, 1].numpy()
 
 
 # --------------------------------------------------------------------------- export
@@ -348,16 +349,29 @@ def quiet() -> Iterator[None]:
         yield
 
 
+def save_program(
+    model: torch.nn.Module,
+    example: tuple[torch.Tensor, ...],
+    path: Path,
+    dynamic: dict[str, dict[int, Any]],
+) -> torch.nn.Module:
+    """Write ``path`` (a ``torch.export`` program, .pt2) and return it loaded back."""
+    with quiet(), torch.no_grad():
+        program = torch.export.export(model.eval(), example, dynamic_shapes=dynamic)
+        torch.export.save(program, str(path))
+    return torch.export.load(str(path)).module()
+
+
 def export(model: torch.nn.Module, inputs: dict[str, torch.Tensor], out: Path, name: str) -> float:
-    """Write NAME.pt (TorchScript) and NAME.onnx (dynamic batch); the largest difference of
+    """Write NAME.pt2 (torch.export) and NAME.onnx (dynamic batch); the largest difference of
     their quark probabilities from the torch model's on ``inputs``."""
     import onnxruntime
 
     names = list(inputs)
     example = tuple(v[:8] for v in inputs.values())
+    batch = torch.export.Dim("batch", min=2)
+    program = save_program(model, example, out / f"{name}.pt2", {n: {0: batch} for n in names})
     with quiet():
-        traced = torch.jit.trace(model, example)
-        torch.jit.save(traced, str(out / f"{name}.pt"))
         torch.onnx.export(
             model,
             example,
@@ -370,7 +384,7 @@ def export(model: torch.nn.Module, inputs: dict[str, torch.Tensor], out: Path, n
         )
     reference = quark_probability(model, inputs)
     with torch.no_grad(), quiet():
-        scripted = torch.softmax(torch.jit.load(str(out / f"{name}.pt"))(*inputs.values()), 1)
+        scripted = torch.softmax(program(*inputs.values()), 1)
     session = onnxruntime.InferenceSession(
         str(out / f"{name}.onnx"), providers=["CPUExecutionProvider"]
     )
@@ -413,25 +427,23 @@ def onnx_probability(path: Path, inputs: dict[str, torch.Tensor]) -> np.ndarray:
 def export_constituent_tagger(
     model: torch.nn.Module, inputs: dict[str, torch.Tensor], out: Path, name: str
 ) -> dict[str, Any]:
-    """Write NAME.pt (TorchScript, traced) and NAME.onnx with torch's default ONNX exporter
+    """Write NAME.pt2 (torch.export) and NAME.onnx with torch's default ONNX exporter
     (``dynamo=True`` in torch 2.14), dynamic in the jets and the particles. Where that export
     disagrees with torch in onnxruntime (NaN or more than 1e-4), the legacy TorchScript-based
     exporter (opset 17) writes it instead, and the reason is returned."""
     names = list(inputs)
     example = tuple(v[:8] for v in inputs.values())
     reference = batched_quark_probability(model, inputs)
-    with quiet(), torch.no_grad():
-        traced = torch.jit.trace(model, example)
-        torch.jit.save(traced, str(out / f"{name}.pt"))
-    with torch.no_grad(), quiet():
-        scripted = batched_quark_probability(torch.jit.load(str(out / f"{name}.pt")), inputs)
-    torch_diff = float(np.abs(scripted - reference).max())
-    if not torch_diff <= 1e-4:
-        raise RuntimeError(f"{name}: TorchScript differs from torch by {torch_diff:.3g}")
-    target = out / f"{name}.onnx"
     jets = torch.export.Dim("jets", min=2)
     particles = torch.export.Dim("particles", min=16, max=inputs["parts"].shape[1])
     axes = {0: jets, 1: particles}
+    program = save_program(model, example, out / f"{name}.pt2", {n: axes for n in names})
+    with torch.no_grad(), quiet():
+        exported = batched_quark_probability(program, inputs)
+    torch_diff = float(np.abs(exported - reference).max())
+    if not torch_diff <= 1e-4:
+        raise RuntimeError(f"{name}: the .pt2 program differs from torch by {torch_diff:.3g}")
+    target = out / f"{name}.onnx"
     exporter, note = "dynamo", ""
     try:
         with quiet():
@@ -785,7 +797,7 @@ def run(
         (out / f"{name}.robust.toml").write_text(
             spec_text(
                 titles[name],
-                f"{name}.pt",
+                f"{name}.pt2",
                 "pfn",
                 {"parts": "parts", "mask": "mask"},
                 TRIMMED_INPUT_BLOCK,
@@ -794,7 +806,7 @@ def run(
                 "per constituent: 2% pT scale, 3 mrad in angle",
                 loss_events,
                 None,
-                output="0                      # TorchScript: the one output tensor",
+                output="0                      # the program's one output tensor",
             )
         )
         area = auc(nominal["label"][test_idx], batched_quark_probability(model, test_inputs))

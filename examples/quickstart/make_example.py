@@ -1,6 +1,6 @@
 """Make the quickstart's data and tagger: a small MLP separating two kinds of jets.
 
-Run from this folder: python make_example.py (writes data.npz, tagger.onnx, tagger.pt).
+Run from this folder: python make_example.py (writes data.npz, tagger.onnx, tagger.pt2).
 The files it writes are committed, so the example runs without this step.
 """
 
@@ -58,7 +58,9 @@ def main() -> None:
     example = torch.from_numpy(x_test[:8])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.jit.save(torch.jit.trace(net, example), "tagger.pt")
+        batch = torch.export.Dim("batch")
+        program = torch.export.export(net, (example,), dynamic_shapes=({0: batch},))
+        torch.export.save(program, "tagger.pt2")  # torch.export: TorchScript is deprecated
         with contextlib.redirect_stdout(io.StringIO()):
             torch.onnx.export(net, (example,), "tagger.onnx", input_names=["jets"],
                               output_names=["logits"], dynamic_axes={"jets": {0: "batch"}},

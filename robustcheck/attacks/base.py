@@ -178,3 +178,11 @@ class Attack:
         """Notes on the run so far (lines for a check's details) and figures for its
         results; an attack that has nothing to add returns none."""
         return [], {}
+
+    def tally(self) -> dict[str, list[float]]:
+        """The counts behind ``report`` (summed over event ranges run elsewhere, on Dask
+        workers, by ``add_tally``); an attack that keeps none returns none."""
+        return {}
+
+    def add_tally(self, tally: dict[str, list[float]]) -> None:
+        """Add another run's ``tally`` (a range of events run by a copy of this attack)."""

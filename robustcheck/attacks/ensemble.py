@@ -175,3 +175,16 @@ class Ensemble(Attack):
                 self.names[i] for i in after if not gradient[i]
             )
         return lines, figures
+
+    def tally(self) -> dict[str, list[float]]:
+        return {
+            "attacked": list(self.attacked),
+            "fooled_first": list(self.fooled_first),
+            "seconds": list(self.seconds),
+        }
+
+    def add_tally(self, tally: dict[str, list[float]]) -> None:
+        for i in range(len(self.names)):
+            self.attacked[i] += int(tally["attacked"][i])
+            self.fooled_first[i] += int(tally["fooled_first"][i])
+            self.seconds[i] += tally["seconds"][i]

@@ -313,6 +313,7 @@ class Invariance(Check):
                 attacked_events=event_ids(real, features, region.attacked),
             )
             measured.figures.append(figures)
+            del reference, attacked  # before the paired copies below
             paired = figures
             if independent:  # the attack's own displacement, for events_to_detect
                 both = np.sort(np.concatenate([region.attacked, region.reference]))

@@ -165,6 +165,33 @@ def read_chunks(spec: DataSpec, spec_file: Path, size: int) -> Iterator[tuple[in
         _warn_truncated(spec, replace(truncated, of=start))
 
 
+def read_range(
+    spec: DataSpec, spec_file: Path, start: int, count: int
+) -> tuple[Dataset, Truncated | None]:
+    """The events ``start`` to ``start + count`` of a streamed sample, validated as a chunk of
+    :func:`read_chunks` is (a Dask worker reads its own range with this), and the events
+    cut to ``pad`` (warned about by the caller, over the whole sample)."""
+    read = _reader(spec, spec_file)
+    arrays = read(spec.path, spec.keys(), spec.tree, max_events=count, start=start)
+    arrays = {key: _head(value, count) for key, value in arrays.items()}
+    return _assemble(arrays, spec, start)
+
+
+def count_events(spec: DataSpec, spec_file: Path, step: int) -> int:
+    """The number of events of a streamed sample (up to ``max_events``), reading its labels
+    only, ``step`` events at a time."""
+    read = _reader(spec, spec_file)
+    start = 0
+    while spec.max_events is None or start < spec.max_events:
+        count = step if spec.max_events is None else min(step, spec.max_events - start)
+        labels = read(spec.path, [spec.labels], spec.tree, max_events=count, start=start)
+        n = min(len(labels[spec.labels]), count)
+        start += n
+        if n < count:
+            break
+    return start
+
+
 def release_freed_memory() -> None:
     """Give the pages of freed chunks back to the system (glibc only; elsewhere a no-op).
 

@@ -75,6 +75,7 @@ class SpecReportData:
             run = self.run
             info = {**self._files, "device": str(run.device)}
             info["model"] = {**info["model"], "backend": getattr(run.tagger, "backend", None)}
+            info["model"]["compiled"] = bool(getattr(run.tagger, "compiled", False))
             info["data"] = {
                 name: {**entry, "n_events": run.n_events(name)}
                 for name, entry in info["data"].items()
@@ -324,6 +325,8 @@ def pull_data(
 ) -> list[dict[str, Any]]:
     """Per movable feature, the histogram of the fooled events' shifts in sigma (entries the
     attack moved; padding and placeholders left out), with their mean and RMS."""
+    from robustcheck.core import sigma_rows  # torch: imported when a report is written
+
     fooled = adv.fooled.numpy()
     if adv.kept is not None:
         fooled = fooled[adv.kept]
@@ -337,7 +340,7 @@ def pull_data(
             continue
         movable = envelopes[name].movable.numpy()
         x0, x1 = adv.nominal[name][index].double(), adv.adversarial[name][index].double()
-        sigma = adv.sigma[name][index].double()
+        sigma = sigma_rows(adv.sigma, name, index).double()
         real = adv.real[name][index].reshape(-1)
         shift = (x1 - x0).reshape(-1, len(features))[real].numpy()
         scale = sigma.expand_as(x0).reshape(-1, len(features))[real].numpy()

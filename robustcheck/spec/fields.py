@@ -46,6 +46,12 @@ MODEL_FIELDS: dict[str, Field] = {
         "outputs are always required)",
         choices=SKIPPABLE_GATES,
     ),
+    "compile": Field(
+        "bool",
+        False,
+        doc="run a torch module built by an import path through torch.compile (needs a C++ "
+        "compiler on CPU; off by default: see benchmarks/compile_speed.py)",
+    ),
 }
 
 # events a streamed sample keeps in memory for statistics that need the inputs themselves

@@ -21,6 +21,7 @@ class ModelSpec:
     min_auc: float | None = None
     min_accuracy: float | None = None
     skip_gates: tuple[str, ...] = ()
+    compile: bool = False
 
 
 @dataclass(frozen=True)

@@ -40,4 +40,17 @@ def load_tagger(spec: Spec) -> Tagger:
             )
         tagger = loader.load()(path, **kwargs)
     tagger.bind(list(spec.data["nominal"].inputs), str(spec.path))
+    if model.compile:
+        from robustcheck.taggers.base import TorchTagger
+
+        if not is_import_path(model.path) or not isinstance(tagger, TorchTagger):
+            raise ModelError(
+                f"compile = true applies to a torch module built by an import path "
+                f"(pkg.module:factory), not to {model.path!r}",
+                file=spec.path,
+                field="model.compile",
+                fix="remove compile = true (TorchScript and .pt2 files are graphs captured "
+                "already; ONNX models run in robustcheck's own interpreter or onnxruntime)",
+            )
+        tagger.use_compile(str(spec.path))
     return tagger

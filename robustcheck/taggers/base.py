@@ -216,6 +216,23 @@ class TorchTagger(Tagger):
         self.owned = owned
         self.device = _module_device(module)
         self._gradients_checked = False
+        self.compiled = False  # [model] compile: the module runs through torch.compile
+        self._compiled: tuple[torch.nn.Module, Any] | None = None  # (module, compiled)
+        self._compile_verified = False
+        self._spec_file: str | None = None
+
+    def use_compile(self, spec_file: str) -> None:
+        """Run the module through ``torch.compile`` from now on (compiled on first use; a
+        failure to compile is a ModelError naming ``model.compile``)."""
+        if not hasattr(torch, "compile"):
+            raise ModelError(
+                f"torch {torch.__version__} has no torch.compile",
+                file=spec_file,
+                field="model.compile",
+                fix="remove compile = true, or use torch 2.0 or later",
+            )
+        self.compiled = True
+        self._spec_file = spec_file
 
     def to(self, device: torch.device) -> TorchTagger:
         """Move to ``device``; a module the caller owns is copied, never moved."""
@@ -260,8 +277,34 @@ class TorchTagger(Tagger):
             return self._output(inputs)
 
     def _output(self, inputs: Inputs) -> torch.Tensor:
-        raw = self.module(*(inputs[name] for name in self.binding))
+        args = [inputs[name] for name in self.binding]
+        if self.compiled:
+            return select_output(self._run_compiled(args), self.output)
+        raw = self.module(*args)
         return select_output(raw, self.output)
+
+    def _run_compiled(self, args: list[torch.Tensor]) -> Any:
+        """The compiled module's output; on the first call a failure that the plain module
+        does not have (no C++ compiler, an operation torch.compile cannot take) becomes a
+        ModelError naming ``model.compile``."""
+        if self._compiled is None or self._compiled[0] is not self.module:
+            self._compiled = (self.module, torch.compile(self.module))
+        compiled = self._compiled[1]
+        if self._compile_verified:
+            return compiled(*args)
+        try:
+            raw = compiled(*args)
+        except Exception as exc:
+            self.module(*args)  # the model's own error, if it fails without compiling too
+            raise ModelError(
+                f"torch.compile failed on the model: {exception_text(exc)}",
+                file=self._spec_file or self.source,
+                field="model.compile",
+                fix="remove compile = true, or install what torch.compile needs (a C++ "
+                "compiler such as g++ on CPU, triton on CUDA)",
+            ) from None
+        self._compile_verified = True
+        return raw
 
     def source_file(self) -> Path | None:
         source = inspect.getsourcefile(type(self.module))
