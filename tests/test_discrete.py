@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from robustcheck import registry
 from robustcheck.attacks.base import AttackBatch
 from robustcheck.decision import Decision
-from robustcheck.envelope import Envelope, InputEnvelope
+from robustcheck.envelope import WHOLE_SLACK, Envelope, InputEnvelope
 from robustcheck.errors import SpecError
 from robustcheck.event_random import EventRandom
 from robustcheck.spec import AttackSpec, EnvelopeGroup, load_spec
@@ -141,9 +141,9 @@ def assert_in_box(
 ) -> None:
     x0, x = nominal["jets"], adv["jets"]
     assert_on_lattice(x, adv["parts"])
-    n_reach = math.floor(epsilon * 1.0 + 1e-6)
+    n_reach = math.floor(epsilon * 1.0 + WHOLE_SLACK)  # the envelope's float32 slack
     assert ((x[:, 1] - x0[:, 1]).abs() <= n_reach).all()
-    r_reach = torch.floor(epsilon * 0.1 * x0[:, 2] + 1e-4)
+    r_reach = torch.floor(epsilon * 0.1 * x0[:, 2] + WHOLE_SLACK)
     assert ((x[:, 2] - x0[:, 2]).abs() <= r_reach).all()
     # within the box up to float32 rounding of the box edge (one ulp of the value)
     ulp = torch.finfo(torch.float32).eps * x0[:, 0].abs()
