@@ -32,7 +32,10 @@ def train(x: np.ndarray, y: np.ndarray) -> torch.nn.Module:
     torch.manual_seed(0)
     mean, std = torch.from_numpy(x.mean(0)), torch.from_numpy(x.std(0))
     net = torch.nn.Sequential(
-        torch.nn.Linear(4, 32), torch.nn.ReLU(), torch.nn.Linear(32, 32), torch.nn.ReLU(),
+        torch.nn.Linear(4, 32),
+        torch.nn.ReLU(),
+        torch.nn.Linear(32, 32),
+        torch.nn.ReLU(),
         torch.nn.Linear(32, 2),
     )
     inputs, labels = (torch.from_numpy(x) - mean) / std, torch.from_numpy(y)
@@ -62,9 +65,15 @@ def main() -> None:
         program = torch.export.export(net, (example,), dynamic_shapes=({0: batch},))
         torch.export.save(program, "tagger.pt2")  # torch.export: TorchScript is deprecated
         with contextlib.redirect_stdout(io.StringIO()):
-            torch.onnx.export(net, (example,), "tagger.onnx", input_names=["jets"],
-                              output_names=["logits"], dynamic_axes={"jets": {0: "batch"}},
-                              dynamo=False)
+            torch.onnx.export(
+                net,
+                (example,),
+                "tagger.onnx",
+                input_names=["jets"],
+                output_names=["logits"],
+                dynamic_axes={"jets": {0: "batch"}},
+                dynamo=False,
+            )
 
 
 if __name__ == "__main__":
