@@ -36,6 +36,14 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="override [model] device")
     parser.add_argument("--seed", type=int, default=None, help="override every attack's seed")
     parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="torch CPU threads (default: torch's, one per core; on a shared or busy machine "
+        "1 is often several times faster)",
+    )
+    parser.add_argument(
         "--report",
         default=None,
         metavar="DIR",
@@ -83,6 +91,13 @@ def run_command(args: argparse.Namespace) -> int:
     from robustcheck.report.progress import configure as configure_progress
 
     configure_progress(False if args.quiet else args.progress)
+    if args.threads is not None:
+        if args.threads < 1:
+            print("robustcheck: error: --threads must be at least 1", file=sys.stderr)
+            return 2
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         return _run_all(args)
     finally:

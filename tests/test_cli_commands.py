@@ -286,3 +286,21 @@ def test_progress_line_only_on_a_terminal_outside_ci(monkeypatch: pytest.MonkeyP
     with progress("attack pgd", stream):
         time.sleep(0.3)
     assert stream.getvalue() == ""
+
+
+def test_threads_sets_torch_threads(
+    folder: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    doc = base_spec()
+    doc["data"]["nominal"]["max_events"] = 200
+    doc["checks"][0]["max"] = 1.0
+    spec = write_spec(folder, doc, "threads.robust.toml")
+    asked: list[int] = []
+    monkeypatch.setattr(torch, "set_num_threads", asked.append)
+    assert main(["run", str(spec), "--threads", "1"]) == 0
+    assert asked == [1]
+    assert main(["run", str(spec), "--threads", "0"]) == 2
+    assert "--threads must be at least 1" in capsys.readouterr().err
+    assert asked == [1]  # the refused value never reached torch
