@@ -92,7 +92,6 @@ class AttackOutcome:
 
     adversarial: Inputs
     seconds: float
-    batches: int = 0
     per_event: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
@@ -128,15 +127,13 @@ def run_attack(
     env = envelope.to(device)
     index = torch.nonzero(select).flatten()
     if attack.couples_events:
-        parts = list(blocks(index, first_event, batch_size))
+        parts = [
+            part if trim is None else trim.order(inputs, part)
+            for part in blocks(index, first_event, batch_size)
+        ]
     else:
-        parts = [index[part] for part in batches(len(index), batch_size)] if trim is None else []
-    if trim is not None:
-        if attack.couples_events:
-            parts = [trim.order(inputs, part) for part in parts]
-        else:
-            ordered = trim.order(inputs, index)
-            parts = [ordered[part] for part in batches(len(index), batch_size)]
+        ordered = index if trim is None else trim.order(inputs, index)
+        parts = [ordered[part] for part in batches(len(ordered), batch_size)]
     adversarial = {name: inputs[name].clone() for name in envelope.inputs}
     features = {name: spec.features for name, spec in envelope.inputs.items()}
     per_event: dict[str, torch.Tensor] = {}
@@ -173,7 +170,7 @@ def run_attack(
                 split_on_oom(attack_rows, rows)
             if progress is not None:
                 progress(len(rows))
-    return AttackOutcome(adversarial, time.perf_counter() - started, len(parts), per_event)
+    return AttackOutcome(adversarial, time.perf_counter() - started, per_event)
 
 
 def blocks(index: torch.Tensor, first_event: int, size: int) -> Iterator[torch.Tensor]:

@@ -234,9 +234,19 @@ class InputEnvelope:
     integer: torch.Tensor | None = None  # (features,) bool: moves by whole units
     categories: tuple[Category, ...] = ()
     units: tuple[str | None, ...] = ()  # per feature, from the envelope's `unit`
-    # the integer and categorical columns, in order (Python ints, and as a tensor on the device)
-    discrete: tuple[int, ...] = ()
-    discrete_index: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.int64))
+    # derived: the integer and categorical columns, in order (Python ints, and as a tensor on
+    # the envelope's device), read at every projection without a host sync
+    discrete: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    discrete_index: torch.Tensor = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        columns = {c.column for c in self.categories}
+        if self.integer is not None:
+            columns |= {int(c) for c in torch.nonzero(self.integer.cpu()).flatten()}
+        discrete = tuple(sorted(columns))
+        object.__setattr__(self, "discrete", discrete)
+        index = torch.tensor(discrete, dtype=torch.int64, device=self.movable.device)
+        object.__setattr__(self, "discrete_index", index)
 
     def unit(self, column: int) -> str | None:
         """The unit of the feature in ``column``, or None."""
@@ -274,9 +284,6 @@ class InputEnvelope:
             for column, e in enumerate(items)
             if e.choices is not None
         )
-        discrete = tuple(
-            sorted({c for c, flag in enumerate(integer) if flag} | {c.column for c in categories})
-        )
         return cls(
             name=name,
             features=tuple(entries),
@@ -294,8 +301,6 @@ class InputEnvelope:
             integer=torch.tensor(integer, dtype=torch.bool) if any(integer) else None,
             categories=categories,
             units=tuple(e.unit for e in items),
-            discrete=discrete,
-            discrete_index=torch.tensor(discrete, dtype=torch.int64),
         )
 
     def to(self, device: torch.device | str) -> InputEnvelope:
@@ -310,7 +315,6 @@ class InputEnvelope:
             ellipsoids=tuple(ellipsoid.to(device) for ellipsoid in self.ellipsoids),
             integer=None if self.integer is None else self.integer.to(device),
             categories=tuple(category.to(device) for category in self.categories),
-            discrete_index=self.discrete_index.to(device),
         )
 
     def sigma(self, x: torch.Tensor) -> torch.Tensor:

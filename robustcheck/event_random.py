@@ -69,6 +69,13 @@ class EventRandom:
     events: torch.Tensor
     counter: list[int] = field(default_factory=lambda: [0])
     copies: torch.Tensor | None = None
+    # each event's hash of (key, event): computed once, not at every draw
+    hashed: torch.Tensor = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        events = self.events
+        hashed = mix(mix(self.key ^ (events & MASK32)) ^ (events >> 32))
+        object.__setattr__(self, "hashed", hashed)
 
     @classmethod
     def of(cls, seed: int, label: str, events: torch.Tensor) -> EventRandom:
@@ -88,10 +95,6 @@ class EventRandom:
         event gets the same numbers whichever draw it comes in."""
         return EventRandom(self.key, self.events, [0], copies.to(self.events.device))
 
-    def to(self, device: torch.device | str) -> EventRandom:
-        copies = None if self.copies is None else self.copies.to(device)
-        return replace(self, events=self.events.to(device), copies=copies)
-
     def uniform(
         self,
         shape: tuple[int, ...] | torch.Size,
@@ -105,9 +108,7 @@ class EventRandom:
         draw = self.counter[0]
         self.counter[0] += 1
         device = self.events.device
-        events = self.events
-        h = mix(mix(self.key ^ (events & MASK32)) ^ (events >> 32))
-        h = mix(h ^ draw)
+        h = mix(self.hashed ^ draw)
         lead = 1
         if copies:
             ids = self.copies
@@ -118,7 +119,7 @@ class EventRandom:
             h = mix(h.unsqueeze(0) ^ ids.unsqueeze(1))
             lead = 2
         if h.shape != tuple(shape[:lead]):
-            raise ValueError(f"a draw shaped {tuple(shape)} for {len(events)} events")
+            raise ValueError(f"a draw shaped {tuple(shape)} for {len(self.events)} events")
         rest = tuple(shape[lead:])
         if rest:
             width = rest[-1]

@@ -107,7 +107,6 @@ class AttackRange:
     shift_counts: dict[str, float]
     adversarial: Inputs  # the kept events' adversarial inputs (all events when all are kept)
     seconds: float
-    batches: int
     tally: dict[str, list[float]] = field(default_factory=dict)  # Attack.tally of a worker
 
     @property
@@ -234,7 +233,6 @@ def attack_range(
         shift_counts=shifts.counts,
         adversarial=adv_inputs if kept is None else pick_kept(chunk, kept, adv_inputs),
         seconds=outcome.seconds,
-        batches=outcome.batches,
     )
 
 

@@ -940,14 +940,25 @@ def sanity_rows(results: dict[str, Any]) -> list[str]:
     ]
 
 
+def check_figures(results: dict[str, Any], name: str, type_: str, word: str = "") -> dict[str, Any]:
+    """The figures of tagger ``name``'s first check of ``type_`` whose name holds ``word``."""
+    return next(r["figures"] for r in results[name] if r["type"] == type_ and word in r["name"])
+
+
+def rate_cell(f: dict[str, Any], digits: int) -> str:
+    """A fooling rate in percent with its 95% CL, the interval to ``digits`` decimals."""
+    low, high = 100 * f["ci_low"], 100 * f["ci_high"]
+    return f"{100 * f['fooling_rate']:.2f}% ({low:.{digits}f}-{high:.{digits}f})"
+
+
 def summary_table(results: dict[str, Any]) -> list[str]:
     """One markdown row per tagger with the figures the README quotes."""
 
     def figures(name: str, type_: str, word: str = "") -> dict[str, Any]:
-        return next(r["figures"] for r in results[name] if r["type"] == type_ and word in r["name"])
+        return check_figures(results, name, type_, word)
 
     def rate(f: dict[str, Any]) -> str:
-        return f"{100 * f['fooling_rate']:.2f}% ({100 * f['ci_low']:.2f}-{100 * f['ci_high']:.2f})"
+        return rate_cell(f, 2)
 
     lines = [
         "| tagger | AUC nominal | AUC alternative | resilience | fooling rate pgd (95% CL) | "
@@ -1012,10 +1023,10 @@ def overview_table(results: dict[str, Any]) -> list[str]:
     """The main README's short table: AUCs, both fooling rates with their 95% CL, verdicts."""
 
     def figures(name: str, type_: str, word: str = "") -> dict[str, Any]:
-        return next(r["figures"] for r in results[name] if r["type"] == type_ and word in r["name"])
+        return check_figures(results, name, type_, word)
 
     def rate(f: dict[str, Any]) -> str:
-        return f"{100 * f['fooling_rate']:.2f}% ({100 * f['ci_low']:.1f}-{100 * f['ci_high']:.1f})"
+        return rate_cell(f, 1)
 
     lines = [
         "| tagger | AUC nominal / alternative | fooling rate within 1 sigma, pgd (95% CL) "
