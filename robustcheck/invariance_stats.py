@@ -181,8 +181,9 @@ def real_entries(adv: AttackedSample, name: str) -> tuple[np.ndarray, np.ndarray
     return nominal, perturbed
 
 
-# events copied at a time into the array of real entries
-_ENTRY_BLOCK = 65536
+# events copied at a time into the array of real entries (a chosen block's values are copied
+# once before the padding is dropped: 8,192 jets of 64 x 4 float32 values are 8 MB)
+_ENTRY_BLOCK = 8192
 
 
 def real_rows(x: Any, real: Any, features: int, events: np.ndarray | None = None) -> np.ndarray:
@@ -194,12 +195,18 @@ def real_rows(x: Any, real: Any, features: int, events: np.ndarray | None = None
     per_event = int(np.prod(values.shape[1:], dtype=np.int64)) // features
     rows = values.reshape(len(values), per_event, features)
     mask = np.asarray(real, dtype=bool).reshape(len(values), per_event)
-    chosen = np.arange(len(rows)) if events is None else np.asarray(events, dtype=np.int64)
-    blocks = [chosen[i : i + _ENTRY_BLOCK] for i in range(0, len(chosen), _ENTRY_BLOCK)]
-    out = np.empty((sum(int(mask[block].sum()) for block in blocks), features), rows.dtype)
+    n = len(rows) if events is None else len(events)
+    chosen = None if events is None else np.asarray(events, dtype=np.int64)
+
+    def block(start: int) -> slice | np.ndarray:
+        stop = min(start + _ENTRY_BLOCK, n)
+        return slice(start, stop) if chosen is None else chosen[start:stop]
+
+    starts = range(0, n, _ENTRY_BLOCK)
+    out = np.empty((sum(int(mask[block(i)].sum()) for i in starts), features), rows.dtype)
     filled = 0
-    for block in blocks:
-        picked = rows[block][mask[block]]
+    for i in starts:
+        picked = rows[block(i)][mask[block(i)]]
         out[filled : filled + len(picked)] = picked
         filled += len(picked)
     return out
@@ -225,7 +232,8 @@ def event_ids(
     events: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Per input, the event of each entry :func:`entries` returns for the same arguments (its
-    position among the chosen events), as int64: the clusters of the design effects."""
+    position among the chosen events), as int32 (int64 beyond 2**31 events): the clusters of
+    the design effects."""
     out = {}
     for name in features:
         mask = real[name]
@@ -233,8 +241,8 @@ def event_ids(
             mask = mask[torch_index(events)]
         array = np.asarray(mask.numpy(), dtype=bool)
         flat = array.reshape(array.shape[0], int(np.prod(array.shape[1:])))
-        rows = np.broadcast_to(np.arange(flat.shape[0])[:, None], flat.shape)
-        out[name] = rows[flat].astype(np.int64)
+        dtype = np.int32 if flat.shape[0] < 2**31 else np.int64  # half the memory
+        out[name] = np.repeat(np.arange(flat.shape[0], dtype=dtype), flat.sum(axis=1))
     return out
 
 
@@ -288,15 +296,16 @@ def compare(
         per_event = 1.0 if clusters is None else clusters.entries_per_event
         cols = np.flatnonzero(movable[name])
         if len(cols) and len(nominal) and len(perturbed):
-            ks = ks_2samp(nominal[:, cols], perturbed[:, cols])
-            chi2 = chi2_homogeneity(nominal[:, cols], perturbed[:, cols], bins=bins)
-            jsd = js_distance(nominal[:, cols], perturbed[:, cols], bins=bins)
+            ref_cols, att_cols = _columns(nominal, cols), _columns(perturbed, cols)
+            ks = ks_2samp(ref_cols, att_cols)
+            chi2 = chi2_homogeneity(ref_cols, att_cols, bins=bins)
+            jsd = js_distance(ref_cols, att_cols, bins=bins)
             ks_p, chi2_stat, chi2_p = ks.pvalue, chi2.statistic, chi2.pvalue
             ones = np.ones(len(cols))
             deff_ref, deff_att, delta, spread = ones, ones, ones, ones
             if clusters is not None:
                 deff_ref, deff_att, delta, spread = design_effects(
-                    nominal[:, cols], perturbed[:, cols], clusters, bins
+                    ref_cols, att_cols, clusters, bins
                 )
                 ks_p = ks_pvalue_effective(
                     ks.statistic, len(nominal) / deff_ref, len(perturbed) / deff_att
@@ -332,20 +341,82 @@ def compare(
     return InvarianceFigures(out, corr_change, corr_pair, frobenius, n_entries, pairs)
 
 
+def _columns(x: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Columns ``cols`` (ascending) of x: a view when they are one run, else a copy."""
+    if len(cols) and cols[-1] - cols[0] + 1 == len(cols):
+        return x[:, int(cols[0]) : int(cols[-1]) + 1]
+    return x[:, cols]
+
+
 @dataclass
 class Clusters:
     """The event (cluster) of each entry of both samples of one input, numbered 0.. per sample
-    over the events that hold entries."""
+    over the events that hold entries, and each sample's entries cut into chunks that keep
+    every event whole (for per-event sums in bounded memory)."""
 
     reference: np.ndarray
     attacked: np.ndarray
     n_reference: int  # events with entries
     n_attacked: int
+    reference_chunks: list[slice] = field(default_factory=list)
+    attacked_chunks: list[slice] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.reference_chunks = self.reference_chunks or event_chunks(self.reference)
+        self.attacked_chunks = self.attacked_chunks or event_chunks(self.attacked)
 
     @property
     def entries_per_event(self) -> float:
         events = self.n_reference + self.n_attacked
         return (len(self.reference) + len(self.attacked)) / max(events, 1)
+
+
+_CLUSTER_CHUNK = 1 << 18  # entries per chunk of the per-event sums
+
+
+def _in_order(ids: np.ndarray) -> bool:
+    """Whether the ids never decrease (checked a chunk at a time)."""
+    for start in range(0, max(len(ids) - 1, 0), _CLUSTER_CHUNK):
+        part = ids[start : start + _CLUSTER_CHUNK + 1]
+        if (part[1:] < part[:-1]).any():
+            return False
+    return True
+
+
+def event_chunks(ids: np.ndarray, size: int | None = None) -> list[slice]:
+    """Slices of the entries, about ``size`` each, that never cut an event when the ids are in
+    order (as :func:`event_ids` numbers them); otherwise one slice of everything."""
+    size = size or _CLUSTER_CHUNK
+    n = len(ids)
+    if n <= size or not _in_order(ids):
+        return [slice(0, n)]
+    cuts = [0]
+    while cuts[-1] + size < n:
+        event = ids[cuts[-1] + size]
+        cut = int(np.searchsorted(ids, event, side="left"))  # where that event starts
+        if cut <= cuts[-1]:  # one event longer than a chunk: cut after it
+            cut = int(np.searchsorted(ids, event, side="right"))
+        cuts.append(cut)
+    cuts.append(n)
+    return [slice(a, b) for a, b in zip(cuts[:-1], cuts[1:], strict=True) if b > a]
+
+
+def _dense(ids: np.ndarray) -> tuple[np.ndarray, int]:
+    """The ids renumbered 0.. over the distinct ones (order kept), and how many there are; the
+    same array when it is already so (ids in order, as :func:`event_ids` gives, need no sort)."""
+    if not len(ids):
+        return ids.astype(np.int64), 0
+    if not _in_order(ids):
+        unique, codes = np.unique(ids, return_inverse=True)
+        return codes.reshape(-1).astype(np.int64), len(unique)
+    step = ids[1:] != ids[:-1]
+    distinct = int(step.sum()) + 1
+    if ids[0] == 0 and ids[-1] == distinct - 1 and ids.dtype.kind == "i":
+        return ids, distinct
+    codes = np.empty(len(ids), dtype=np.int64)
+    codes[0] = 0
+    np.cumsum(step, out=codes[1:])
+    return codes, distinct
 
 
 def _clusters(
@@ -367,34 +438,11 @@ def _clusters(
             f"input {name}: {len(ref)} and {len(att)} event ids for {len(reference)} and "
             f"{len(attacked)} entries"
         )
-    ref_u, ref_c = np.unique(ref, return_inverse=True)
-    att_u, att_c = np.unique(att, return_inverse=True)
-    if len(ref_u) == len(ref) and len(att_u) == len(att):
+    ref_codes, n_ref = _dense(np.asarray(ref))
+    att_codes, n_att = (ref_codes, n_ref) if att is ref else _dense(np.asarray(att))
+    if n_ref == len(ref) and n_att == len(att):
         return None
-    return Clusters(
-        ref_c.reshape(-1).astype(np.int64),
-        att_c.reshape(-1).astype(np.int64),
-        len(ref_u),
-        len(att_u),
-    )
-
-
-def proportion_deff(counts: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Design effects of proportions of entries from per-event counts: ``counts`` (events, K)
-    entries of each event in each of K classes, ``sizes`` (events,) entries of each event.
-
-    Returns the proportions ``p_k`` and ``d_k = v_k / (p_k (1 - p_k) / n)``, with ``v_k =
-    m / (m - 1) sum_i (y_ik - p_k m_i)^2 / n^2`` the ratio estimator's variance over m events
-    (NaN where ``p_k`` is 0 or 1)."""
-    n = float(sizes.sum())
-    m = len(sizes)
-    p = counts.sum(axis=0) / n
-    resid = counts - sizes[:, None] * p[None, :]
-    v = m / max(m - 1, 1) * np.einsum("ik,ik->k", resid, resid) / (n * n)
-    binomial = p * (1.0 - p) / n
-    with np.errstate(divide="ignore", invalid="ignore"):
-        d = np.where(binomial > 0, v / binomial, np.nan)
-    return p, d
+    return Clusters(ref_codes, att_codes, n_ref, n_att)
 
 
 def design_effects(
@@ -410,31 +458,61 @@ def design_effects(
     delta, spread = np.ones(n_cols), np.ones(n_cols)
     q = np.linspace(0.0, 1.0, bins + 1)
     samples = (
-        (reference, clusters.reference, clusters.n_reference),
-        (attacked, clusters.attacked, clusters.n_attacked),
+        (reference, clusters.reference, clusters.n_reference, clusters.reference_chunks),
+        (attacked, clusters.attacked, clusters.n_attacked, clusters.attacked_chunks),
     )
-    sizes = [np.bincount(ids, minlength=m).astype(np.float64) for _, ids, m in samples]
     for j in range(n_cols):
         edges = np.unique(np.quantile(reference[:, j], q))[1:-1]
         k = len(edges) + 1
         if k < 2:
             continue
         cdf_deff, proportions, covariances, totals = [], [], [], []
-        for (x, ids, m), size in zip(samples, sizes, strict=True):
-            where = np.searchsorted(edges, x[:, j], side="right")
-            counts = np.bincount(ids * k + where, minlength=m * k).reshape(m, k)
-            counts = counts.astype(np.float64)
-            _, d_cdf = proportion_deff(np.cumsum(counts, axis=1)[:, :-1], size)
+        upper = np.triu(np.ones((k, k)))  # entries at or below each bin: counts @ upper
+        for x, ids, m, chunks in samples:
+            p, covariance, n = _binned_design(x[:, j], ids, m, chunks, edges)
+            # the empirical CDF at the edges: design effects of the cumulative proportions
+            cdf_variance = np.diag(upper.T @ covariance @ upper)[:-1]
+            cdf = np.cumsum(p)[:-1]
+            binomial = cdf * (1.0 - cdf) / n
+            with np.errstate(divide="ignore", invalid="ignore"):
+                d_cdf = np.where(binomial > 0, cdf_variance / binomial, np.nan)
             cdf_deff.append(_at_least_one(np.nanmean(d_cdf)) if np.isfinite(d_cdf).any() else 1.0)
-            n = float(size.sum())
-            p = counts.sum(axis=0) / n
-            resid = counts - size[:, None] * p[None, :]
-            covariances.append(m / max(m - 1, 1) * (resid.T @ resid) / (n * n))
+            covariances.append(covariance)
             proportions.append(p)
             totals.append(n)
         ks_ref[j], ks_att[j] = cdf_deff
         delta[j], spread[j] = _rao_scott_factors(proportions, covariances, totals)
     return ks_ref, ks_att, delta, spread
+
+
+def _binned_design(
+    column: np.ndarray, ids: np.ndarray, m: int, chunks: list[slice], edges: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """The bin proportions ``p`` of one sample's column on ``edges``, the design covariance of
+    them over its m events (``m / (m - 1) sum_i (y_i - m_i p)(y_i - m_i p)^T / n^2``, y_i the
+    bin counts of event i, m_i its entries; the ratio estimator's, Cochran 6.2) and the
+    entries n. The sums run over chunks of whole events; they are sums of integers, exact in
+    float64, expanded as ``sum y y^T - s p^T - p s^T + sum m_i^2 p p^T`` with ``s = sum m_i
+    y_i``."""
+    k = len(edges) + 1
+    cross, by_size = np.zeros((k, k)), np.zeros(k)
+    size_square, per_bin = 0.0, np.zeros(k)
+    for part in chunks:
+        events = ids[part]
+        lo, hi = int(events.min()), int(events.max()) + 1
+        where = np.searchsorted(edges, column[part], side="right")
+        where += (events - lo) * k
+        counts = np.bincount(where, minlength=(hi - lo) * k).reshape(hi - lo, k)
+        counts = counts.astype(np.float64)
+        sizes = counts.sum(axis=1)
+        cross += counts.T @ counts
+        by_size += sizes @ counts
+        size_square += float(sizes @ sizes)
+        per_bin += counts.sum(axis=0)
+    n = float(per_bin.sum())
+    p = per_bin / n
+    spread = cross - np.outer(by_size, p) - np.outer(p, by_size) + size_square * np.outer(p, p)
+    return p, m / max(m - 1, 1) * spread / (n * n), n
 
 
 def _rao_scott_factors(
@@ -511,8 +589,9 @@ def _pairs(
     """Correlation tests of every pair of features of which at least one can move (a pair of
     frozen features cannot change) and neither is constant in the reference; with clusters,
     on cluster-robust variances."""
-    r_ref, v_ref = correlation_variance(reference)
-    r_att, v_att = correlation_variance(attacked)
+    ref, att = _Moments.of(reference), _Moments.of(attacked)
+    r_ref, v_ref = ref.correlation_variance()
+    r_att, v_att = att.correlation_variance()
     constant = np.ptp(reference, axis=0) == 0
     out = []
     for i in range(len(names)):
@@ -522,12 +601,14 @@ def _pairs(
             var_ref, var_att = float(v_ref[i, j]), float(v_att[i, j])
             deff_ref = deff_att = 1.0
             if clusters is not None:
-                deff_ref = _correlation_deff(
-                    reference, i, j, r_ref[i, j], var_ref, clusters.reference, clusters.n_reference
-                )
-                deff_att = _correlation_deff(
-                    attacked, i, j, r_att[i, j], var_att, clusters.attacked, clusters.n_attacked
-                )
+                deff_ref = ref.correlation_deff(
+                    reference, i, j, var_ref, clusters.reference, clusters.n_reference,
+                    clusters.reference_chunks,
+                )  # fmt: skip
+                deff_att = att.correlation_deff(
+                    attacked, i, j, var_att, clusters.attacked, clusters.n_attacked,
+                    clusters.attacked_chunks,
+                )  # fmt: skip
             out.append(
                 PairFigures(
                     (names[i], names[j]),
@@ -545,23 +626,78 @@ def _pairs(
     return out
 
 
-def _correlation_deff(
-    x: np.ndarray, i: int, j: int, r: float, variance: float, ids: np.ndarray, events: int
-) -> float:
-    """Design effect of the correlation of columns i and j: the cluster-robust variance of
-    ``sqrt(n) r`` (event totals of the influence function ``u v - r (u^2 + v^2) / 2`` of the
-    standardised columns) over the per-entry one, at least 1."""
-    if not variance > 0 or events < 2:
-        return 1.0
-    u, v = x[:, i], x[:, j]
-    su, sv = u.std(), v.std()
-    if not (su > 0 and sv > 0):
-        return 1.0
-    u = (u - u.mean()) / su
-    v = (v - v.mean()) / sv
-    totals = np.bincount(ids, weights=u * v - r * (u * u + v * v) / 2.0, minlength=events)
-    clustered = events / (events - 1) * float(totals @ totals) / len(x)
-    return _at_least_one(clustered / variance)
+_MOMENT_CHUNK = 1 << 16  # entries per float64 chunk of the moment sums
+
+
+@dataclass
+class _Moments:
+    """Column means, standard deviations (population) and the standardised fourth-order
+    moments ``m22[i, j] = E[u_i^2 u_j^2]`` and ``m31[i, j] = E[u_i^3 u_j]`` of an (entries,
+    features) array, summed in float64 over chunks (no float64 copy of the whole array)."""
+
+    r: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+    m22: np.ndarray
+    m31: np.ndarray
+
+    @classmethod
+    def of(cls, x: np.ndarray) -> _Moments:
+        n, f = x.shape
+        chunks = [slice(i, i + _MOMENT_CHUNK) for i in range(0, n, _MOMENT_CHUNK)]
+        total = np.zeros(f)
+        for part in chunks:
+            total += x[part].sum(axis=0, dtype=np.float64)
+        mean = total / n
+        squares, cross, cubes = np.zeros(f), np.zeros((f, f)), np.zeros((f, f))
+        for part in chunks:
+            centred = x[part].astype(np.float64)
+            centred -= mean
+            power = centred * centred
+            squares += power.sum(axis=0)
+            cross += power.T @ power
+            power *= centred
+            cubes += power.T @ centred
+        std = np.sqrt(squares / n)
+        scale = np.where(std == 0, 1.0, std)
+        m22 = cross / n / np.outer(scale**2, scale**2)
+        m31 = cubes / n / np.outer(scale**3, scale)
+        return cls(pearson_matrix(x), mean, std, m22, m31)
+
+    def correlation_variance(self) -> tuple[np.ndarray, np.ndarray]:
+        """The correlations and the asymptotic variance of ``sqrt(n) (r - rho)`` (delta
+        method): ``rho^2 / 4 (m40 + m04 + 2 m22) - rho (m31 + m13) + m22``."""
+        r, m22, m31 = self.r, self.m22, self.m31
+        m40 = np.diag(m22)
+        variance = r * r / 4.0 * (m40[:, None] + m40[None, :] + 2.0 * m22) - r * (m31 + m31.T) + m22
+        return r, np.maximum(variance, 0.0)
+
+    def correlation_deff(
+        self,
+        x: np.ndarray,
+        i: int,
+        j: int,
+        variance: float,
+        ids: np.ndarray,
+        events: int,
+        chunks: list[slice],
+    ) -> float:
+        """Design effect of the correlation of columns i and j: the cluster-robust variance
+        of ``sqrt(n) r`` (event totals of the influence function ``u v - r (u^2 + v^2) / 2``
+        of the standardised columns) over the per-entry one, at least 1."""
+        if not variance > 0 or events < 2 or not (self.std[i] > 0 and self.std[j] > 0):
+            return 1.0
+        r = float(self.r[i, j])
+        totals = np.zeros(events)
+        for part in chunks:
+            u = (x[part, i].astype(np.float64) - self.mean[i]) / self.std[i]
+            v = (x[part, j].astype(np.float64) - self.mean[j]) / self.std[j]
+            influence = u * v - r * (u * u + v * v) / 2.0
+            owners = ids[part]
+            lo, hi = int(owners.min()), int(owners.max()) + 1
+            totals[lo:hi] += np.bincount(owners - lo, weights=influence, minlength=hi - lo)
+        clustered = events / (events - 1) * float(totals @ totals) / len(x)
+        return _at_least_one(clustered / variance)
 
 
 def correlation_variance(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -569,21 +705,7 @@ def correlation_variance(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ``sqrt(n) (r - rho)`` for any distribution with finite fourth moments (delta method):
     ``rho^2 / 4 (m40 + m04 + 2 m22) - rho (m31 + m13) + m22`` with ``mij = E[u^i v^j]`` of the
     standardised columns u, v; for a bivariate normal it is ``(1 - rho^2)^2`` (Fisher's)."""
-    r = pearson_matrix(x)
-    z = np.array(x, dtype=np.float64)  # the moments in float64, on a copy centred in place
-    z -= z.mean(axis=0)
-    std = z.std(axis=0)
-    std[std == 0] = 1.0
-    z /= std
-    n = len(z)
-    z2 = z * z
-    m22 = z2.T @ z2 / n
-    z2 *= z  # now z**3, in place: one full-size copy fewer
-    m31 = z2.T @ z / n
-    del z, z2
-    m40 = np.diag(m22)
-    variance = r * r / 4.0 * (m40[:, None] + m40[None, :] + 2.0 * m22) - r * (m31 + m31.T) + m22
-    return r, np.maximum(variance, 0.0)
+    return _Moments.of(np.asarray(x)).correlation_variance()
 
 
 # --------------------------------------------------------------------------------------------

@@ -56,16 +56,18 @@ def holm_adjust(pvalues: ArrayLike) -> np.ndarray:
 # Two-sample comparisons of feature distributions, every column at once.
 #
 # Inputs are 2-D arrays ``(events, features)``. Optional boolean masks of the same shape mark the
-# entries that take part (False = padding, excluded from that column). Columns are processed in
-# blocks that bound scratch memory; each block is read once into rows ``(features, events)``
-# (excluded entries become NaN, which NumPy sorts last) and sorted along the rows. Blocks run on a
-# small thread pool, one per available core. The only Python loops are over blocks, over the rows
-# of a block for cheap per-row steps, over histogram bins and over binary-search steps; never over
-# events.
+# entries that take part (False = padding, excluded from that column). The binned tests process
+# columns in blocks that bound scratch memory; each block is read once into rows ``(features,
+# events)`` (excluded entries become NaN, which NumPy sorts last) and sorted along the rows. The
+# KS test sorts one column of each sample at a time. Blocks and columns run on a small thread
+# pool, one per available core while their scratch fits in ``_SCRATCH_BYTES``. The only Python
+# loops are over blocks or columns, over the rows of a block for cheap per-row steps, over
+# histogram bins, over binary-search steps and over blocks of 65,536 values; never over events.
 # --------------------------------------------------------------------------------------------
 
-# Values (events x columns) per block of columns: bounds scratch memory (about 9 bytes per value
-# for the KS test) while keeping blocks wide enough to read (events, features) arrays efficiently.
+# Values (events x columns) per block of columns of the binned tests: bounds scratch memory
+# (about 5 bytes per float32 value) while keeping blocks wide enough to read (events, features)
+# arrays efficiently.
 _BLOCK_VALUES = 1 << 24
 
 
@@ -170,44 +172,31 @@ def _sorted_rows(
     return rows, n, has_nan
 
 
-class _Scratch:
-    """Reusable buffers of one worker: fresh large arrays cost page faults on every block."""
+# Sorted copies and other scratch that the threads of one test hold at once: threads are only
+# added while their scratch fits, so a column of tens of millions of entries runs alone.
+_SCRATCH_BYTES = 1 << 28
 
-    def __init__(self) -> None:
-        self._flat: dict[str, np.ndarray] = {}
 
-    def get(self, name: str, shape: tuple[int, ...], dtype: type[np.generic]) -> np.ndarray:
-        size = int(np.prod(shape))
-        flat = self._flat.get(name)
-        if flat is None or flat.dtype != dtype or flat.size < size:
-            flat = self._flat[name] = np.empty(size, dtype=dtype)
-        return flat[:size].reshape(shape)
+def _workers(tasks: int, task_bytes: int) -> int:
+    """Threads for ``tasks`` independent tasks of ``task_bytes`` of scratch each."""
+    return max(1, min(tasks, _n_threads(), _SCRATCH_BYTES // max(task_bytes, 1)))
 
 
 def _by_blocks(
-    fn: Callable[[slice, _Scratch], tuple[np.ndarray, ...]], n_cols: int, n_rows: int
+    fn: Callable[[slice], tuple[np.ndarray, ...]], n_cols: int, n_rows: int, value_bytes: int
 ) -> list[np.ndarray]:
     """Apply ``fn`` to blocks of columns (threads when there are several) and concatenate."""
     per = max(1, _BLOCK_VALUES // max(n_rows, 1))
     blocks = [slice(i, min(i + per, n_cols)) for i in range(0, n_cols, per)]
     if not blocks:
         return []
-    workers = min(len(blocks), _n_threads())
-
-    def work(first: int) -> list[tuple[np.ndarray, ...]]:
-        scratch = _Scratch()
-        return [fn(cols, scratch) for cols in blocks[first::workers]]
-
+    workers = _workers(len(blocks), per * n_rows * value_bytes)
     if workers == 1:
-        done = [work(0)]
+        parts = [fn(cols) for cols in blocks]
     else:
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            done = list(pool.map(work, range(workers)))
-    parts = [done[k % workers][k // workers] for k in range(len(blocks))]
+            parts = list(pool.map(fn, blocks))
     return [np.concatenate(p) for p in zip(*parts, strict=True)]
-
-
-_HUGE = 2.0**1000  # beyond float32's range, with a zero low mantissa bit
 
 
 _GATHER_ROWS = 4096  # events per chunk when turning columns into rows (fits the L2 cache)
@@ -228,115 +217,42 @@ def _gather(
     return out
 
 
-def _ks_keyed(
-    a: np.ndarray,
-    ma: np.ndarray | None,
-    b: np.ndarray,
-    mb: np.ndarray | None,
-    cols: slice,
-    scratch: _Scratch,
-) -> tuple[np.ndarray, ...] | None:
-    """KS statistics of a block of columns whose values are all exact in float32, else None.
-
-    Both samples go, as float64, into one array per column; setting the lowest mantissa bit
-    marks b. That moves a value by one float64 ulp, far less than float32 spacing, so a single
-    sort merges the samples and keeps equal values adjacent; excluded entries (NaN) sort last.
-    """
-    len_a, len_all = a.shape[0], a.shape[0] + b.shape[0]
-    n_cols = cols.stop - cols.start
-    keys = scratch.get("keys", (n_cols, len_all), np.float64)
-    counts = []
-    for x, mask, part in ((a, ma, keys[:, :len_a]), (b, mb, keys[:, len_a:])):
-        _gather(x, cols, out=part)
-        part += 0.0  # -0.0 becomes +0.0, as comparisons treat it
-        if x.dtype.kind != "f" or x.dtype.itemsize > 4:
-            with np.errstate(over="ignore", invalid="ignore"):
-                if not np.array_equal(part.astype(np.float32), part, equal_nan=True):
-                    return None
-        finite = bool(np.isfinite(part.sum())) or bool(np.isfinite(part).all())  # cheap pass
-        has_nan = np.zeros(n_cols, dtype=bool) if finite else np.isnan(part)
-        if mask is None:
-            n = np.full(n_cols, part.shape[1], dtype=np.int64)
-        else:
-            keep = _gather(mask, cols)
-            if not finite:
-                has_nan &= keep
-            np.copyto(part, np.nan, where=~keep)
-            n = keep.sum(axis=1, dtype=np.int64)
-        counts.append((n, has_nan if finite else has_nan.any(axis=1)))
-        if not finite:
-            np.clip(part, -_HUGE, _HUGE, out=part)  # infinities stay beyond every float32
-    bits = keys.view(np.int64)
-    bits[:, len_a:] |= 1
-    keys.sort(axis=1)
-    ends = scratch.get("ends", keys.shape, np.bool_)
-    tmp = scratch.get("tmp", (len_all - 1,), np.int64)
-    for r in range(n_cols):  # equal values differ at most in the marker bit
-        np.bitwise_xor(bits[r, 1:], bits[r, :-1], out=tmp)
-        np.right_shift(tmp, 1, out=tmp)
-        np.not_equal(tmp, 0, out=ends[r, :-1])
-    ends[:, -1] = True
-    np.bitwise_and(bits, 1, out=bits)  # 1 for entries of b
-    (na, nan_a), (nb, nan_b) = counts
-    return _ks_statistic(bits, ends, na, nb), na, nb, nan_a | nan_b
+def _sorted_column(
+    x: np.ndarray, mask: np.ndarray | None, j: int, dtype: type[np.floating]
+) -> tuple[np.ndarray, bool]:
+    """The valid entries of column ``j`` as a sorted copy in ``dtype``, and whether one is NaN."""
+    col = np.array(x[:, j], dtype=dtype) if mask is None else x[mask[:, j], j].astype(dtype)
+    col.sort()
+    return col, bool(len(col)) and bool(np.isnan(col[-1]))  # NaN sorts last
 
 
-def _ks_merged(
-    a: np.ndarray,
-    ma: np.ndarray | None,
-    b: np.ndarray,
-    mb: np.ndarray | None,
-    cols: slice,
-    scratch: _Scratch,
-) -> tuple[np.ndarray, ...]:
-    """As :func:`_ks_keyed` for any values: sort each sample, then a stable argsort merge."""
-    sa, na, nan_a = _sorted_rows(a, ma, cols, np.float64)
-    sb, nb, nan_b = _sorted_rows(b, mb, cols, np.float64)
-    len_a, len_all = sa.shape[1], sa.shape[1] + sb.shape[1]
-    from_b = scratch.get("from_b", (sa.shape[0], len_all), np.int64)
-    ends = scratch.get("ends", from_b.shape, np.bool_)
-    merged = scratch.get("merged", (len_all,), np.float64)
-    for r in range(sa.shape[0]):  # one column at a time bounds memory
-        merged[:len_a], merged[len_a:] = sa[r], sb[r]
-        # A stable argsort of two concatenated sorted runs is a single timsort merge.
-        order = np.argsort(merged, kind="stable")
-        np.greater_equal(order, len_a, out=from_b[r], casting="unsafe")
-        values = merged[order]
-        np.not_equal(values[1:], values[:-1], out=ends[r, :-1])
-    ends[:, -1] = True
-    return _ks_statistic(from_b, ends, na, nb), na, nb, nan_a | nan_b
+_KS_KEYS = 1 << 16  # values at which both empirical CDFs are evaluated at a time
 
 
-def _ks_statistic(
-    from_b: np.ndarray, ends: np.ndarray, na: np.ndarray, nb: np.ndarray
-) -> np.ndarray:
-    """KS statistic along merged rows, with the float operations scipy uses.
+def _count_upto(sorted_: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """``searchsorted(sorted_, keys, side="right")`` for sorted ``keys``, searching only the
+    stretch of ``sorted_`` that lies between the first and the last key."""
+    lo = int(np.searchsorted(sorted_, keys[0], side="left"))
+    hi = int(np.searchsorted(sorted_, keys[-1], side="right"))
+    counts = np.searchsorted(sorted_[lo:hi], keys, side="right")
+    counts += lo
+    return counts
 
-    ``from_b`` (overwritten) is 1 for entries of b; ``ends`` (overwritten) marks the last entry
-    of each group of equal values. F_a - F_b is only evaluated there and among the valid entries,
-    which come first; at the last valid one it is 0, so zeroing other positions cannot create an
-    extreme. The cumulative sum of +n_b (a) and -n_a (b) is the exact integer
-    ``n_a * n_b * (F_a - F_b)``.
-    """
-    nt = na + nb
-    for r in np.flatnonzero(nt < ends.shape[1]):
-        ends[r, nt[r] :] = False
-    num = from_b
-    num *= -nt[:, None]
-    num += nb[:, None]
-    np.cumsum(num, axis=1, out=num)
-    num *= ends
-    rows = np.arange(num.shape[0])
-    d = np.zeros(num.shape[0])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        for pick, sign in ((num.argmax(axis=1), 1.0), (num.argmin(axis=1), -1.0)):
-            value = num[rows, pick]
-            pos = pick + 1
-            c_b = (pos * nb - value) // np.maximum(nt, 1)
-            c_a = pos - c_b
-            diff = sign * (c_a / na - c_b / nb)  # scipy: cdf1 - cdf2, counts over sizes
-            d = np.maximum(d, np.where(sign * value > 0, np.clip(diff, 0.0, 1.0), 0.0))
-    return d
+
+def _ks_distance(sa: np.ndarray, sb: np.ndarray) -> float:
+    """KS distance of two sorted samples with scipy's float operations: both empirical CDFs
+    (``counts / size``) at every value of either sample, block by block of values, so the
+    scratch stays small whatever the sizes."""
+    na, nb = len(sa), len(sb)
+    high, low = -np.inf, np.inf
+    for values in (sa, sb):
+        for start in range(0, len(values), _KS_KEYS):
+            keys = values[start : start + _KS_KEYS]
+            diff = _count_upto(sa, keys) / na
+            diff -= _count_upto(sb, keys) / nb
+            high = max(high, float(diff.max()))
+            low = min(low, float(diff.min()))
+    return max(min(max(-low, 0.0), 1.0), high)
 
 
 _FAST_TAIL_N = 100_000  # effective n from which the Smirnov tail uses Miller's approximation
@@ -391,23 +307,34 @@ def ks_2samp(
 
     Entries whose mask is False are left out of their column, so columns may have different
     sizes. A column with no valid entry in either sample, or with NaN in a valid entry, gives NaN.
-    Blocks of columns whose values are all exact in float32 (float32 data, integers below 2**24)
-    take a single-sort path; others a sort-and-merge path about twice as slow.
+    Each column's two samples are copied and sorted (in float32 when both are float32, else in
+    float64), then both CDFs are evaluated block by block: the scratch is one column of each
+    sample per thread.
     """
     a_, ma, b_, mb = _pair(a, b, mask_a, mask_b)
     if a_.shape[0] == 0 or b_.shape[0] == 0:
         nan = np.full(a_.shape[1], np.nan)
         return KSResult(nan, nan.copy())
+    dtype = _work_dtype(a_, b_)
 
-    def block(cols: slice, scratch: _Scratch) -> tuple[np.ndarray, ...]:
-        keyed = _ks_keyed(a_, ma, b_, mb, cols, scratch)
-        return _ks_merged(a_, ma, b_, mb, cols, scratch) if keyed is None else keyed
+    def column(j: int) -> tuple[float, int, int]:
+        sa, nan_a = _sorted_column(a_, ma, j, dtype)
+        sb, nan_b = _sorted_column(b_, mb, j, dtype)
+        if nan_a or nan_b or not len(sa) or not len(sb):
+            return np.nan, len(sa), len(sb)
+        return _ks_distance(sa, sb), len(sa), len(sb)
 
-    parts = _by_blocks(block, a_.shape[1], a_.shape[0] + b_.shape[0])
-    if not parts:
-        return KSResult(np.empty(0), np.empty(0))
-    d, na, nb, bad = parts
-    d = np.where(bad | (na == 0) | (nb == 0), np.nan, d)
+    n_cols = a_.shape[1]
+    column_bytes = (a_.shape[0] + b_.shape[0]) * np.dtype(dtype).itemsize
+    workers = _workers(n_cols, column_bytes)
+    if workers == 1:
+        done = [column(j) for j in range(n_cols)]
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            done = list(pool.map(column, range(n_cols)))
+    d = np.array([x[0] for x in done], dtype=np.float64)
+    na = np.array([x[1] for x in done], dtype=np.int64)
+    nb = np.array([x[2] for x in done], dtype=np.int64)
     return KSResult(d, _ks_pvalue(d, na, nb, fast_tail))
 
 
@@ -480,7 +407,7 @@ def _binned_counts(
         empty = np.zeros(f, dtype=np.int64)
         return zeros, zeros.copy(), empty, empty.copy(), np.zeros(f, dtype=bool)
 
-    def block(cols: slice, _: _Scratch) -> tuple[np.ndarray, ...]:
+    def block(cols: slice) -> tuple[np.ndarray, ...]:
         sa, na, nan_a = _sorted_rows(a_, ma, cols, dtype)
         edges = _collapse_edges(_quantile_edges(sa, na, bins), sa, na)
         below_a = _count_below(sa, na, edges)
@@ -492,7 +419,8 @@ def _binned_counts(
         cb = np.diff(np.hstack([zeros, below_b, nb[:, None]]), axis=1)
         return ca, cb, na, nb, nan_a | nan_b
 
-    parts = _by_blocks(block, a_.shape[1], max(a_.shape[0], b_.shape[0]))
+    itemsize = np.dtype(dtype).itemsize
+    parts = _by_blocks(block, a_.shape[1], max(a_.shape[0], b_.shape[0]), itemsize + 1)
     if not parts:
         empty = np.empty((0, bins), dtype=np.int64)
         none = np.empty(0, dtype=np.int64)

@@ -86,7 +86,7 @@ def test_event_ids_number_the_entries_by_event() -> None:
     chosen = event_ids({"parts": Masked(mask)}, FEATURES, np.array([2]))["parts"]
     np.testing.assert_array_equal(chosen, [0, 0])
     empty = event_ids({"parts": Masked(mask[:0])}, FEATURES)["parts"]
-    assert empty.dtype == np.int64 and len(empty) == 0
+    assert empty.dtype == np.int32 and len(empty) == 0
 
 
 def test_null_false_alarm_rate_is_at_most_nominal_with_the_correction() -> None:
@@ -213,3 +213,133 @@ def test_one_entry_per_event_gives_scipys_figures(n_a: int, n_b: int) -> None:
         attacked_events={"parts": np.arange(n_b)},
     )
     assert masked == plain
+
+
+# --- the per-event sums in bounded memory, against the direct formulas ------------------------
+
+
+def direct_design_effects(
+    x: np.ndarray, y: np.ndarray, ids_x: np.ndarray, ids_y: np.ndarray, bins: int
+) -> tuple[np.ndarray, ...]:
+    """design_effects written out with the whole (events, bins) count matrices (Cochran 6.2)."""
+
+    def proportion_deff(counts: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        n, m = sizes.sum(), len(sizes)
+        p = counts.sum(axis=0) / n
+        resid = counts - sizes[:, None] * p[None, :]
+        v = m / (m - 1) * (resid * resid).sum(axis=0) / n**2
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return p, np.where(p * (1 - p) > 0, v / (p * (1 - p) / n), np.nan)
+
+    out: list[list[float]] = [[], [], [], []]
+    for j in range(x.shape[1]):
+        edges = np.unique(np.quantile(x[:, j], np.linspace(0, 1, bins + 1)))[1:-1]
+        k = len(edges) + 1
+        ks, props, covs, totals = [], [], [], []
+        for values, ids in ((x[:, j], ids_x), (y[:, j], ids_y)):
+            _, codes = np.unique(ids, return_inverse=True)
+            m = codes.max() + 1
+            counts = np.zeros((m, k))
+            np.add.at(counts, (codes, np.searchsorted(edges, values, side="right")), 1.0)
+            sizes = counts.sum(axis=1)
+            _, d_cdf = proportion_deff(np.cumsum(counts, axis=1)[:, :-1], sizes)
+            ks.append(max(float(np.nanmean(d_cdf)), 1.0))
+            p, n = counts.sum(axis=0) / sizes.sum(), sizes.sum()
+            resid = counts - sizes[:, None] * p[None, :]
+            covs.append(m / (m - 1) * resid.T @ resid / n**2)
+            props.append(p)
+            totals.append(n)
+        pooled = (props[0] * totals[0] + props[1] * totals[1]) / sum(totals)
+        used = np.flatnonzero(pooled > 0)[:-1]
+        omega = (np.diag(pooled[used]) - np.outer(pooled[used], pooled[used])) * (
+            1 / totals[0] + 1 / totals[1]
+        )
+        ratio = np.linalg.solve(omega, (covs[0] + covs[1])[np.ix_(used, used)])
+        mean = np.trace(ratio) / len(used)
+        square = np.trace(ratio @ ratio) / len(used)
+        out[0].append(ks[0])
+        out[1].append(ks[1])
+        out[2].append(max(mean, 1.0))
+        out[3].append(max(square / mean**2, 1.0) if mean > 1 else 1.0)
+    return tuple(np.array(o) for o in out)
+
+
+def test_design_effects_in_chunks_equal_the_direct_formulas(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Chunks of whole events (chunk sums of integers), a single chunk, and ids out of order
+    (one chunk) all give the direct per-event formulas, KS and Rao-Scott factors alike."""
+    from robustcheck import invariance_stats
+
+    rng = np.random.default_rng(21)
+    a, b = make_jets(rng, 400), make_jets(rng, 300, shift=0.1)
+    ids_a = event_ids({"parts": Masked(a["mask"])}, FEATURES)["parts"]
+    ids_b = event_ids({"parts": Masked(b["mask"])}, FEATURES)["parts"]
+    x, y = a["parts"][a["mask"]], b["parts"][b["mask"]]
+    expected = direct_design_effects(x, y, ids_a, ids_b, bins=12)
+    assert (expected[2] > 1.5).all()  # the jets are strongly clustered
+
+    def measured(chunk: int, order: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+        monkeypatch.setattr(invariance_stats, "_CLUSTER_CHUNK", chunk)
+        xs, ia = (x, ids_a) if order is None else (x[order], ids_a[order])
+        clusters = invariance_stats._clusters("parts", xs, y, {"parts": ia}, {"parts": ids_b})
+        assert clusters is not None
+        return invariance_stats.design_effects(xs, y, clusters, bins=12)
+
+    many = measured(37)  # chunks of about 37 entries: every chunk ends at an event's end
+    for got, want in zip(many, expected, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-10)
+    for got, want in zip(measured(1 << 20), many, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+    shuffled = measured(37, rng.permutation(len(x)))  # out of order: one chunk, same figures
+    for got, want in zip(shuffled, many, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-10)
+
+
+def test_event_chunks_keep_events_whole() -> None:
+    from robustcheck.invariance_stats import _dense, event_chunks
+
+    ids = np.repeat(np.arange(6), [3, 1, 9, 2, 2, 1])
+    chunks = event_chunks(ids, size=4)
+    assert chunks[0].start == 0 and chunks[-1].stop == len(ids)
+    for before, after in zip(chunks[:-1], chunks[1:], strict=True):
+        assert before.stop == after.start and ids[before.stop - 1] != ids[after.start]
+    assert slice(4, 13) in chunks  # an event longer than a chunk is one chunk
+    assert event_chunks(ids[::-1], size=4) == [slice(0, len(ids))]  # out of order
+    same, n = _dense(ids)
+    assert same is ids and n == 6  # already 0..m-1 in order: no copy
+    codes, n = _dense(ids * 10 + 5)
+    np.testing.assert_array_equal(codes, ids)
+    assert n == 6
+    codes, n = _dense(ids[::-1] * 3)
+    np.testing.assert_array_equal(codes, ids[::-1])
+    assert n == 6
+
+
+def test_correlation_design_effect_in_chunks_equals_the_direct_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from robustcheck import invariance_stats
+
+    rng = np.random.default_rng(22)
+    a = make_jets(rng, 500)
+    ids = event_ids({"parts": Masked(a["mask"])}, FEATURES)["parts"]
+    x = a["parts"][a["mask"]].astype(np.float32)
+    exact = x.astype(np.float64)
+    u = (exact[:, 0] - exact[:, 0].mean()) / exact[:, 0].std()
+    v = (exact[:, 1] - exact[:, 1].mean()) / exact[:, 1].std()
+    r = float(np.mean(u * v))
+    variance = float(np.mean((u * v - r * (u * u + v * v) / 2) ** 2))  # per entry, E[psi^2]
+    totals = np.bincount(ids, weights=u * v - r * (u * u + v * v) / 2)
+    m = len(totals)
+    direct = m / (m - 1) * float(totals @ totals) / len(x) / variance
+    monkeypatch.setattr(invariance_stats, "_MOMENT_CHUNK", 101)
+    moments = invariance_stats._Moments.of(x)
+    assert moments.r[0, 1] == pytest.approx(r, rel=1e-12)
+    _, per_entry = moments.correlation_variance()
+    assert per_entry[0, 1] == pytest.approx(variance, rel=1e-10)
+    chunked = moments.correlation_deff(
+        x, 0, 1, variance, ids, m, invariance_stats.event_chunks(ids, size=53)
+    )
+    assert chunked == pytest.approx(direct, rel=1e-9)
+    assert chunked > 2.0  # strongly clustered

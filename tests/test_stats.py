@@ -63,15 +63,34 @@ def test_ks_matches_scipy(n_a: int, n_b: int, dtype: type) -> None:
 
 
 def test_ks_float64_values_not_exact_in_float32() -> None:
-    # Values that differ only below float32 precision take the general (merge) path.
+    # Values that differ only below float32 precision: the columns are compared in float64.
     rng = np.random.default_rng(5)
     base = rng.normal(size=(400, 3))
     a = base + rng.integers(0, 3, (400, 3)) * 1e-12
     b = base[::-1] + rng.integers(0, 3, (400, 3)) * 1e-12
-    assert stats._ks_keyed(a, None, b, None, slice(0, 3), stats._Scratch()) is None
-    a32, b32 = a.astype(np.float32), b.astype(np.float32)
-    assert stats._ks_keyed(a32, None, b32, None, slice(0, 3), stats._Scratch()) is not None
     _check_ks(a, b)
+    _check_ks(a.astype(np.float32), b)  # mixed: float64 too
+
+
+def test_ks_scans_values_block_by_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Many ties across the blocks' edges, and a sample much larger than the other.
+    rng = np.random.default_rng(11)
+    a = rng.integers(0, 40, (3000, 2)).astype(np.float32)
+    b = rng.integers(2, 45, (500, 2)).astype(np.float32)
+    whole = stats.ks_2samp(a, b)
+    monkeypatch.setattr(stats, "_KS_KEYS", 7)
+    split = stats.ks_2samp(a, b)
+    np.testing.assert_array_equal(whole.statistic, split.statistic)
+    _check_ks(a, b)
+
+
+def test_ks_does_not_sort_the_callers_data() -> None:
+    a, b = _samples(12, 200, 300, np.float32)
+    before = a.copy(), b.copy()
+    stats.ks_2samp(a, b)
+    stats.ks_2samp(a[:, 1], b[:, 1])
+    np.testing.assert_array_equal(a, before[0])
+    np.testing.assert_array_equal(b, before[1])
 
 
 def test_ks_ties_integers_signed_zero_and_infinities() -> None:
@@ -117,6 +136,7 @@ def test_blocks_chunks_and_threads_agree(monkeypatch: pytest.MonkeyPatch, dtype:
     whole = stats.ks_2samp(a, b, mask_a=mask)
     chi = stats.chi2_homogeneity(a, b, mask_a=mask)
     monkeypatch.setattr(stats, "_BLOCK_VALUES", 1000)  # one column per block, thread pool
+    monkeypatch.setattr(stats, "_SCRATCH_BYTES", 1 << 30)
     monkeypatch.setattr(stats, "_GATHER_ROWS", 64)  # many chunks per column
     monkeypatch.setattr(stats, "_n_threads", lambda: 2)
     split = stats.ks_2samp(a, b, mask_a=mask)
