@@ -355,7 +355,9 @@ class SpecRun:
         """Class log-probabilities of a chunk, with the model's and labels' errors made clear."""
         trim = self._padding_trim(chunk.inputs, name)
         with self._model_errors(chunk.inputs):
-            log_probs = evaluate(self.tagger, chunk.inputs, self._eval_batch, trim, progress)
+            log_probs = evaluate(
+                self.tagger, chunk.inputs, self._eval_batch, trim, progress, chunk.start
+            )
         classes = log_probs.shape[1]
         if self.spec.model.signal_class >= classes:
             raise ModelError(

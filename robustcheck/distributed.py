@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -32,6 +33,7 @@ import torch
 
 from robustcheck.digest import file_digest
 from robustcheck.errors import ModelError, RobustcheckError, SpecError
+from robustcheck.padding import TRIM_WINDOW
 from robustcheck.ranges import (
     AttackRange,
     MergedSample,
@@ -336,8 +338,9 @@ class DaskRanges:
         """The attack's ranges, run on the workers, in file order.
 
         A streamed sample goes by its chunks (the workers read them); a sample in memory by
-        ranges of a multiple of ``batch_size`` events (sent with the task). Every event draws
-        its own random streams, and a coupled attack's blocks are those of one process.
+        ranges of a multiple of ``batch_size`` events (and of TRIM_WINDOW with trim_padding;
+        sent with the task). Every event draws its own random streams, and a coupled attack's
+        blocks and trimmed batches are those of one process.
         """
         task = AttackJob(*job, decision=decision, batch_size=batch_size, full=full)
         key = self.key(run)
@@ -346,9 +349,12 @@ class DaskRanges:
         if size is not None:
             ranges = event_ranges(n, size)
         else:
-            n_batches = -(-n // batch_size)
-            per_range = max(1, -(-n_batches // (RANGES_PER_WORKER * self.n_workers)))
-            ranges = event_ranges(n, batch_size * per_range)
+            unit = batch_size
+            if any(s.trim_padding and s.mask is not None for s in run.spec.inputs.values()):
+                unit = math.lcm(batch_size, TRIM_WINDOW)  # trimmed batches never mix windows
+            n_units = -(-n // unit)
+            per_range = max(1, -(-n_units // (RANGES_PER_WORKER * self.n_workers)))
+            ranges = event_ranges(n, unit * per_range)
         inputs, labels = run.inputs("nominal") if size is None else ({}, None)
 
         def submit(bounds: tuple[int, int]) -> Any:

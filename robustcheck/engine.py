@@ -16,7 +16,7 @@ from robustcheck.data import Dataset
 from robustcheck.decision import Decision
 from robustcheck.envelope import Envelope, Inputs
 from robustcheck.event_random import EventRandom
-from robustcheck.padding import PaddingTrim, paste
+from robustcheck.padding import TRIM_WINDOW, PaddingTrim, paste
 from robustcheck.taggers.base import Tagger
 
 
@@ -52,18 +52,23 @@ def evaluate(
     batch_size: int,
     trim: PaddingTrim | None = None,
     progress: Callable[[int], None] | None = None,
+    first_event: int = 0,
 ) -> torch.Tensor:
     """Class log-probabilities of every event, on the CPU.
 
-    With ``trim``, events go through in order of multiplicity, each batch cut to its longest.
-    ``progress`` is called with the number of events of each batch once it is evaluated.
+    With ``trim``, events go through in order of multiplicity (within each window of
+    TRIM_WINDOW events of the sample; ``first_event`` is the position of ``inputs``' first
+    event), each batch cut to its longest. ``progress`` is called with the number of events of
+    each batch once it is evaluated.
     """
     n = len(next(iter(inputs.values())))
-    order = None if trim is None else trim.order(inputs, torch.arange(n))
+    if trim is None:
+        parts: list[slice | torch.Tensor] = list(batches(n, batch_size))
+    else:
+        parts = trimmed_batches(trim, inputs, torch.arange(n), first_event, batch_size)
     out: torch.Tensor | None = None
     with tagger.frozen():
-        for part in batches(n, batch_size):
-            rows = part if order is None else order[part]
+        for rows in parts:
             batch = take(inputs, rows, tagger.device)
             log_probs = tagger.evaluate(batch if trim is None else trim.cut(batch)).cpu()
             if out is None:
@@ -74,8 +79,23 @@ def evaluate(
             out[rows] = log_probs
             del log_probs
             if progress is not None:
-                progress(part.stop - part.start)
+                progress(rows.stop - rows.start if isinstance(rows, slice) else len(rows))
     return out if out is not None else torch.empty(0, 2)
+
+
+def trimmed_batches(
+    trim: PaddingTrim, inputs: Inputs, index: torch.Tensor, first_event: int, batch_size: int
+) -> list[torch.Tensor]:
+    """Batches of the events of ``index`` (positions in a chunk that starts at
+    ``first_event``) in order of multiplicity within each window of TRIM_WINDOW events of the
+    sample, never mixing two windows: how the events fall into batches depends on the batch
+    size and on nothing else (not on chunks or ranges of whole windows)."""
+    return [
+        ordered[part]
+        for window in blocks(index, first_event, TRIM_WINDOW)
+        for ordered in (trim.order(inputs, window),)
+        for part in batches(len(ordered), batch_size)
+    ]
 
 
 @dataclass
@@ -112,8 +132,9 @@ def run_attack(
     couple the events of a batch (``Attack.couples_events``: constrained_pgd's distribution
     penalty) runs on fixed blocks of ``batch_size`` consecutive events of the sample instead,
     so its outcome depends on the batch size but on nothing else. With ``trim``, batches take
-    the events in order of multiplicity (within a block) and lose the slots that are padding in
-    all their events (the adversarial padding stays nominal).
+    the events in order of multiplicity (within a block, else within a window of TRIM_WINDOW
+    events: :func:`trimmed_batches`) and lose the slots that are padding in all their events
+    (the adversarial padding stays nominal).
     ``progress`` is called with the number of events of each batch once its results are in.
     """
     device = tagger.device
@@ -124,9 +145,10 @@ def run_attack(
             part if trim is None else trim.order(inputs, part)
             for part in blocks(index, first_event, batch_size)
         ]
+    elif trim is None:
+        parts = [index[part] for part in batches(len(index), batch_size)]
     else:
-        ordered = index if trim is None else trim.order(inputs, index)
-        parts = [ordered[part] for part in batches(len(ordered), batch_size)]
+        parts = trimmed_batches(trim, inputs, index, first_event, batch_size)
     adversarial = {name: inputs[name].clone() for name in envelope.inputs}
     features = {name: spec.features for name, spec in envelope.inputs.items()}
     per_event: dict[str, torch.Tensor] = {}

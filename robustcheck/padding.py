@@ -24,6 +24,10 @@ TRIM_TOLERANCE = 1.0e-4
 # trimmed widths vary from batch to batch
 VERIFY_EVENTS = 1024
 VERIFY_BATCH = 64
+# Events are ordered by multiplicity within windows of this many consecutive events of the
+# sample (by position), never across: a sample split into ranges of whole windows (Dask) or
+# read in chunks that are multiples of it forms the same trimmed batches as one process.
+TRIM_WINDOW = 65536
 
 
 @dataclass(frozen=True)

@@ -219,7 +219,7 @@ def attack_range(
             progress=progress,
         )
         adv_inputs = {**chunk.inputs, **outcome.adversarial}
-        log_probs = evaluate(run.tagger, adv_inputs, run._eval_batch, trim)
+        log_probs = evaluate(run.tagger, adv_inputs, run._eval_batch, trim, first_event=chunk.start)
     fooled = correct & (decision.decide(log_probs) != decision.target(chunk.labels))
     shifts = ShiftSums(run.envelope)
     shifts.add(chunk.inputs, outcome.adversarial, fooled)

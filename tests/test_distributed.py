@@ -213,13 +213,17 @@ def test_pareto_evaluates_the_specs_at_once_on_the_cluster(
     assert pareto_of_specs(specs, "cpu", cluster) == pareto_of_specs(specs, "cpu")
 
 
+@pytest.mark.parametrize("streamed", [True, False])
 def test_trimmed_padding_is_verified_and_named_as_in_one_process(
-    particle_dir: Path, tmp_path: Path, cluster: DaskRanges
+    particle_dir: Path, tmp_path: Path, cluster: DaskRanges, streamed: bool
 ) -> None:
-    """A streamed particle sample with trim_padding: the same figures and the same note."""
+    """A particle sample with trim_padding, streamed or in memory (ranges of whole windows of
+    TRIM_WINDOW events; tests/test_padding.py checks ranges of several windows): the same
+    figures and the same note."""
     doc = particle_spec("pfn:build", attacks={"pgd": ATTACKS["pgd_random"]})
     doc["inputs"]["parts"]["trim_padding"] = True
-    doc["data"]["nominal"].update(chunk_size=300, keep_events=200)
+    if streamed:
+        doc["data"]["nominal"].update(chunk_size=300, keep_events=200)
     path = write_spec(copy_models(particle_dir, tmp_path), doc)
     assert_same_runs(path, cluster)
     for result in SpecRun.from_path(path, device="cpu", cluster=cluster).run():
