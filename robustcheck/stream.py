@@ -107,6 +107,9 @@ def pick_kept(chunk: Chunk, kept: np.ndarray, inputs: Inputs) -> Inputs:
     return {name: x[local] for name, x in inputs.items()}
 
 
+SHIFT_BLOCK = 8192  # fooled events whose shifts are summed at a time
+
+
 class ShiftSums:
     """Mean |shift| in sigma per feature over fooled events, summed chunk by chunk.
 
@@ -123,18 +126,22 @@ class ShiftSums:
         self.counts = dict.fromkeys(envelope.inputs, 0.0)
 
     def add(self, nominal: Inputs, adversarial: Inputs, fooled: torch.Tensor) -> None:
-        if not bool(fooled.any()):
-            return
-        for name, env in self.envelope.inputs.items():
-            x0 = nominal[name][fooled]
-            pulls = env.shift_in_sigma(x0, adversarial[name][fooled])  # a swap counts 1
-            if env.mask is not None:
-                real = (nominal[env.mask][fooled] != 0).reshape(-1, 1)
-            else:
-                real = torch.ones(x0.shape[:-1], dtype=torch.bool).reshape(-1, 1)
-            real = real.to(torch.float64)
-            self.sums[name] += (pulls.reshape(-1, len(env.features)).double() * real).sum(0)
-            self.counts[name] += float(real.sum())
+        """Add the shifts of a chunk's fooled events, SHIFT_BLOCK events at a time (the
+        pulls of all of them at once took several copies of the inputs' size)."""
+        rows = torch.nonzero(fooled).flatten()
+        for start in range(0, len(rows), SHIFT_BLOCK):
+            block = rows[start : start + SHIFT_BLOCK]
+            for name, env in self.envelope.inputs.items():
+                x0 = nominal[name][block]
+                pulls = env.shift_in_sigma(x0, adversarial[name][block])  # a swap counts 1
+                if env.mask is not None:
+                    real = (nominal[env.mask][block] != 0).reshape(-1, 1)
+                else:
+                    real = torch.ones(x0.shape[:-1], dtype=torch.bool).reshape(-1, 1)
+                real = real.to(torch.float64)
+                flat = pulls.reshape(-1, len(env.features)).double()
+                self.sums[name] += (flat * real).sum(0)
+                self.counts[name] += float(real.sum())
 
     def means(self) -> list[tuple[str, float]]:
         """(feature, mean |shift| in sigma), largest first; empty when nothing was fooled."""
