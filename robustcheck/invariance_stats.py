@@ -363,7 +363,9 @@ class Clusters:
 
     def __post_init__(self) -> None:
         self.reference_chunks = self.reference_chunks or event_chunks(self.reference)
-        self.attacked_chunks = self.attacked_chunks or event_chunks(self.attacked)
+        if not self.attacked_chunks:
+            same = self.attacked is self.reference
+            self.attacked_chunks = self.reference_chunks if same else event_chunks(self.attacked)
 
     @property
     def entries_per_event(self) -> float:

@@ -303,17 +303,21 @@ class Invariance(Check):
         for region in regions:
             reference = entries(nominal, real, features, region.reference)
             attacked = entries(adversarial, real, features, region.attacked)
+            reference_ids = event_ids(real, features, region.reference)
+            same_events = region.attacked is region.reference
             figures = compare(
                 reference,
                 attacked,
                 features,
                 movable,
                 int(o["bins"]),
-                reference_events=event_ids(real, features, region.reference),
-                attacked_events=event_ids(real, features, region.attacked),
+                reference_events=reference_ids,
+                attacked_events=(
+                    reference_ids if same_events else event_ids(real, features, region.attacked)
+                ),
             )
             measured.figures.append(figures)
-            del reference, attacked  # before the paired copies below
+            del reference, attacked, reference_ids  # before the paired copies below
             paired = figures
             if independent:  # the attack's own displacement, for events_to_detect
                 both = np.sort(np.concatenate([region.attacked, region.reference]))
