@@ -116,8 +116,8 @@ def assess(
     probabilities) for some of the events, or None when the backend cannot give them.
     """
     skip = set(model.skip_gates)  # grows when a failed gate makes the later ones moot
-    lp = log_probs.detach().double().cpu()
-    y = labels.cpu().numpy().astype(np.int64)
+    lp = log_probs.detach().cpu()  # no float64 copy of every event (streamed samples are large)
+    y = labels.cpu().numpy().astype(np.int64, copy=False)
     n, classes = lp.shape
     failures: list[tuple[str, str, str]] = []
     notes = list(warnings or [])
@@ -136,7 +136,9 @@ def assess(
         )
         lp = torch.nan_to_num(lp, nan=-math.inf)
         skip |= {"scores", "classes", "auc", "accuracy"}  # figures of NaN say nothing more
-    decisions = lp.argmax(dim=1).numpy()
+    decisions = np.empty(n, dtype=np.int16 if classes < 2**15 else np.int64)
+    for part in _blocks(n):
+        decisions[part] = lp[part].argmax(dim=1).numpy()
     counts = np.bincount(y, minlength=classes)
     majority = float(counts.max() / n) if n else 0.0
     accuracy = float((decisions == y).mean()) if n else 0.0
@@ -149,7 +151,9 @@ def assess(
         if note:
             notes.append(note)
     if "scores" not in skip and n:
-        saturated = int((lp.min(dim=1).values < SATURATED_LOG_PROB).sum())
+        saturated = sum(
+            int((lp[part].min(dim=1).values < SATURATED_LOG_PROB).sum()) for part in _blocks(n)
+        )
         text = (
             f"the scores of {saturated:,} of {n:,} nominal events are saturated (a class "
             "probability below 1e-38 underflows to 0 in float32, and no gradient moves them)"
@@ -180,14 +184,10 @@ def assess(
             )
 
     area = error = None
-    is_signal = (y == model.signal_class).astype(np.int64)
+    is_signal = y == model.signal_class
     if 0 < is_signal.sum() < n and bool(finite.all()):
-        # log odds of the signal class: the order of its probability without the rounding
-        # of probabilities near 1
-        others = torch.cat([lp[:, : model.signal_class], lp[:, model.signal_class + 1 :]], 1)
-        scores = (lp[:, model.signal_class] - torch.logsumexp(others, dim=1)).numpy()
-        area = auc(is_signal, scores, weights)
-        sig = is_signal == 1
+        area = auc(is_signal, _log_odds(lp, model.signal_class), weights)
+        sig = is_signal
         n_signal = effective_count(None if weights is None else weights[sig], int(sig.sum()))
         n_background = effective_count(
             None if weights is None else weights[~sig], int((~sig).sum())
@@ -221,6 +221,24 @@ def assess(
         warnings=notes,
         failures=failures,
     )
+
+
+_BLOCK = 1 << 16  # events per block of the per-event arithmetic
+
+
+def _blocks(n: int) -> list[slice]:
+    return [slice(start, min(start + _BLOCK, n)) for start in range(0, n, _BLOCK)]
+
+
+def _log_odds(lp: torch.Tensor, signal_class: int) -> np.ndarray:
+    """Per event, the log odds of the signal class in float64 (the order of its probability
+    without the rounding of probabilities near 1), block by block."""
+    out = np.empty(len(lp))
+    for part in _blocks(len(lp)):
+        block = lp[part].double()
+        others = torch.cat([block[:, :signal_class], block[:, signal_class + 1 :]], 1)
+        out[part] = (block[:, signal_class] - torch.logsumexp(others, dim=1)).numpy()
+    return out
 
 
 def _examples(index: np.ndarray) -> str:

@@ -659,10 +659,70 @@ def roc_curve(
     return fpr, tpr, np.r_[np.inf, thresholds]
 
 
+_AUC_BLOCK = 1 << 16  # background scores looked up at a time
+
+
 def auc(labels: ArrayLike, scores: ArrayLike, weights: ArrayLike | None = None) -> float:
-    """Area under the ROC curve (trapezoids, so ties count one half), as ``roc_auc_score``."""
-    fpr, tpr, _ = roc_curve(labels, scores, weights)
-    return float((np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2.0).sum())
+    """Area under the ROC curve, as ``roc_auc_score`` (the trapezoids of :func:`roc_curve`).
+
+    Computed as the (weighted) probability that a signal event scores above a background
+    one, ties counting one half (Mann-Whitney): the signal scores sorted, the background ones
+    sorted and looked up in blocks. Unweighted, the counts are exact integers and the area is
+    rounded once; the scratch is about 16 bytes per event (24 per signal event weighted),
+    against about 100 for the ROC curve's arrays.
+    """
+    y = np.asarray(labels).ravel()
+    s, w = _scores_weights(scores, weights, "scores")
+    if y.shape != s.shape:
+        raise ValueError(f"labels have {y.size} entries but scores have {s.size}")
+    if not np.isin(y, (0, 1)).all():
+        raise ValueError("labels must be 0 (background) or 1 (signal)")
+    if s.size == 0:
+        raise ValueError("no events")
+    signal = y == 1
+    if w is None:
+        n_signal, n_background = int(signal.sum()), int(s.size - signal.sum())
+        if not (n_signal and n_background):
+            raise ValueError(
+                "the ROC curve needs signal and background with positive total weight"
+            )
+        sig = np.sort(s[signal])
+        bkg = np.sort(s[~signal])
+        above = ties = 0
+        for start in range(0, len(bkg), _AUC_BLOCK):
+            keys = bkg[start : start + _AUC_BLOCK]
+            below_or_tied = _count_upto(sig, keys)
+            tied = below_or_tied - _count_below_sorted(sig, keys)
+            above += n_signal * len(keys) - int(below_or_tied.sum())
+            ties += int(tied.sum())
+        return (above + 0.5 * ties) / (n_signal * n_background)
+    order = np.argsort(s[signal], kind="stable")
+    sig = s[signal][order]
+    cumulative = np.cumsum(w[signal][order])
+    del order
+    total_signal = float(cumulative[-1]) if len(cumulative) else 0.0
+    bkg, bkg_w = s[~signal], w[~signal]
+    total_background = float(bkg_w.sum())
+    if not (total_signal > 0 and total_background > 0):
+        raise ValueError("the ROC curve needs signal and background with positive total weight")
+    area = 0.0
+    for start in range(0, len(bkg), _AUC_BLOCK):
+        keys, weight = bkg[start : start + _AUC_BLOCK], bkg_w[start : start + _AUC_BLOCK]
+        hi = np.searchsorted(sig, keys, side="right")
+        lo = np.searchsorted(sig, keys, side="left")
+        upto = np.where(hi > 0, cumulative[np.maximum(hi - 1, 0)], 0.0)
+        below = np.where(lo > 0, cumulative[np.maximum(lo - 1, 0)], 0.0)
+        area += float(weight @ ((total_signal - upto) + 0.5 * (upto - below)))
+    return area / (total_signal * total_background)
+
+
+def _count_below_sorted(sorted_: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """``searchsorted(sorted_, keys, side="left")`` for sorted keys, in their stretch only."""
+    lo = int(np.searchsorted(sorted_, keys[0], side="left"))
+    hi = int(np.searchsorted(sorted_, keys[-1], side="right"))
+    counts = np.searchsorted(sorted_[lo:hi], keys, side="left")
+    counts += lo
+    return counts
 
 
 def _passing_fraction_setup(

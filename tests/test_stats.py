@@ -343,6 +343,26 @@ def test_roc_and_auc_match_sklearn(seed: int, n: int, weighted: bool) -> None:
             np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-9)
 
 
+@pytest.mark.parametrize("weighted", [False, True])
+def test_auc_in_blocks_equals_the_pairwise_count(
+    monkeypatch: pytest.MonkeyPatch, weighted: bool
+) -> None:
+    """The Mann-Whitney form, in blocks of 7 background scores, against every (signal,
+    background) pair counted: above 1, tied 1/2, with the pair's weight product (negative
+    weights, as NLO samples have, included)."""
+    y, s, w = _roc_data(4, 400, weighted)
+    if w is not None:
+        w[::17] *= -0.5
+    sig, bkg = y == 1, y == 0
+    wins = (s[sig][:, None] > s[bkg][None, :]) + 0.5 * (s[sig][:, None] == s[bkg][None, :])
+    pair = np.ones_like(wins) if w is None else w[sig][:, None] * w[bkg][None, :]
+    expected = float((wins * pair).sum() / pair.sum())
+    monkeypatch.setattr(stats, "_AUC_BLOCK", 7)
+    assert stats.auc(y, s, w) == pytest.approx(expected, rel=1e-12)
+    fpr, tpr, _ = stats.roc_curve(y, s, w)  # the trapezoids of the ROC curve agree
+    assert stats.auc(y, s, w) == pytest.approx(np.trapezoid(tpr, fpr), rel=1e-12)
+
+
 def test_auc_ties_count_half() -> None:
     assert stats.auc([0, 1], [0.5, 0.5]) == 0.5
     assert stats.auc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]) == 0.75
