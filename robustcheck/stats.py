@@ -683,9 +683,7 @@ def auc(labels: ArrayLike, scores: ArrayLike, weights: ArrayLike | None = None) 
     if w is None:
         n_signal, n_background = int(signal.sum()), int(s.size - signal.sum())
         if not (n_signal and n_background):
-            raise ValueError(
-                "the ROC curve needs signal and background with positive total weight"
-            )
+            raise ValueError("the ROC curve needs signal and background with positive total weight")
         sig = np.sort(s[signal])
         bkg = np.sort(s[~signal])
         above = ties = 0
