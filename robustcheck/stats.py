@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -190,13 +190,17 @@ def _by_blocks(
     blocks = [slice(i, min(i + per, n_cols)) for i in range(0, n_cols, per)]
     if not blocks:
         return []
-    workers = _workers(len(blocks), per * n_rows * value_bytes)
-    if workers == 1:
-        parts = [fn(cols) for cols in blocks]
-    else:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            parts = list(pool.map(fn, blocks))
+    parts = _map(fn, blocks, per * n_rows * value_bytes)
     return [np.concatenate(p) for p in zip(*parts, strict=True)]
+
+
+def _map(fn: Callable[[Any], Any], tasks: Sequence[Any], task_bytes: int) -> list[Any]:
+    """``fn`` of every task, on as many threads as :func:`_workers` allows."""
+    workers = _workers(len(tasks), task_bytes)
+    if workers == 1:
+        return [fn(task) for task in tasks]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(fn, tasks))
 
 
 _GATHER_ROWS = 4096  # events per chunk when turning columns into rows (fits the L2 cache)
@@ -229,12 +233,15 @@ def _sorted_column(
 _KS_KEYS = 1 << 16  # values at which both empirical CDFs are evaluated at a time
 
 
-def _count_upto(sorted_: np.ndarray, keys: np.ndarray) -> np.ndarray:
-    """``searchsorted(sorted_, keys, side="right")`` for sorted ``keys``, searching only the
-    stretch of ``sorted_`` that lies between the first and the last key."""
+def _count_upto(
+    sorted_: np.ndarray, keys: np.ndarray, side: Literal["left", "right"] = "right"
+) -> np.ndarray:
+    """``searchsorted(sorted_, keys, side)`` for sorted ``keys`` (values up to each key, or
+    below it with ``side="left"``), searching only the stretch of ``sorted_`` that lies
+    between the first and the last key."""
     lo = int(np.searchsorted(sorted_, keys[0], side="left"))
     hi = int(np.searchsorted(sorted_, keys[-1], side="right"))
-    counts = np.searchsorted(sorted_[lo:hi], keys, side="right")
+    counts = np.searchsorted(sorted_[lo:hi], keys, side=side)
     counts += lo
     return counts
 
@@ -324,14 +331,8 @@ def ks_2samp(
             return np.nan, len(sa), len(sb)
         return _ks_distance(sa, sb), len(sa), len(sb)
 
-    n_cols = a_.shape[1]
     column_bytes = (a_.shape[0] + b_.shape[0]) * np.dtype(dtype).itemsize
-    workers = _workers(n_cols, column_bytes)
-    if workers == 1:
-        done = [column(j) for j in range(n_cols)]
-    else:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            done = list(pool.map(column, range(n_cols)))
+    done = _map(column, range(a_.shape[1]), column_bytes)
     d = np.array([x[0] for x in done], dtype=np.float64)
     na = np.array([x[1] for x in done], dtype=np.int64)
     nb = np.array([x[2] for x in done], dtype=np.int64)
@@ -694,7 +695,7 @@ def auc(labels: ArrayLike, scores: ArrayLike, weights: ArrayLike | None = None) 
         for start in range(0, len(bkg), _AUC_BLOCK):
             keys = bkg[start : start + _AUC_BLOCK]
             below_or_tied = _count_upto(sig, keys)
-            tied = below_or_tied - _count_below_sorted(sig, keys)
+            tied = below_or_tied - _count_upto(sig, keys, side="left")
             above += n_signal * len(keys) - int(below_or_tied.sum())
             ties += int(tied.sum())
         return (above + 0.5 * ties) / (n_signal * n_background)
@@ -716,15 +717,6 @@ def auc(labels: ArrayLike, scores: ArrayLike, weights: ArrayLike | None = None) 
         below = np.where(lo > 0, cumulative[np.maximum(lo - 1, 0)], 0.0)
         area += float(weight @ ((total_signal - upto) + 0.5 * (upto - below)))
     return area / (total_signal * total_background)
-
-
-def _count_below_sorted(sorted_: np.ndarray, keys: np.ndarray) -> np.ndarray:
-    """``searchsorted(sorted_, keys, side="left")`` for sorted keys, in their stretch only."""
-    lo = int(np.searchsorted(sorted_, keys[0], side="left"))
-    hi = int(np.searchsorted(sorted_, keys[-1], side="right"))
-    counts = np.searchsorted(sorted_[lo:hi], keys, side="left")
-    counts += lo
-    return counts
 
 
 def _passing_fraction_setup(
