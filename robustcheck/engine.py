@@ -88,14 +88,13 @@ def trimmed_batches(
 ) -> list[torch.Tensor]:
     """Batches of the events of ``index`` (positions in a chunk that starts at
     ``first_event``) in order of multiplicity within each window of TRIM_WINDOW events of the
-    sample, never mixing two windows: how the events fall into batches depends on the batch
-    size and on nothing else (not on chunks or ranges of whole windows)."""
-    return [
-        ordered[part]
-        for window in blocks(index, first_event, TRIM_WINDOW)
-        for ordered in (trim.order(inputs, window),)
-        for part in batches(len(ordered), batch_size)
-    ]
+    sample, never mixing two windows: the batches depend on the batch size, not on how the
+    sample is cut into ranges of whole windows."""
+    out = []
+    for window in blocks(index, first_event, TRIM_WINDOW):
+        ordered = trim.order(inputs, window)
+        out += [ordered[part] for part in batches(len(ordered), batch_size)]
+    return out
 
 
 @dataclass
