@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -153,10 +153,10 @@ def run_attack(
     per_event: dict[str, torch.Tensor] = {}
     started = time.perf_counter()
 
-    def attack_rows(rows: torch.Tensor) -> None:
+    def attack_rows(rows: torch.Tensor, widths: Mapping[str, int] | None = None) -> None:
         nominal = take(inputs, rows, device)
         if trim is not None:
-            nominal = trim.cut(nominal)
+            nominal = trim.cut(nominal, widths)
         events = (rows + first_event).to(device, non_blocking=True)
         batch = AttackBatch(
             tagger=tagger,
@@ -180,8 +180,11 @@ def run_attack(
         for rows in parts:
             if attack.couples_events:
                 attack_block(attack_rows, rows, batch_size)
-            else:
+            elif trim is None:
                 split_on_oom(attack_rows, rows)
+            else:  # halves after an out-of-memory split keep the whole batch's width
+                widths = trim.widths({mask: inputs[mask][rows] for mask in trim.groups})
+                split_on_oom(lambda part, widths=widths: attack_rows(part, widths), rows)
             if progress is not None:
                 progress(len(rows))
     return AttackOutcome(adversarial, time.perf_counter() - started, per_event)

@@ -63,16 +63,25 @@ class PaddingTrim:
         needed = self.slots_needed({mask: inputs[mask][index] for mask in self.groups})
         return index[torch.sort(needed, stable=True).indices]
 
-    def cut(self, batch: Inputs) -> Inputs:
-        """The batch with the slots that are padding in every event removed (at least one
-        slot is kept)."""
-        out = dict(batch)
-        for mask, names in self.groups.items():
+    def widths(self, batch: Inputs) -> dict[str, int]:
+        """Per mask input, the slots up to the last real entry of any event of the batch (at
+        least one)."""
+        out = {}
+        for mask in self.groups:
             real = batch[mask] != 0
             position = torch.arange(1, real.shape[1] + 1, device=real.device)
-            width = max(int((real * position).amax()), 1)  # one host sync per batch
+            out[mask] = max(int((real * position).amax()), 1)  # one host sync per batch
+        return out
+
+    def cut(self, batch: Inputs, widths: Mapping[str, int] | None = None) -> Inputs:
+        """The batch with the slots that are padding in every event removed (at least one
+        slot is kept), or cut to the given ``widths`` (those of the batch it was split from,
+        so that a split changes no event's arithmetic)."""
+        widths = widths or self.widths(batch)
+        out = dict(batch)
+        for mask, names in self.groups.items():
             for name in (mask, *names):
-                out[name] = batch[name][:, :width]
+                out[name] = batch[name][:, : widths[mask]]
         return out
 
 

@@ -186,6 +186,7 @@ def test_an_out_of_memory_split_changes_nothing(
     """A batch of more than 400 events "runs out of memory": the engine splits it in halves."""
     from robustcheck.attacks.pgd import PGD
 
+    attacked = int(reference.adversaries("pgd").correct.sum())  # before the patch below
     perturb, sizes = PGD.perturb, []
 
     def tight(self: PGD, batch: AttackBatch) -> dict[str, torch.Tensor]:
@@ -198,7 +199,7 @@ def test_an_out_of_memory_split_changes_nothing(
     with pytest.warns(RuntimeWarning, match="retried in halves"):
         _assert_same(_run(model_dir), reference, "pgd")
     ran = [size for size in sizes if size <= 400]
-    assert max(sizes) > 400 and sum(ran) == int(reference.adversaries("pgd").correct.sum())
+    assert max(sizes) > 400 and sum(ran) == attacked
 
 
 def test_a_coupled_attack_runs_fixed_blocks(model_dir: Path) -> None:

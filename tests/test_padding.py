@@ -209,3 +209,35 @@ def test_trimmed_batches_stay_within_windows_so_ranges_of_whole_windows_agree(
     assert all(
         len(torch.unique(torch.div(rows, 64, rounding_mode="floor"))) == 1 for rows in windows
     )
+
+
+def test_an_out_of_memory_split_of_a_trimmed_batch_changes_nothing(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Halves of a trimmed batch that "ran out of memory" keep the whole batch's width, so
+    every event's arithmetic, and the figures, are those of the unsplit run."""
+    from robustcheck.attacks.pgd import PGD
+
+    path = write_spec(folder, spec("efn", True, batch_size=64))
+    perturb = PGD.perturb
+    widths: dict[str, dict[int, int]] = {"whole": {}, "split": {}}  # event -> its batch's width
+    run = "whole"
+
+    def tight(self: PGD, batch: Any) -> dict[str, torch.Tensor]:
+        if run == "split" and len(batch.target) > 20:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        first = batch.random.events.tolist()
+        widths[run].update(dict.fromkeys(first, batch.nominal["parts"].shape[1]))
+        return perturb(self, batch)
+
+    monkeypatch.setattr(PGD, "perturb", tight)
+    reference = SpecRun.from_path(path).adversaries("pgd")
+    run = "split"
+    with pytest.warns(RuntimeWarning, match="retried in halves"):
+        split = SpecRun.from_path(path).adversaries("pgd")
+    assert int(reference.fooled.sum()) > 0
+    assert torch.equal(split.fooled, reference.fooled)
+    assert torch.equal(split.log_probs, reference.log_probs)
+    assert torch.equal(split.adversarial["parts"], reference.adversarial["parts"])
+    assert widths["split"] == widths["whole"]  # each half ran at its batch's width
+    assert len(set(widths["whole"].values())) > 1
