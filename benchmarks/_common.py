@@ -207,6 +207,38 @@ def parts_envelope_table() -> dict[str, dict]:
     }
 
 
+INPUT_FEATURES = {"mlp": [f"f{i:02d}" for i in range(N_FLAT)], "deepsets": list(PART_FEATURES)}
+PERTURBED_INPUT = {"mlp": "x", "deepsets": "parts"}
+
+
+def spec_doc(kind: str, device: str, data: str, data_inputs: dict[str, str], **pgd) -> dict:
+    """The spec (as a dict) of a benchmark tagger of this module, ``[model] path =
+    "bench_models:KIND"`` with weights ``KIND.pt``, on the sample ``data``: its input's
+    envelope table, a PGD attack with the options ``pgd`` and a fooling-rate check."""
+    perturbed = PERTURBED_INPUT[kind]
+    inputs: dict = {"features": INPUT_FEATURES[kind]}
+    if kind == "deepsets":
+        inputs["mask"] = "mask"
+    table = flat_envelope_table() if kind == "mlp" else parts_envelope_table()
+    return {
+        "version": 1,
+        "model": {"path": f"bench_models:{kind}", "weights": f"{kind}.pt", "device": device},
+        "data": {"nominal": {"path": data, "labels": "y", "inputs": data_inputs}},
+        "inputs": {perturbed: inputs},
+        "envelope": {perturbed: table},
+        "attacks": {"pgd": {"method": "pgd", **pgd}},
+        "checks": [{"type": "fooling_rate", "attack": "pgd", "max": 0.5}],
+    }
+
+
+def write_spec(path, doc: dict):
+    """Write a spec dict as TOML (tomli-w, in robustcheck's test extra); returns ``path``."""
+    import tomli_w
+
+    path.write_text(tomli_w.dumps(doc))
+    return path
+
+
 def feature_envelopes(table: dict[str, dict]):
     from robustcheck.spec import FeatureEnvelope
 

@@ -54,12 +54,6 @@ from robustcheck.engine import run_attack  # noqa: E402
 from robustcheck.spec import AttackSpec  # noqa: E402
 from robustcheck.taggers.torch_module import wrap_module  # noqa: E402
 
-PERTURBED = {"mlp": "x", "deepsets": "parts"}
-FEATURES = {
-    "mlp": [f"f{i:02d}" for i in range(C.N_FLAT)],
-    "deepsets": list(C.PART_FEATURES),
-}
-
 
 # ------------------------------------------------------------------------------------ peers
 def load_peers() -> tuple[dict[str, object], dict[str, str]]:
@@ -120,7 +114,7 @@ class Flat(nn.Module):
 # ---------------------------------------------------------------------------------- attackers
 def make_attackers(kind, model, inputs, labels, envelope, args, peers, step_size):
     """name -> fn(n) running full-budget PGD on the first n events, returning adversarial x."""
-    perturbed = PERTURBED[kind]
+    perturbed = C.PERTURBED_INPUT[kind]
     names = list(inputs)
     bs, eps, steps = args.batch_size, args.epsilon, args.steps
     box = envelope.box(inputs, eps)  # the full sample's box, for the peers
@@ -236,44 +230,16 @@ def write_spec(folder: Path, kind: str, model, inputs, labels, args) -> Path:
     shutil.copy(Path(C.__file__), folder / "bench_models.py")
     torch.save(model.state_dict(), folder / f"{kind}.pt")
     np.savez(folder / f"{kind}.npz", y=labels.numpy(), **{k: v.numpy() for k, v in inputs.items()})
-    table = C.flat_envelope_table() if kind == "mlp" else C.parts_envelope_table()
-    perturbed = PERTURBED[kind]
-    data_inputs = ", ".join(f'{k} = "{k}"' for k in inputs)
-    lines = [
-        "version = 1",
-        "[model]",
-        f'path = "bench_models:{kind}"',
-        f'weights = "{kind}.pt"',
-        f'device = "{args.device}"',
-        "[data.nominal]",
-        f'path = "{kind}.npz"',
-        'labels = "y"',
-        f"inputs = {{ {data_inputs} }}",
-        f"[inputs.{perturbed}]",
-        "features = [" + ", ".join(f'"{f}"' for f in FEATURES[kind]) + "]",
-    ]
-    if kind == "deepsets":
-        lines.append('mask = "mask"')
-    for feature, entry in table.items():
-        lines.append(f"[envelope.{perturbed}.{feature}]")
-        for key, value in entry.items():
-            lines.append(
-                f"{key} = {str(value).lower() if isinstance(value, bool) else repr(value)}"
-            )
-    lines += [
-        "[attacks.pgd]",
-        'method = "pgd"',
-        f"epsilon = {args.epsilon!r}",
-        f"steps = {args.steps}",
-        f"batch_size = {args.batch_size}",
-        "[[checks]]",
-        'type = "fooling_rate"',
-        'attack = "pgd"',
-        "max = 0.5",
-    ]
-    path = folder / "robustness.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    doc = C.spec_doc(
+        kind,
+        args.device,
+        f"{kind}.npz",
+        {k: k for k in inputs},
+        epsilon=args.epsilon,
+        steps=args.steps,
+        batch_size=args.batch_size,
+    )
+    return C.write_spec(folder / "robustness.toml", doc)
 
 
 def robustcheck_answer(spec_path: Path, device: str) -> tuple[float, float]:
@@ -334,7 +300,7 @@ def bench(kind: str, args, peers) -> None:
     correct = predict(model, inputs) == labels
     rates = {}
     for name, adv in adversarial.items():
-        pred = predict(model, {**inputs, PERTURBED[kind]: adv})
+        pred = predict(model, {**inputs, C.PERTURBED_INPUT[kind]: adv})
         rates[name] = float((correct & (pred != labels)).sum()) / max(int(correct.sum()), 1)
 
     base = statistics.median(times["limit"])

@@ -116,53 +116,20 @@ def write_case(folder: Path, kind: str, n: int, args: argparse.Namespace) -> Pat
     import numpy as np
     import torch
 
-    if kind == "mlp":
-        model, inputs, labels, _ = C.build_mlp(n)
-        table, features = C.flat_envelope_table(), [f"f{i:02d}" for i in range(C.N_FLAT)]
-        data_inputs, model_inputs = 'inputs = { x = "x" }', {"x": features}
-        envelopes = {"x": table}
-    else:
-        model, inputs, labels, _ = C.build_deepsets(n)
-        data_inputs = 'inputs = { parts = "parts", mask = "mask" }'
-        model_inputs = {"parts": list(C.PART_FEATURES)}
-        envelopes = {"parts": C.parts_envelope_table()}
+    build = C.build_mlp if kind == "mlp" else C.build_deepsets
+    model, inputs, labels, _ = build(n)
     torch.save(model.state_dict(), folder / f"{kind}.pt")
     np.savez(folder / f"{kind}.npz", y=labels.numpy(), **{k: v.numpy() for k, v in inputs.items()})
-    lines = [
-        "version = 1",
-        "[model]",
-        f'path = "bench_models:{kind}"',
-        f'weights = "{kind}.pt"',
-        f'device = "{args.device}"',
-        "[data.nominal]",
-        f'path = "{kind}.npz"',
-        'labels = "y"',
-        data_inputs,
-    ]
-    for name, features in model_inputs.items():
-        lines += [f"[inputs.{name}]", "features = [" + ", ".join(f'"{f}"' for f in features) + "]"]
-        if kind == "deepsets":
-            lines.append('mask = "mask"')
-    for name, table in envelopes.items():
-        lines.append(f"[envelope.{name}]")
-        lines += [
-            f"{feature} = {{ {', '.join(f'{k} = {json.dumps(v)}' for k, v in entry.items())} }}"
-            for feature, entry in table.items()
-        ]
-    lines += [
-        "[attacks.pgd]",
-        'method = "pgd"',
-        "epsilon = 1.0",
-        f"steps = {args.steps}",
-        "seed = 1",
-        "[[checks]]",
-        'type = "fooling_rate"',
-        'attack = "pgd"',
-        "max = 0.5",
-    ]
-    path = folder / f"{kind}.robust.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    doc = C.spec_doc(
+        kind,
+        args.device,
+        f"{kind}.npz",
+        {k: k for k in inputs},
+        epsilon=1.0,
+        steps=args.steps,
+        seed=1,
+    )
+    return C.write_spec(folder / f"{kind}.robust.toml", doc)
 
 
 if __name__ == "__main__":

@@ -253,44 +253,19 @@ def write_data(folder: Path, n: int, kind: str) -> Path:
 
 
 def write_spec(folder: Path, data: Path, args: argparse.Namespace, mode: str) -> Path:
-    streaming = [f"chunk_size = {args.chunk}", f"keep_events = {args.keep}"]
-    envelope = [
-        f"{feature} = {{ {', '.join(f'{k} = {v!r}' for k, v in entry.items())} }}"
-        for feature, entry in C.parts_envelope_table().items()
-    ]
-    lines = [
-        "version = 1",
-        "[model]",
-        'path = "bench_models:deepsets"',
-        'weights = "deepsets.pt"',
-        'device = "cpu"',
-        "[data.nominal]",
-        f'path = "{data.name}"',
-        'labels = "y"',
-        'inputs = { parts = "parts", mask = "mask" }',
-        *(streaming if mode == "streamed" else []),
-        "[inputs.parts]",
-        "features = [" + ", ".join(f'"{f}"' for f in C.PART_FEATURES) + "]",
-        'mask = "mask"',
-        "[envelope.parts]",
-        *envelope,
-        "[attacks.pgd]",
-        'method = "pgd"',
-        "epsilon = 1.0",
-        f"steps = {args.steps}",
-        "seed = 1",
-        "[[checks]]",
-        'type = "fooling_rate"',
-        'attack = "pgd"',
-        "max = 0.5",
-        "[[checks]]",
-        'type = "invariance"',
-        'attack = "pgd"',
-        "ks_min_pvalue = 1e-9",
-    ]
-    path = folder / f"{mode}.robust.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    doc = C.spec_doc(
+        "deepsets",
+        "cpu",
+        data.name,
+        {"parts": "parts", "mask": "mask"},
+        epsilon=1.0,
+        steps=args.steps,
+        seed=1,
+    )
+    if mode == "streamed":
+        doc["data"]["nominal"].update(chunk_size=args.chunk, keep_events=args.keep)
+    doc["checks"].append({"type": "invariance", "attack": "pgd", "ks_min_pvalue": 1e-9})
+    return C.write_spec(folder / f"{mode}.robust.toml", doc)
 
 
 if __name__ == "__main__":
