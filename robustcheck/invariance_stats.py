@@ -337,7 +337,10 @@ def compare(
                 corr_change = change.max_abs
                 corr_pair = (names[change.argmax[0]], names[change.argmax[1]])
             frobenius = max(frobenius, change.relative_frobenius)
-            pairs += _pairs(nominal, perturbed, names, movable[name], clusters, name)
+            pairs += _pairs(
+                nominal, perturbed, names, movable[name], clusters, name, change.nominal,
+                change.perturbed,
+            )  # fmt: skip
     return InvarianceFigures(out, corr_change, corr_pair, frobenius, n_entries, pairs)
 
 
@@ -587,11 +590,14 @@ def _pairs(
     movable: np.ndarray,
     clusters: Clusters | None = None,
     input_name: str = "",
+    r_reference: np.ndarray | None = None,
+    r_attacked: np.ndarray | None = None,
 ) -> list[PairFigures]:
     """Correlation tests of every pair of features of which at least one can move (a pair of
     frozen features cannot change) and neither is constant in the reference; with clusters,
-    on cluster-robust variances."""
-    ref, att = _Moments.of(reference), _Moments.of(attacked)
+    on cluster-robust variances. The samples' correlation matrices are computed unless
+    given (as :func:`correlation_change` returns them)."""
+    ref, att = _Moments.of(reference, r_reference), _Moments.of(attacked, r_attacked)
     r_ref, v_ref = ref.correlation_variance()
     r_att, v_att = att.correlation_variance()
     constant = np.ptp(reference, axis=0) == 0
@@ -644,7 +650,8 @@ class _Moments:
     m31: np.ndarray
 
     @classmethod
-    def of(cls, x: np.ndarray) -> _Moments:
+    def of(cls, x: np.ndarray, r: np.ndarray | None = None) -> _Moments:
+        """The moments of x, with its correlation matrix ``r`` when already known."""
         n, f = x.shape
         chunks = [slice(i, i + _MOMENT_CHUNK) for i in range(0, n, _MOMENT_CHUNK)]
         total = np.zeros(f)
@@ -664,7 +671,7 @@ class _Moments:
         scale = np.where(std == 0, 1.0, std)
         m22 = cross / n / np.outer(scale**2, scale**2)
         m31 = cubes / n / np.outer(scale**3, scale)
-        return cls(pearson_matrix(x), mean, std, m22, m31)
+        return cls(pearson_matrix(x) if r is None else r, mean, std, m22, m31)
 
     def correlation_variance(self) -> tuple[np.ndarray, np.ndarray]:
         """The correlations and the asymptotic variance of ``sqrt(n) (r - rho)`` (delta

@@ -223,11 +223,13 @@ def assess(
     )
 
 
-_BLOCK = 1 << 16  # events per block of the per-event arithmetic
+# events per block of the per-event arithmetic (gates, out-of-bounds counts): the temporaries
+# of a block, not of the whole sample
+EVENT_BLOCK = 65_536
 
 
 def _blocks(n: int) -> list[slice]:
-    return [slice(start, min(start + _BLOCK, n)) for start in range(0, n, _BLOCK)]
+    return [slice(start, min(start + EVENT_BLOCK, n)) for start in range(0, n, EVENT_BLOCK)]
 
 
 def _log_odds(lp: torch.Tensor, signal_class: int) -> np.ndarray:
@@ -396,11 +398,6 @@ def _accuracy_gate(
     return []
 
 
-# events looked at a time for out-of-bounds entries: the boolean and integer temporaries of a
-# block, not of the whole sample
-BOUNDS_BLOCK = 65_536
-
-
 def out_of_bounds(envelope: Envelope, inputs: Inputs) -> dict[tuple[str, str], tuple[int, float]]:
     """(input, feature) -> (count, most extreme value) of real entries outside the envelope's
     min/max; padding and ``default`` placeholders are left out. The most extreme value is the
@@ -416,11 +413,11 @@ def out_of_bounds(envelope: Envelope, inputs: Inputs) -> dict[tuple[str, str], t
         smallest = torch.full((n_features,), math.inf, dtype=torch.float64)
         largest = torch.full((n_features,), -math.inf, dtype=torch.float64)
         below_min = torch.zeros(n_features, dtype=torch.bool)
-        for start in range(0, len(x), BOUNDS_BLOCK):
-            block = x[start : start + BOUNDS_BLOCK]
+        for part in _blocks(len(x)):
+            block = x[part]
             real = block != env.default
             if env.mask is not None:
-                mask = inputs[env.mask][start : start + BOUNDS_BLOCK]
+                mask = inputs[env.mask][part]
                 real = real & (mask != 0).unsqueeze(-1)
             outside = (((block < env.lower) | (block > env.upper)) & real).reshape(-1, n_features)
             counts += outside.sum(dim=0)

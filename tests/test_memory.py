@@ -78,9 +78,9 @@ def test_out_of_bounds_counts_block_by_block(attacked, monkeypatch: pytest.Monke
     for k, (event, slot) in enumerate(slots.tolist()):
         parts[event, slot, column] = bound - 1 - k if below else bound + 1 + k
     inputs = {**adv.nominal, "parts": parts}
-    monkeypatch.setattr(sanity, "BOUNDS_BLOCK", 10**9)
+    monkeypatch.setattr(sanity, "EVENT_BLOCK", 10**9)
     whole = sanity.out_of_bounds(run.envelope, inputs)
-    monkeypatch.setattr(sanity, "BOUNDS_BLOCK", 7)
+    monkeypatch.setattr(sanity, "EVENT_BLOCK", 7)
     assert sanity.out_of_bounds(run.envelope, inputs) == whole
     count, extreme = whole[("parts", env.features[column])]
     assert count >= len(slots)
